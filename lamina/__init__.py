@@ -1,0 +1,34 @@
+"""Lamina: a small, readable deep learning framework on NumPy (CPU) and CuPy (CUDA)."""
+from .backend import (  # noqa: F401
+    Device, Generator, bfloat16, bool_, cuda_is_available, default_generator, float16, float32,
+    float64, get_default_dtype, initial_seed, int8, int16, int32, int64, manual_seed,
+    set_default_dtype, uint8,
+)
+from .autograd import (  # noqa: F401
+    detect_anomaly, enable_grad, format_graph, grad, is_grad_enabled, no_grad, print_graph,
+    set_detect_anomaly, set_grad_enabled,
+)
+from .tensor import Tensor  # noqa: F401
+from .creation import (  # noqa: F401
+    arange, as_tensor, empty, empty_like, eye, from_dlpack, from_numpy, full, full_like, linspace,
+    ones, ones_like, rand, rand_like, randint, randn, randn_like, randperm, tensor, zeros, zeros_like,
+)
+from .ops import (  # noqa: F401
+    adaptive_avg_pool2d, avg_pool2d, conv1d, conv2d, conv_transpose2d, dropout, embedding,
+    max_pool2d, one_hot, abs, add, all, amax, amin, any, argmax, argmin, bmm, broadcast_shapes, broadcast_to, cat, chunk,
+    clamp, clone, concat, cos, div, eq, erf, exp, expand, flatten, flip, floor_divide, gather, ge,
+    gt, index_add, index_select, isfinite, isnan, le, log, log_softmax, logical_and, logical_not,
+    logical_or, logical_xor, logsumexp, lt, masked_fill, matmul, max, maximum, mean, min, minimum,
+    mm, mul, ne, neg, one_hot, pad, permute, pow, prod, relu, remainder, repeat, reshape, rsqrt,
+    scatter_add, sigmoid, sign, sin, softmax, split, sqrt, squeeze, stack, std, sub, sum, tanh,
+    transpose, tril, triu, unbind, unflatten, unsqueeze, var, where,
+)
+
+bool = bool_  # noqa: A001  (lamina.bool, like torch.bool)
+float = float32  # noqa: A001
+double = float64
+half = float16
+long = int64
+int = int32  # noqa: A001
+
+__version__ = "0.1.0"

@@ -1,0 +1,447 @@
+"""Reverse-mode automatic differentiation over the graph that ops record.
+
+Grad mode (``no_grad``, ``enable_grad``, ``set_grad_enabled``) and anomaly mode are
+thread-local switches read by every op. ``backward`` and ``grad`` walk the recorded nodes
+(``Op`` instances) from the outputs back to the leaves in reverse topological order,
+accumulating gradients and freeing each node's saved values as soon as it has run.
+"""
+from __future__ import annotations
+
+import functools
+import threading
+import traceback
+
+
+class _Mode(threading.local):
+    enabled = True
+    anomaly = False
+
+
+_mode = _Mode()
+
+
+def is_grad_enabled() -> bool:
+    return _mode.enabled
+
+
+class _GradSwitch:
+    """Context manager and decorator that sets grad mode, restoring it on exit."""
+
+    _value: bool
+
+    def __enter__(self):
+        self._prev = _mode.enabled
+        _mode.enabled = self._value
+
+    def __exit__(self, *exc):
+        _mode.enabled = self._prev
+        return False
+
+    def __call__(self, fn):
+        value = self._value
+
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            prev = _mode.enabled
+            _mode.enabled = value
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                _mode.enabled = prev
+        return wrapper
+
+
+class no_grad(_GradSwitch):
+    """Ops inside record nothing: no graph, no saved values."""
+    _value = False
+
+
+class enable_grad(_GradSwitch):
+    """Turn recording back on inside a ``no_grad`` block."""
+    _value = True
+
+
+class set_grad_enabled(_GradSwitch):
+    """``set_grad_enabled(False)`` works like ``no_grad``. Called on its own it switches the mode at
+    once (as in PyTorch); as a context manager it restores the mode from before the call on exit."""
+
+    def __init__(self, mode: bool):
+        self._value = bool(mode)
+        self._before = _mode.enabled
+        _mode.enabled = self._value
+
+    def __enter__(self):
+        self._prev = self._before
+        _mode.enabled = self._value
+
+
+class detect_anomaly:
+    """Check every op's output and every gradient for NaN/Inf, naming the op that made it.
+
+    Also records where each node was created, so a backward error points at the forward code.
+    Slow; for debugging only.
+    """
+
+    def __init__(self, enabled: bool = True):
+        self._value = enabled
+
+    def __enter__(self):
+        self._prev = _mode.anomaly
+        _mode.anomaly = self._value
+
+    def __exit__(self, *exc):
+        _mode.anomaly = self._prev
+        return False
+
+
+def set_detect_anomaly(enabled: bool) -> None:
+    _mode.anomaly = bool(enabled)
+
+
+# ---------------------------------------------------------------- the engine
+
+def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False):
+    """Accumulate d(tensors)/d(leaf) into ``leaf.grad`` for every leaf that requires grad."""
+    tensors, grad_tensors = _as_lists(tensors, grad_tensors)
+    if retain_graph is None:
+        retain_graph = create_graph
+    _run(tensors, grad_tensors, retain_graph, create_graph, targets=None)
+
+
+def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=False, allow_unused=False):
+    """Return d(outputs)/d(inputs) as a tuple, without touching any ``.grad``.
+
+    With ``create_graph=True`` the returned gradients are themselves differentiable, which gives
+    higher-order derivatives.
+    """
+    outputs, grad_outputs = _as_lists(outputs, grad_outputs)
+    single = not isinstance(inputs, (list, tuple))
+    inputs = [inputs] if single else list(inputs)
+    for i, t in enumerate(inputs):
+        if not t.requires_grad:
+            raise RuntimeError(f"grad: input {i} (shape {t.shape}) does not require grad")
+    if retain_graph is None:
+        retain_graph = create_graph
+    found = _run(outputs, grad_outputs, retain_graph, create_graph, targets=inputs)
+    result = []
+    for i, t in enumerate(inputs):
+        g = found[i]
+        if g is None and not allow_unused:
+            raise RuntimeError(f"grad: input {i} (shape {t.shape}) is not reachable from the outputs; "
+                               "pass allow_unused=True to get None for it")
+        result.append(g)
+    return tuple(result)
+
+
+def _as_lists(tensors, grads):
+    from .tensor import Tensor
+    if isinstance(tensors, Tensor):
+        tensors = [tensors]
+    tensors = list(tensors)
+    if grads is None:
+        grads = [None] * len(tensors)
+    elif isinstance(grads, Tensor):
+        grads = [grads]
+    grads = list(grads)
+    if len(grads) != len(tensors):
+        raise ValueError(f"backward: got {len(tensors)} tensors but {len(grads)} gradients")
+    return tensors, grads
+
+
+def _seed(t, g, i):
+    from .tensor import Tensor
+    from . import creation
+    if not t.requires_grad:
+        raise RuntimeError(f"backward: element {i} of tensors does not require grad and has no grad_fn")
+    if g is None:
+        if t.numel() != 1:
+            raise RuntimeError(f"backward: grad can be implicitly created only for scalar outputs, "
+                               f"got shape {t.shape}; pass a gradient of that shape")
+        return creation.ones_like(t)
+    if not isinstance(g, Tensor):
+        g = Tensor(g, dtype=t.dtype, device=t.device)
+    if g.shape != t.shape:
+        raise RuntimeError(f"backward: gradient of shape {g.shape} does not match output shape {t.shape}")
+    return g
+
+
+def _run(tensors, grad_tensors, retain_graph, create_graph, targets):
+    """Run backward from ``tensors``.
+
+    With ``targets`` (a list of tensors) return their gradients instead of accumulating into
+    leaves; only the part of the graph that leads to a target is evaluated.
+    """
+    seeds = [_seed(t, g, i) for i, (t, g) in enumerate(zip(tensors, grad_tensors))]
+    prev = _mode.enabled
+    _mode.enabled = create_graph
+    try:
+        return _execute(tensors, seeds, retain_graph, create_graph, targets)
+    finally:
+        _mode.enabled = prev
+
+
+def _execute(tensors, seeds, retain_graph, create_graph, targets):
+    grad_mode = targets is not None
+    # Gradients of targets: leaves by identity, non-leaves by (node, output index).
+    leaf_targets, node_targets = {}, {}
+    for k, t in enumerate(targets or ()):
+        if t._node is None:
+            leaf_targets.setdefault(id(t), []).append(k)
+        else:
+            node_targets.setdefault((t._node, t._out_idx), []).append(k)
+    found = [None] * len(targets or ())
+
+    def deliver_leaf(t, g):
+        if grad_mode:
+            for k in leaf_targets.get(id(t), ()):
+                found[k] = g if found[k] is None else found[k] + g
+        else:
+            _accumulate_leaf(t, g, owned, create_graph)
+
+    pending = {}     # node -> list of accumulated output gradients
+    # ids of gradient arrays a .grad must not take without a copy: the seeds (the caller may
+    # hold them) and any array already handed to another .grad
+    owned = {id(g.data) for g in seeds}
+    roots = []
+    for t, g in zip(tensors, seeds):
+        if t._node is None:
+            deliver_leaf(t, g)
+            continue
+        slot = pending.get(t._node)
+        if slot is None:
+            slot = pending[t._node] = [None] * t._node.n_outputs
+            roots.append(t._node)
+        idx = t._out_idx
+        slot[idx] = g if slot[idx] is None else slot[idx] + g
+
+    order = _topological_order(roots)
+    deps = dict.fromkeys(order, 0)
+    for node in order:
+        for t in node.inputs or ():
+            if t._node is not None:
+                deps[t._node] += 1
+    if grad_mode:
+        needed = _needed_nodes(order, leaf_targets, node_targets)
+
+        def wanted(t):
+            n = t._node
+            return id(t) in leaf_targets if n is None else (n in needed or (n, t._out_idx) in node_targets)
+    else:
+        needed = wanted = None
+
+    ready = [n for n in roots if deps[n] == 0]
+    anomaly = _mode.anomaly
+    while ready:
+        node = ready.pop()
+        grads = pending.pop(node, None)
+        inputs = node.inputs
+        if inputs is None:
+            raise RuntimeError(
+                f"{node.name}: trying to backward through the graph a second time (its saved values "
+                "were freed by the first backward); pass retain_graph=True to the first backward")
+        if node_targets and grads is not None:
+            for i, g in enumerate(grads):
+                for k in node_targets.get((node, i), ()):
+                    found[k] = g
+        if node._retained and grads is not None:
+            _retain(node, grads)
+        if grads is None or (needed is not None and node not in needed) or all(g is None for g in grads):
+            in_grads = None
+        else:
+            in_grads = _call_backward(node, grads, wanted, anomaly)
+        if not retain_graph:
+            node.release()
+        for i, t in enumerate(inputs):
+            g = in_grads[i] if in_grads is not None else None
+            n = t._node
+            if n is None:
+                if g is not None:
+                    deliver_leaf(t, g)
+                continue
+            if g is not None:
+                slot = pending.get(n)
+                if slot is None:
+                    slot = pending[n] = [None] * n.n_outputs
+                j = t._out_idx
+                slot[j] = g if slot[j] is None else slot[j] + g
+            d = deps[n] - 1
+            deps[n] = d
+            if d == 0:
+                ready.append(n)
+    return found
+
+
+def _topological_order(roots):
+    """Every node reachable from ``roots``, each after all of its consumers."""
+    post, seen = [], set()
+    for root in roots:
+        if root in seen:
+            continue
+        seen.add(root)
+        stack = [(root, iter(root.inputs or ()))]
+        while stack:
+            node, it = stack[-1]
+            for t in it:
+                n = t._node
+                if n is not None and n not in seen:
+                    seen.add(n)
+                    stack.append((n, iter(n.inputs or ())))
+                    break
+            else:
+                stack.pop()
+                post.append(node)
+    post.reverse()
+    return post
+
+
+def _needed_nodes(order, leaf_targets, node_targets):
+    """Nodes from which some target is reachable: the only ones ``grad`` has to run."""
+    needed = set()
+    for node in reversed(order):  # producers before consumers
+        for t in node.inputs or ():
+            n = t._node
+            if (id(t) in leaf_targets) if n is None else (n in needed or (n, t._out_idx) in node_targets):
+                needed.add(node)
+                break
+    return needed
+
+
+def _call_backward(node, grads, wanted, anomaly):
+    inputs = node.inputs
+    node.check_versions()
+    full_mask = node.needs_input_grad
+    mask = full_mask if wanted is None else tuple(m and wanted(t) for m, t in zip(full_mask, inputs))
+    node.needs_input_grad = mask
+    # the ops inside a backward are checked as one: the gradients it returns are checked below
+    _mode.anomaly = False
+    try:
+        res = node.backward(grads[0] if node.n_outputs == 1 else tuple(grads), *inputs)
+    except Exception as e:
+        if anomaly and node._trace:
+            e.add_note(f"the op {node.name} that failed in backward was created at:\n" + "".join(node._trace))
+        raise
+    finally:
+        node.needs_input_grad = full_mask
+        _mode.anomaly = anomaly
+    if not isinstance(res, (tuple, list)):
+        res = (res,)
+    if len(res) != len(inputs):
+        raise RuntimeError(f"{node.name}.backward returned {len(res)} gradients for {len(inputs)} inputs")
+    out = []
+    for i, (g, t) in enumerate(zip(res, inputs)):
+        if g is None or not mask[i]:
+            out.append(None)
+            continue
+        if g.shape != t.shape:
+            raise RuntimeError(f"{node.name}.backward: gradient for input {i} has shape {g.shape}, "
+                               f"expected {t.shape}")
+        if g.dtype != t.dtype:
+            g = g.to(t.dtype)
+        if anomaly:
+            _check_finite_grad(node, i, g)
+        out.append(g)
+    return out
+
+
+def _check_finite_grad(node, i, g):
+    xp = g.device.xp
+    if g.dtype.kind == "f" and not bool(xp.isfinite(g.data).all()):
+        where = ("\nthe op was created at:\n" + "".join(node._trace)) if node._trace else ""
+        raise RuntimeError(f"anomaly: backward of {node.name} returned NaN/Inf in the gradient "
+                           f"of input {i} (shape {g.shape}){where}")
+
+
+def _accumulate_leaf(t, g, owned, create_graph):
+    if t._hooks:
+        for hook in t._hooks:
+            r = hook(g)
+            if r is not None:
+                g = r
+    if t.grad is None:
+        # .grad must own its memory: optimisers update it in place, and the same gradient
+        # array may have been handed to another input too (x + x, broadcast views, user seeds).
+        if not create_graph:
+            a = g.data
+            if a.base is not None or id(a) in owned or not a.flags.writeable:
+                g = g.clone()
+            owned.add(id(g.data))
+            g = g.detach()
+        t.grad = g
+    else:
+        t.grad = t.grad + g
+    if t._post_hooks:
+        for hook in t._post_hooks:
+            hook(t)
+
+
+def _retain(node, grads):
+    for i, ref in node._retained.items():
+        t = ref()
+        g = grads[i] if grads is not None else None
+        if t is not None and g is not None:
+            t.grad = g if t.grad is None else t.grad + g
+
+
+# ---------------------------------------------------------------- showing the recorded graph
+
+_NODE_FIELDS = {"inputs", "needs_input_grad", "saved", "outputs", "n_outputs", "generator"}
+
+
+def format_graph(tensor) -> str:
+    """The graph recorded behind ``tensor`` as text, one line per node, producers first.
+
+    Each line names the op, its attributes, its inputs and the shape and dtype of what it made:
+        %2 = matmul(%0, %1) -> float32[64, 10]
+    """
+    if tensor._node is None:
+        return f"%0 = leaf {_meta(tensor.shape, tensor.dtype)}" + (" requires_grad" if tensor.requires_grad else "")
+    meta = {(tensor._node, tensor._out_idx): (tensor.shape, tensor.dtype)}
+    order = _topological_order([tensor._node])
+    for node in order:
+        if node.inputs is None:
+            raise RuntimeError(f"format_graph: the graph was freed by backward at {node.name}; "
+                               "call it before backward or use retain_graph=True")
+        for t in node.inputs:
+            if t._node is not None:
+                meta.setdefault((t._node, t._out_idx), (t.shape, t.dtype))
+    names, lines = {}, []
+
+    def name_of_input(t):
+        key = id(t) if t._node is None else (t._node, t._out_idx)
+        if key not in names:
+            names[key] = f"%{len(names)}"
+            kind = "param" if t.requires_grad else "input"
+            lines.append(f"{names[key]} = {kind} {_meta(t.shape, t.dtype)}")
+        return names[key]
+
+    for node in reversed(order):
+        args = ", ".join(name_of_input(t) for t in node.inputs)
+        attrs = ", ".join(f"{k}={v!r}" for k, v in vars(node).items()
+                          if k not in _NODE_FIELDS and not k.startswith("_")
+                          and isinstance(v, (int, float, str, bool, tuple, type(None))))
+        outs = []
+        for i in range(node.n_outputs):
+            key = (node, i)
+            names[key] = f"%{len(names)}"
+            shape, dtype = meta.get(key, ("?", "?"))
+            outs.append((names[key], _meta(shape, dtype)))
+        lhs = ", ".join(n for n, _ in outs)
+        rhs = ", ".join(m for _, m in outs)
+        lines.append(f"{lhs} = {node.name}({args}{', ' + attrs if attrs else ''}) -> {rhs}")
+    return "\n".join(lines)
+
+
+def print_graph(tensor) -> None:
+    """Print ``format_graph(tensor)``."""
+    print(format_graph(tensor))
+
+
+def _meta(shape, dtype):
+    if shape == "?":
+        return "?"
+    return f"{dtype}[{', '.join(str(s) for s in shape)}]"
+
+
+def creation_trace():
+    """The stack of the code creating a node, recorded only in anomaly mode."""
+    return traceback.format_stack()[:-3]

@@ -1,0 +1,257 @@
+"""Tensor factories: from data, filled, ranges, identity, random, ``*_like`` and DLPack."""
+from __future__ import annotations
+
+import numpy as np
+
+from . import backend
+from .tensor import Tensor, _wrap
+
+
+def _shape(shape, fname: str) -> tuple:
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        shape = tuple(shape[0])
+    try:
+        shape = tuple(int(s) for s in shape)
+    except TypeError:
+        raise TypeError(f"{fname}: shape must be integers, got {shape!r}") from None
+    if any(s < 0 for s in shape):
+        raise ValueError(f"{fname}: negative dimension in shape {shape}")
+    return shape
+
+
+def _device(device) -> backend.Device:
+    return backend.cpu if device is None else backend.Device(device)
+
+
+def _finish(arr, requires_grad: bool) -> Tensor:
+    t = _wrap(arr)
+    if requires_grad:
+        t.requires_grad_(True)
+    return t
+
+
+def _array_from(data, dtype=None, device=None):
+    """A new array holding ``data`` (Tensor, array, nested sequence or number)."""
+    if isinstance(data, Tensor):
+        arr = data.data
+        if dtype is not None:
+            arr = arr.astype(backend.as_dtype(dtype))
+        if device is not None:
+            arr = backend.to_device(arr, backend.Device(device))
+        return arr.copy() if arr is data.data else arr
+    dev = _device(device)
+    if isinstance(data, np.ndarray) or hasattr(data, "__cuda_array_interface__"):
+        arr = data
+        if dtype is not None:
+            arr = arr.astype(backend.as_dtype(dtype), copy=False)
+    else:
+        if isinstance(data, (list, tuple)) and any(isinstance(x, Tensor) for x in _flat_head(data)):
+            data = _tensors_to_lists(data)
+        arr = np.asarray(data)
+        if dtype is not None:
+            arr = arr.astype(backend.as_dtype(dtype), copy=False)
+        elif arr.dtype.kind == "f" and arr.dtype == np.float64:
+            arr = arr.astype(backend.get_default_dtype())  # Python floats -> default dtype
+        elif arr.dtype.kind in "iu":
+            arr = arr.astype(np.int64, copy=False)
+        elif arr.dtype.kind not in "bf":
+            raise TypeError(f"tensor: cannot make a tensor from data of type {arr.dtype}")
+    out = backend.to_device(arr, dev)
+    if out is data or (isinstance(data, np.ndarray) and np.may_share_memory(out, data)):
+        out = out.copy()
+    return out
+
+
+def _flat_head(seq):
+    while isinstance(seq, (list, tuple)) and seq:
+        yield seq[0]
+        seq = seq[0]
+
+
+def _tensors_to_lists(data):
+    if isinstance(data, Tensor):
+        return data.detach().cpu().data
+    if isinstance(data, (list, tuple)):
+        return [_tensors_to_lists(x) for x in data]
+    return data
+
+
+def tensor(data, dtype=None, device=None, requires_grad=False) -> Tensor:
+    """A new tensor holding a copy of ``data``; Python floats become the default dtype (float32)."""
+    return _finish(_array_from(data, dtype, device), requires_grad)
+
+
+def as_tensor(data, dtype=None, device=None) -> Tensor:
+    """Like ``tensor`` but shares memory with ``data`` when dtype and device already match."""
+    if isinstance(data, Tensor):
+        return data.to(device=device, dtype=dtype) if (dtype or device) else data
+    if isinstance(data, np.ndarray) and (dtype is None or backend.as_dtype(dtype) == data.dtype) \
+            and _device(device).type == "cpu":
+        return _wrap(data)
+    return tensor(data, dtype, device)
+
+
+def from_numpy(array: np.ndarray) -> Tensor:
+    """A tensor sharing memory with a NumPy array."""
+    if not isinstance(array, np.ndarray):
+        raise TypeError(f"from_numpy: expected a numpy.ndarray, got {type(array).__name__}")
+    return _wrap(array)
+
+
+def from_dlpack(obj) -> Tensor:
+    """A tensor sharing memory with any DLPack producer (NumPy, CuPy, PyTorch, JAX, ...)."""
+    dev_type, _ = obj.__dlpack_device__()
+    if dev_type == 1:  # kDLCPU
+        return _wrap(np.from_dlpack(obj))
+    if dev_type == 2:  # kDLCUDA
+        return _wrap(backend._import_cupy().from_dlpack(obj))
+    raise ValueError(f"from_dlpack: unsupported DLPack device type {dev_type}")
+
+
+def _filled(fname, shape, fill, dtype, device, requires_grad):
+    shape = _shape(shape, fname)
+    dev = _device(device)
+    dtype = backend.as_dtype(dtype)
+    xp = dev.xp
+    with backend.device_context(dev):
+        if fill is None:
+            arr = xp.empty(shape, dtype=dtype)
+        elif fill == 0:
+            arr = xp.zeros(shape, dtype=dtype)
+        else:
+            arr = xp.full(shape, fill, dtype=dtype)
+    return _finish(arr, requires_grad)
+
+
+def zeros(*shape, dtype=None, device=None, requires_grad=False) -> Tensor:
+    return _filled("zeros", shape, 0, dtype, device, requires_grad)
+
+
+def ones(*shape, dtype=None, device=None, requires_grad=False) -> Tensor:
+    return _filled("ones", shape, 1, dtype, device, requires_grad)
+
+
+def empty(*shape, dtype=None, device=None, requires_grad=False) -> Tensor:
+    return _filled("empty", shape, None, dtype, device, requires_grad)
+
+
+def full(shape, fill_value, dtype=None, device=None, requires_grad=False) -> Tensor:
+    if dtype is None:
+        dtype = (backend.bool_ if isinstance(fill_value, bool) else
+                 backend.int64 if isinstance(fill_value, int) else backend.get_default_dtype())
+    return _filled("full", (shape,) if isinstance(shape, int) else tuple(shape), fill_value, dtype,
+                   device, requires_grad)
+
+
+def _like(t: Tensor, dtype, device):
+    return (t.dtype if dtype is None else dtype), (t.device if device is None else device)
+
+
+def zeros_like(t: Tensor, dtype=None, device=None, requires_grad=False) -> Tensor:
+    dtype, device = _like(t, dtype, device)
+    return zeros(t.shape, dtype=dtype, device=device, requires_grad=requires_grad)
+
+
+def ones_like(t: Tensor, dtype=None, device=None, requires_grad=False) -> Tensor:
+    dtype, device = _like(t, dtype, device)
+    return ones(t.shape, dtype=dtype, device=device, requires_grad=requires_grad)
+
+
+def empty_like(t: Tensor, dtype=None, device=None, requires_grad=False) -> Tensor:
+    dtype, device = _like(t, dtype, device)
+    return empty(t.shape, dtype=dtype, device=device, requires_grad=requires_grad)
+
+
+def full_like(t: Tensor, fill_value, dtype=None, device=None, requires_grad=False) -> Tensor:
+    dtype, device = _like(t, dtype, device)
+    return full(t.shape, fill_value, dtype=dtype, device=device, requires_grad=requires_grad)
+
+
+def arange(start, end=None, step=1, dtype=None, device=None, requires_grad=False) -> Tensor:
+    if end is None:
+        start, end = 0, start
+    if step == 0:
+        raise ValueError("arange: step must be nonzero")
+    if dtype is None:
+        ints = all(isinstance(v, int) for v in (start, end, step))
+        dtype = backend.int64 if ints else backend.get_default_dtype()
+    dev = _device(device)
+    with backend.device_context(dev):
+        arr = dev.xp.arange(start, end, step, dtype=backend.as_dtype(dtype))
+    return _finish(arr, requires_grad)
+
+
+def linspace(start, end, steps, dtype=None, device=None, requires_grad=False) -> Tensor:
+    if steps < 0:
+        raise ValueError(f"linspace: steps must be >= 0, got {steps}")
+    dev = _device(device)
+    with backend.device_context(dev):
+        arr = dev.xp.linspace(start, end, steps, dtype=np.float64).astype(backend.as_dtype(dtype))
+    return _finish(arr, requires_grad)
+
+
+def eye(n, m=None, dtype=None, device=None, requires_grad=False) -> Tensor:
+    dev = _device(device)
+    with backend.device_context(dev):
+        arr = dev.xp.eye(n, m, dtype=backend.as_dtype(dtype))
+    return _finish(arr, requires_grad)
+
+
+def _gen(generator, device):
+    dev = _device(device)
+    if generator is None:
+        return backend.default_generator(dev), dev
+    if generator.device != dev:
+        raise ValueError(f"generator on {generator.device} cannot fill a tensor on {dev}")
+    return generator, dev
+
+
+def rand(*shape, dtype=None, device=None, generator=None, requires_grad=False) -> Tensor:
+    """Uniform samples in [0, 1)."""
+    gen, dev = _gen(generator, device)
+    dtype = backend.as_dtype(dtype)
+    if not backend.is_floating(dtype):
+        raise TypeError(f"rand: expected a floating dtype, got {dtype}")
+    with backend.device_context(dev):
+        arr = gen.uniform(_shape(shape, "rand"), dtype)
+    return _finish(arr, requires_grad)
+
+
+def randn(*shape, dtype=None, device=None, generator=None, requires_grad=False) -> Tensor:
+    """Standard normal samples."""
+    gen, dev = _gen(generator, device)
+    dtype = backend.as_dtype(dtype)
+    if not backend.is_floating(dtype):
+        raise TypeError(f"randn: expected a floating dtype, got {dtype}")
+    with backend.device_context(dev):
+        arr = gen.normal(_shape(shape, "randn"), dtype)
+    return _finish(arr, requires_grad)
+
+
+def randint(low, high=None, size=(), dtype=None, device=None, generator=None) -> Tensor:
+    """Integers uniform in [low, high)."""
+    if high is None:
+        low, high = 0, low
+    if high <= low:
+        raise ValueError(f"randint: high ({high}) must be greater than low ({low})")
+    gen, dev = _gen(generator, device)
+    with backend.device_context(dev):
+        arr = gen.integers(low, high, _shape((size,), "randint"), backend.as_dtype(dtype or backend.int64))
+    return _wrap(arr)
+
+
+def randperm(n, dtype=None, device=None, generator=None) -> Tensor:
+    gen, dev = _gen(generator, device)
+    with backend.device_context(dev):
+        arr = gen.permutation(n).astype(backend.as_dtype(dtype or backend.int64))
+    return _wrap(arr)
+
+
+def rand_like(t: Tensor, dtype=None, device=None) -> Tensor:
+    dtype, device = _like(t, dtype, device)
+    return rand(t.shape, dtype=dtype, device=device)
+
+
+def randn_like(t: Tensor, dtype=None, device=None) -> Tensor:
+    dtype, device = _like(t, dtype, device)
+    return randn(t.shape, dtype=dtype, device=device)

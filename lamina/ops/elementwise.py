@@ -1,0 +1,575 @@
+"""Elementwise ops: unary math and activations, binary arithmetic with broadcasting, where,
+comparisons and logical ops (no gradient)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .. import backend
+from ..tensor import Tensor
+from .base import Op, promote, unbroadcast, xp_of
+
+_SQRT_2 = math.sqrt(2.0)
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+_TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
+
+
+def _special(a):
+    """scipy.special on CPU, cupyx.scipy.special on CUDA."""
+    if type(a) is np.ndarray:
+        import scipy.special
+        return scipy.special
+    import cupyx.scipy.special
+    return cupyx.scipy.special
+
+
+def _floating(x: Tensor) -> Tensor:
+    """Integer and bool inputs of float-valued ops become the default float dtype, as in PyTorch."""
+    if isinstance(x, Tensor) and not backend.is_floating(x.dtype):
+        return x.to(backend.get_default_dtype())
+    return x
+
+
+def _check_tensor(x, opname):
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{opname}: expected a Tensor, got {type(x).__name__}")
+
+
+# ---------------------------------------------------------------- unary
+
+class Neg(Op):
+    needs_inputs = False
+
+    def forward(self, x):
+        return -x
+
+    def backward(self, g, x):
+        return -g
+
+
+class Abs(Op):
+    def forward(self, x):
+        return xp_of(x).abs(x)
+
+    def backward(self, g, x):
+        return g * sign(x)
+
+
+class Sign(Op):
+    needs_inputs = False
+
+    def forward(self, x):
+        return xp_of(x).sign(x)
+
+    def backward(self, g, x):
+        return g * 0.0
+
+
+class Exp(Op):
+    save_output = True
+    needs_inputs = False
+
+    def forward(self, x):
+        return xp_of(x).exp(x)
+
+    def backward(self, g, x):
+        return g * self.output()
+
+
+class Log(Op):
+    def forward(self, x):
+        return xp_of(x).log(x)
+
+    def backward(self, g, x):
+        return g / x
+
+
+class Sqrt(Op):
+    save_output = True
+    needs_inputs = False
+
+    def forward(self, x):
+        return xp_of(x).sqrt(x)
+
+    def backward(self, g, x):
+        return g / (self.output() * 2.0)
+
+
+class Rsqrt(Op):
+    save_output = True
+
+    def forward(self, x):
+        xp = xp_of(x)
+        return xp.reciprocal(xp.sqrt(x))
+
+    def backward(self, g, x):
+        return g * self.output() / x * -0.5
+
+
+class Sin(Op):
+    def forward(self, x):
+        return xp_of(x).sin(x)
+
+    def backward(self, g, x):
+        return g * cos(x)
+
+
+class Cos(Op):
+    def forward(self, x):
+        return xp_of(x).cos(x)
+
+    def backward(self, g, x):
+        return -(g * sin(x))
+
+
+class Tanh(Op):
+    save_output = True
+    needs_inputs = False
+
+    def forward(self, x):
+        return xp_of(x).tanh(x)
+
+    def backward(self, g, x):
+        y = self.output()
+        return g * (1.0 - y * y)
+
+
+class Sigmoid(Op):
+    save_output = True
+    needs_inputs = False
+
+    def forward(self, x):
+        xp = xp_of(x)
+        # 0.5 * (1 + tanh(x / 2)) is exact and never overflows, unlike 1 / (1 + exp(-x))
+        out = xp.tanh(x * x.dtype.type(0.5))
+        out += 1
+        out *= 0.5
+        return out
+
+    def backward(self, g, x):
+        y = self.output()
+        return g * (y * (1.0 - y))
+
+
+class Relu(Op):
+    save_output = True
+    needs_inputs = False
+
+    def forward(self, x):
+        return xp_of(x).maximum(x, 0)
+
+    def backward(self, g, x):
+        return where(self.output() > 0, g, 0.0)
+
+
+class LeakyRelu(Op):
+    def __init__(self, negative_slope):
+        self.negative_slope = negative_slope
+
+    def forward(self, x):
+        return xp_of(x).where(x > 0, x, x * x.dtype.type(self.negative_slope))
+
+    def backward(self, g, x):
+        return where(x > 0, g, g * self.negative_slope)
+
+
+class Erf(Op):
+    def forward(self, x):
+        return _special(x).erf(x).astype(x.dtype, copy=False)
+
+    def backward(self, g, x):
+        return g * exp(-(x * x)) * _TWO_OVER_SQRT_PI
+
+
+class Gelu(Op):
+    """x * Phi(x); ``approximate='tanh'`` uses the tanh form of GPT-2 and BERT's original code."""
+
+    def __init__(self, approximate="none"):
+        if approximate not in ("none", "tanh"):
+            raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+        self.approximate = approximate
+
+    def forward(self, x):
+        xp = xp_of(x)
+        t = x.dtype.type
+        if self.approximate == "tanh":
+            inner = xp.tanh((x + t(0.044715) * x * x * x) * t(_SQRT_2_OVER_PI))
+            return t(0.5) * x * (inner + t(1.0))
+        return t(0.5) * x * (_special(x).erf(x * t(1.0 / _SQRT_2)).astype(x.dtype, copy=False) + t(1.0))
+
+    def backward(self, g, x):
+        if self.approximate == "tanh":
+            x2 = x * x
+            inner = tanh((x + 0.044715 * x2 * x) * _SQRT_2_OVER_PI)
+            d_inner = (1.0 + 0.134145 * x2) * _SQRT_2_OVER_PI
+            return g * (0.5 * (1.0 + inner) + 0.5 * x * (1.0 - inner * inner) * d_inner)
+        cdf = 0.5 * (1.0 + erf(x * (1.0 / _SQRT_2)))
+        pdf = exp(-0.5 * (x * x)) * _INV_SQRT_2PI
+        return g * (cdf + x * pdf)
+
+
+class Silu(Op):
+    def forward(self, x):
+        xp = xp_of(x)
+        s = xp.tanh(x * x.dtype.type(0.5))
+        s += 1
+        s *= 0.5
+        return x * s
+
+    def backward(self, g, x):
+        s = sigmoid(x)
+        return g * (s * (1.0 + x * (1.0 - s)))
+
+
+class Clamp(Op):
+    def __init__(self, min, max):
+        self.min, self.max = min, max
+
+    def forward(self, x):
+        return xp_of(x).clip(x, self.min, self.max)
+
+    def backward(self, g, x):
+        keep = None
+        if self.min is not None:
+            keep = x >= self.min
+        if self.max is not None:
+            hi = x <= self.max
+            keep = hi if keep is None else keep & hi
+        return where(keep, g, 0.0)
+
+
+# ---------------------------------------------------------------- binary
+
+class Add(Op):
+    needs_inputs = False
+
+    def forward(self, a, b):
+        return a + b
+
+    def backward(self, g, a, b):
+        na, nb = self.needs_input_grad
+        return (unbroadcast(g, a.shape) if na else None), (unbroadcast(g, b.shape) if nb else None)
+
+
+class Sub(Op):
+    needs_inputs = False
+
+    def forward(self, a, b):
+        return a - b
+
+    def backward(self, g, a, b):
+        na, nb = self.needs_input_grad
+        return (unbroadcast(g, a.shape) if na else None), (unbroadcast(-g, b.shape) if nb else None)
+
+
+class Mul(Op):
+    def forward(self, a, b):
+        return a * b
+
+    def backward(self, g, a, b):
+        na, nb = self.needs_input_grad
+        return (unbroadcast(g * b, a.shape) if na else None), (unbroadcast(g * a, b.shape) if nb else None)
+
+
+class Div(Op):
+    def forward(self, a, b):
+        return a / b
+
+    def backward(self, g, a, b):
+        na, nb = self.needs_input_grad
+        ga = unbroadcast(g / b, a.shape) if na else None
+        gb = unbroadcast(-(g * a) / (b * b), b.shape) if nb else None
+        return ga, gb
+
+
+class Pow(Op):
+    def forward(self, a, b):
+        return xp_of(a).power(a, b)
+
+    def backward(self, g, a, b):
+        na, nb = self.needs_input_grad
+        ga = gb = None
+        if na:
+            ga = unbroadcast(g * b * pow(a, b - 1.0), a.shape)
+        if nb:
+            # d(a^b)/db = a^b log a, taken as 0 where a == 0 (as PyTorch does)
+            out = pow(a, b)
+            gb = unbroadcast(where(a == 0, 0.0, g * out * log(where(a == 0, 1.0, a))), b.shape)
+        return ga, gb
+
+
+class Maximum(Op):
+    def forward(self, a, b):
+        return xp_of(a).maximum(a, b)
+
+    def backward(self, g, a, b):
+        # ties split the gradient evenly, as PyTorch does
+        na, nb = self.needs_input_grad
+        half = g * 0.5
+        ga = unbroadcast(where(a > b, g, where(a == b, half, 0.0)), a.shape) if na else None
+        gb = unbroadcast(where(b > a, g, where(a == b, half, 0.0)), b.shape) if nb else None
+        return ga, gb
+
+
+class Minimum(Op):
+    def forward(self, a, b):
+        return xp_of(a).minimum(a, b)
+
+    def backward(self, g, a, b):
+        na, nb = self.needs_input_grad
+        half = g * 0.5
+        ga = unbroadcast(where(a < b, g, where(a == b, half, 0.0)), a.shape) if na else None
+        gb = unbroadcast(where(b < a, g, where(a == b, half, 0.0)), b.shape) if nb else None
+        return ga, gb
+
+
+class Where(Op):
+    def forward(self, cond, a, b):
+        return xp_of(a).where(cond, a, b)
+
+    def backward(self, g, cond, a, b):
+        _, na, nb = self.needs_input_grad
+        ga = unbroadcast(where(cond, g, 0.0), a.shape) if na else None
+        gb = unbroadcast(where(cond, 0.0, g), b.shape) if nb else None
+        return None, ga, gb
+
+
+class Remainder(Op):
+    """Python-style remainder (the result has the sign of the divisor), like PyTorch's."""
+
+    def forward(self, a, b):
+        return xp_of(a).remainder(a, b)
+
+    def backward(self, g, a, b):
+        na, nb = self.needs_input_grad
+        ga = unbroadcast(g, a.shape) if na else None
+        gb = unbroadcast(-(g * floor_divide(a, b)), b.shape) if nb else None
+        return ga, gb
+
+
+class FloorDivide(Op):
+    differentiable = False
+
+    def forward(self, a, b):
+        return xp_of(a).floor_divide(a, b)
+
+
+# ---------------------------------------------------------------- comparisons and logic (no gradient)
+
+class _Compare(Op):
+    differentiable = False
+    ufunc = ""
+
+    def forward(self, a, b):
+        return getattr(xp_of(a), self.ufunc)(a, b)
+
+
+class Eq(_Compare):
+    ufunc = "equal"
+
+
+class Ne(_Compare):
+    ufunc = "not_equal"
+
+
+class Lt(_Compare):
+    ufunc = "less"
+
+
+class Le(_Compare):
+    ufunc = "less_equal"
+
+
+class Gt(_Compare):
+    ufunc = "greater"
+
+
+class Ge(_Compare):
+    ufunc = "greater_equal"
+
+
+class LogicalAnd(_Compare):
+    ufunc = "logical_and"
+
+
+class LogicalOr(_Compare):
+    ufunc = "logical_or"
+
+
+class LogicalXor(_Compare):
+    ufunc = "logical_xor"
+
+
+class LogicalNot(Op):
+    differentiable = False
+
+    def forward(self, x):
+        return xp_of(x).logical_not(x)
+
+
+class IsNan(Op):
+    differentiable = False
+
+    def forward(self, x):
+        return xp_of(x).isnan(x)
+
+
+class IsFinite(Op):
+    differentiable = False
+
+    def forward(self, x):
+        return xp_of(x).isfinite(x)
+
+
+# ---------------------------------------------------------------- functions
+
+def neg(x): return Neg()(x)
+def abs(x): return Abs()(x)
+def sign(x): return Sign()(x)
+def exp(x): return Exp()(_floating(x))
+def log(x): return Log()(_floating(x))
+def sqrt(x): return Sqrt()(_floating(x))
+def rsqrt(x): return Rsqrt()(_floating(x))
+def sin(x): return Sin()(_floating(x))
+def cos(x): return Cos()(_floating(x))
+def tanh(x): return Tanh()(_floating(x))
+def sigmoid(x): return Sigmoid()(_floating(x))
+def relu(x): return Relu()(x)
+def erf(x): return Erf()(_floating(x))
+def silu(x): return Silu()(_floating(x))
+def isnan(x): return IsNan()(x)
+def isfinite(x): return IsFinite()(x)
+def logical_not(x): return LogicalNot()(x)
+
+
+def leaky_relu(x, negative_slope=0.01):
+    return LeakyRelu(negative_slope)(_floating(x))
+
+
+def gelu(x, approximate="none"):
+    return Gelu(approximate)(_floating(x))
+
+
+def clamp(x, min=None, max=None):
+    """Limit ``x`` to [min, max]; either bound may be None. Gradient flows where min <= x <= max."""
+    _check_tensor(x, "clamp")
+    if min is None and max is None:
+        raise ValueError("clamp: at least one of min and max must be given")
+    if isinstance(min, Tensor) or isinstance(max, Tensor):
+        out = x
+        if min is not None:
+            out = maximum(out, min)
+        if max is not None:
+            out = minimum(out, max)
+        return out
+    if min is not None and max is not None and min > max:
+        raise ValueError(f"clamp: min ({min}) is greater than max ({max})")
+    if isinstance(min, float) or isinstance(max, float):
+        x = _floating(x)
+    return Clamp(min, max)(x)
+
+
+def add(a, b, alpha=1):
+    a, b = promote(a, b, "add")
+    return Add()(a, b if alpha == 1 else b * alpha)
+
+
+def sub(a, b, alpha=1):
+    a, b = promote(a, b, "sub")
+    return Sub()(a, b if alpha == 1 else b * alpha)
+
+
+def mul(a, b):
+    a, b = promote(a, b, "mul")
+    return Mul()(a, b)
+
+
+def div(a, b):
+    a, b = promote(a, b, "div")
+    return Div()(_floating(a), _floating(b))
+
+
+def pow(a, b):
+    a, b = promote(a, b, "pow")
+    return Pow()(a, b)
+
+
+def maximum(a, b):
+    a, b = promote(a, b, "maximum")
+    return Maximum()(a, b)
+
+
+def minimum(a, b):
+    a, b = promote(a, b, "minimum")
+    return Minimum()(a, b)
+
+
+def remainder(a, b):
+    a, b = promote(a, b, "remainder")
+    return Remainder()(a, b)
+
+
+def floor_divide(a, b):
+    a, b = promote(a, b, "floor_divide")
+    return FloorDivide()(a, b)
+
+
+def where(condition, a, b):
+    """Elementwise ``a if condition else b``; ``a`` and ``b`` may be Tensors or numbers."""
+    _check_tensor(condition, "where")
+    if condition.dtype != backend.bool_:
+        raise TypeError(f"where: condition must be a bool tensor, got {condition.dtype}")
+    if not isinstance(a, Tensor) and not isinstance(b, Tensor):
+        a = _scalar_like(a, condition)
+    a, b = promote(a, b, "where")
+    return Where()(condition, a, b)
+
+
+def _scalar_like(value, ref: Tensor) -> Tensor:
+    dtype = (backend.bool_ if isinstance(value, bool) else backend.int64 if isinstance(value, int)
+             else backend.get_default_dtype())
+    from ..tensor import _wrap
+    xp = ref.device.xp
+    with backend.device_context(ref.device):
+        return _wrap(xp.array(value, dtype=dtype))
+
+
+def _compare(cls, opname):
+    def fn(a, b):
+        a, b = promote(a, b, opname)
+        return cls()(a, b)
+    fn.__name__ = opname
+    fn.__doc__ = f"Elementwise {opname} with broadcasting; returns a bool tensor (no gradient)."
+    return fn
+
+
+eq = _compare(Eq, "eq")
+ne = _compare(Ne, "ne")
+lt = _compare(Lt, "lt")
+le = _compare(Le, "le")
+gt = _compare(Gt, "gt")
+ge = _compare(Ge, "ge")
+logical_and = _compare(LogicalAnd, "logical_and")
+logical_or = _compare(LogicalOr, "logical_or")
+logical_xor = _compare(LogicalXor, "logical_xor")
+
+
+def masked_fill(x, mask, value):
+    """``x`` with ``value`` wherever ``mask`` is True (mask broadcasts against x)."""
+    _check_tensor(x, "masked_fill")
+    if not isinstance(mask, Tensor) or mask.dtype != backend.bool_:
+        raise TypeError(f"masked_fill: mask must be a bool tensor, got "
+                        f"{mask.dtype if isinstance(mask, Tensor) else type(mask).__name__}")
+    if isinstance(value, Tensor):
+        value = value.to(x.dtype)
+    else:
+        from .base import as_tensor
+        value = as_tensor(value, x)
+        if value.dtype != x.dtype:
+            value = value.to(x.dtype)
+    out = where(mask, value, x)
+    if out.shape != x.shape:
+        raise ValueError(f"masked_fill: mask of shape {mask.shape} does not broadcast to the tensor's shape {x.shape}")
+    return out

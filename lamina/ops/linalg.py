@@ -1,0 +1,52 @@
+"""Matrix product with batching and broadcasting, including the 1-D cases of ``numpy.matmul``."""
+from __future__ import annotations
+
+import numpy as np
+
+from .base import Op, promote, unbroadcast
+
+
+class MatMul(Op):
+    name = "matmul"
+    def forward(self, a, b):
+        return a @ b
+
+    def backward(self, g, a, b):
+        na, nb = self.needs_input_grad
+        if a.ndim == 1 and b.ndim == 1:
+            return (g * b if na else None), (g * a if nb else None)
+        a2 = a.unsqueeze(0) if a.ndim == 1 else a
+        b2 = b.unsqueeze(-1) if b.ndim == 1 else b
+        g2 = g
+        if a.ndim == 1:
+            g2 = g2.unsqueeze(-2)
+        if b.ndim == 1:
+            g2 = g2.unsqueeze(-1)
+        ga = gb = None
+        if na:
+            ga = unbroadcast(g2 @ b2.mT, a2.shape).reshape(a.shape)
+        if nb:
+            gb = unbroadcast(a2.mT @ g2, b2.shape).reshape(b.shape)
+        return ga, gb
+
+
+def matmul(a, b):
+    """``a @ b``: 1-D operands are vectors; leading dims broadcast as batch dims."""
+    a, b = promote(a, b, "matmul", broadcast=False)
+    if a.ndim == 0 or b.ndim == 0:
+        raise ValueError(f"matmul: both operands need at least 1 dim, got shapes {a.shape} and {b.shape}")
+    k_a = a.shape[-1]
+    k_b = b.shape[0] if b.ndim == 1 else b.shape[-2]
+    if k_a != k_b:
+        raise ValueError(f"matmul: shapes {a.shape} and {b.shape} cannot be multiplied ({k_a} != {k_b})")
+    if a.ndim > 2 or b.ndim > 2:
+        try:
+            np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+        except ValueError:
+            raise ValueError(f"matmul: batch dims of shapes {a.shape} and {b.shape} do not broadcast") from None
+    if a.dtype.kind not in "fiu" and a.dtype.kind != "V":
+        raise TypeError(f"matmul: unsupported dtype {a.dtype}")
+    return MatMul()(a, b)
+
+
+mm = bmm = matmul

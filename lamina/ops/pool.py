@@ -1,0 +1,186 @@
+"""Pooling: max pooling as a primitive (windows view + argmax, gradient by scatter-add), average
+pooling and adaptive average pooling as compositions of convolution and matmul."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .. import backend
+from ..tensor import Tensor, _wrap
+from .base import Op, xp_of
+from .conv import _tuple, _windows
+
+
+def _pool_out(size, k, s, p, d, ceil_mode):
+    span = size + 2 * p - d * (k - 1) - 1
+    out = (span + (s - 1 if ceil_mode else 0)) // s + 1
+    if ceil_mode and (out - 1) * s >= size + p:  # the last window must start inside the input or left pad
+        out -= 1
+    return out
+
+
+class MaxPoolNd(Op):
+    name = "max_pool"
+    needs_inputs = False
+
+    def __init__(self, kernel, stride, padding, dilation, ceil_mode, return_indices):
+        self.kernel, self.stride, self.padding = kernel, stride, padding
+        self.dilation, self.ceil_mode = dilation, ceil_mode
+        self.n_outputs = 2 if return_indices else 1
+
+    def forward(self, x):
+        xp = xp_of(x)
+        d = len(self.kernel)
+        spatial = x.shape[2:]
+        out = tuple(_pool_out(s, k, st, p, dl, self.ceil_mode) for s, k, st, p, dl in
+                    zip(spatial, self.kernel, self.stride, self.padding, self.dilation))
+        xpad = x
+        need = [(o - 1) * st + dl * (k - 1) + 1 for o, st, dl, k in zip(out, self.stride, self.dilation, self.kernel)]
+        right = [max(p, n - s - p) for n, s, p in zip(need, spatial, self.padding)]
+        if any(self.padding) or any(r > 0 for r in right):
+            low = -np.inf if x.dtype.kind == "f" else np.iinfo(x.dtype).min
+            xpad = xp.full(x.shape[:2] + tuple(s + p + r for s, p, r in zip(spatial, self.padding, right)),
+                           low, dtype=x.dtype)
+            xpad[(slice(None), slice(None)) + tuple(slice(p, p + s) for p, s in zip(self.padding, spatial))] = x
+        win = _windows(xpad, self.kernel, self.stride, self.dilation, out)
+        k_axes = tuple(range(2 + d, 2 + 2 * d))
+        if self.needs_input_grad is None and self.n_outputs == 1:
+            return win.max(axis=k_axes)
+        flat = win.reshape(x.shape[:2] + out + (-1,))
+        arg = flat.argmax(axis=-1)
+        values = xp.take_along_axis(flat, arg[..., None], axis=-1)[..., 0]
+        # window offset -> flat index into the (unpadded) input plane
+        index = xp.zeros(arg.shape, dtype=backend.int64)
+        rest = arg
+        for i in range(d - 1, -1, -1):
+            k_i = rest % self.kernel[i]
+            rest = rest // self.kernel[i]
+            pos_shape = [1] * (2 + d)
+            pos_shape[2 + i] = out[i]
+            start = (xp.arange(out[i]) * self.stride[i] - self.padding[i]).reshape(pos_shape)
+            coord = start + k_i * self.dilation[i]
+            index += coord * math.prod(spatial[i + 1:])
+        self.saved = index
+        return (values, index) if self.n_outputs == 2 else values
+
+    def backward(self, grads, x):
+        from .indexing import scatter_add
+        g = grads[0] if self.n_outputs == 2 else grads
+        n, c = x.shape[:2]
+        idx = _wrap(self.saved).reshape(n, c, -1)
+        base = g.new_zeros((n, c, math.prod(x.shape[2:])))
+        return scatter_add(base, 2, idx, g.reshape(n, c, -1)).reshape(x.shape)
+
+
+def _pool_args(opname, x, kernel_size, stride, padding, dilation, d):
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{opname}: expected a Tensor input, got {type(x).__name__}")
+    if x.ndim not in (d + 1, d + 2):
+        raise ValueError(f"{opname}: expected input of {d + 1} or {d + 2} dims, got shape {x.shape}")
+    kernel = _tuple(kernel_size, d, "kernel_size", opname)
+    stride = kernel if stride is None or stride == () else _tuple(stride, d, "stride", opname)
+    padding = _tuple(padding, d, "padding", opname)
+    dilation = _tuple(dilation, d, "dilation", opname)
+    if any(k < 1 for k in kernel) or any(s < 1 for s in stride) or any(dl < 1 for dl in dilation):
+        raise ValueError(f"{opname}: kernel_size, stride and dilation must be positive; got {kernel}, "
+                         f"{stride}, {dilation}")
+    if any(p < 0 or p > k // 2 for p, k in zip(padding, kernel)):
+        raise ValueError(f"{opname}: padding {padding} must be at most half the kernel size {kernel}")
+    for s, k, p, dl in zip(x.shape[-d:], kernel, padding, dilation):
+        if s + 2 * p < dl * (k - 1) + 1:
+            raise ValueError(f"{opname}: kernel {kernel} (dilation {dilation}) is larger than the padded "
+                             f"input {tuple(s + 2 * p for s, p in zip(x.shape[-d:], padding))}")
+    return kernel, stride, padding, dilation
+
+
+def max_pool(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False,
+             d=2, opname="max_pool2d"):
+    kernel, stride, padding, dilation = _pool_args(opname, x, kernel_size, stride, padding, dilation, d)
+    if x.ndim == d + 1:
+        res = max_pool(x.unsqueeze(0), kernel, stride, padding, dilation, ceil_mode, return_indices, d, opname)
+        return tuple(r.squeeze(0) for r in res) if return_indices else res.squeeze(0)
+    return MaxPoolNd(kernel, stride, padding, dilation, ceil_mode, return_indices)(x)
+
+
+def max_pool1d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
+    return max_pool(x, kernel_size, stride, padding, dilation, ceil_mode, return_indices, 1, "max_pool1d")
+
+
+def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
+    return max_pool(x, kernel_size, stride, padding, dilation, ceil_mode, return_indices, 2, "max_pool2d")
+
+
+def avg_pool(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+             divisor_override=None, d=2, opname="avg_pool2d"):
+    """Average pooling as a convolution of each channel with a constant kernel."""
+    from .conv import conv
+    from .shape import pad
+    kernel, stride, padding, _ = _pool_args(opname, x, kernel_size, stride, padding, 1, d)
+    if x.ndim == d + 1:
+        return avg_pool(x.unsqueeze(0), kernel, stride, padding, ceil_mode, count_include_pad,
+                        divisor_override, d, opname).squeeze(0)
+    if not backend.is_floating(x.dtype):
+        raise TypeError(f"{opname}: expected a floating-point input, got {x.dtype}")
+    n, c = x.shape[:2]
+    spatial = x.shape[2:]
+    out = tuple(_pool_out(s, k, st, p, 1, ceil_mode) for s, k, st, p in zip(spatial, kernel, stride, padding))
+    right = tuple(max(p, (o - 1) * st + k - s - p) for o, st, k, s, p in zip(out, stride, kernel, spatial, padding))
+    widths = []
+    for p, r in reversed(list(zip(padding, right))):
+        widths += [p, r]
+    planes = pad(x.reshape((n * c, 1) + spatial), widths)
+    ones = x.new_ones((1, 1) + kernel)
+    y = conv(planes, ones, stride=stride, d=d, opname=opname)
+    if divisor_override:
+        return (y * (1.0 / divisor_override)).reshape((n, c) + out)
+    # How many elements each window averages: padding counts only with count_include_pad, and
+    # never the extra right margin that ceil_mode adds.
+    counted = np.zeros(tuple(p + s + r for p, s, r in zip(padding, spatial, right)), dtype=np.float64)
+    lo = tuple(0 if count_include_pad else p for p in padding)
+    hi = tuple(p + s + (p if count_include_pad else 0) for p, s in zip(padding, spatial))
+    counted[tuple(slice(a, b) for a, b in zip(lo, hi))] = 1.0
+    win = np.lib.stride_tricks.as_strided(
+        counted, shape=out + kernel,
+        strides=tuple(st * s for st, s in zip(counted.strides, stride)) + counted.strides)
+    counts = win.sum(axis=tuple(range(d, 2 * d)))
+    inv = Tensor(1.0 / counts, dtype=x.dtype, device=x.device)
+    return (y.reshape((n, c) + out)) * inv
+
+
+def avg_pool1d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
+    return avg_pool(x, kernel_size, stride, padding, ceil_mode, count_include_pad, None, 1, "avg_pool1d")
+
+
+def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+               divisor_override=None):
+    return avg_pool(x, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override, 2,
+                    "avg_pool2d")
+
+
+def _adaptive_matrix(n_in, n_out):
+    """(n_out, n_in) matrix averaging PyTorch's adaptive windows [floor(i*in/out), ceil((i+1)*in/out))."""
+    m = np.zeros((n_out, n_in))
+    for i in range(n_out):
+        a, b = (i * n_in) // n_out, -((-(i + 1) * n_in) // n_out)
+        m[i, a:b] = 1.0 / (b - a)
+    return m
+
+
+def adaptive_avg_pool2d(x, output_size):
+    """Average pooling to a fixed output size: each axis is a matmul with an averaging matrix."""
+    if x.ndim not in (3, 4):
+        raise ValueError(f"adaptive_avg_pool2d: expected input of 3 or 4 dims, got shape {x.shape}")
+    oh, ow = (output_size, output_size) if isinstance(output_size, int) else tuple(output_size)
+    oh = x.shape[-2] if oh is None else oh
+    ow = x.shape[-1] if ow is None else ow
+    mh = Tensor(_adaptive_matrix(x.shape[-2], oh), dtype=x.dtype, device=x.device)
+    mw = Tensor(_adaptive_matrix(x.shape[-1], ow), dtype=x.dtype, device=x.device)
+    return mh @ x @ mw.mT
+
+
+def adaptive_avg_pool1d(x, output_size):
+    if x.ndim not in (2, 3):
+        raise ValueError(f"adaptive_avg_pool1d: expected input of 2 or 3 dims, got shape {x.shape}")
+    m = Tensor(_adaptive_matrix(x.shape[-1], int(output_size)), dtype=x.dtype, device=x.device)
+    return x @ m.mT

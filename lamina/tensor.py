@@ -1,0 +1,638 @@
+"""``Tensor``: an n-d array on a device, with an optional record of the op that made it.
+
+The class is a thin wrapper: arithmetic operators and methods call the functions of
+``lamina.ops``, where every primitive lives. In-place methods write into the array and bump a
+version counter (shared by views), which ops check at backward time.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import backend
+from .autograd import _mode
+
+_ndarray = np.ndarray
+
+
+class Tensor:
+    """An n-d array (``.data``: a NumPy or CuPy array) plus autograd state.
+
+    ``Tensor(data, dtype=None, device=None, requires_grad=False)`` copies ``data`` like
+    ``lamina.tensor``. Tensors made by ops carry ``grad_fn``, the op node that made them.
+    """
+
+    __slots__ = ("data", "requires_grad", "grad", "_node", "_out_idx", "_version", "_hooks",
+                 "_post_hooks", "__weakref__")
+    __array_priority__ = 1000  # NumPy defers to Tensor's reflected operators
+
+    def __init__(self, data, dtype=None, device=None, requires_grad=False):
+        from .creation import _array_from
+        self.data = _array_from(data, dtype, device)
+        self.grad = None
+        self._node = None
+        self._out_idx = 0
+        self._version = [0]
+        self._hooks = None
+        self._post_hooks = None
+        self.requires_grad = False
+        if requires_grad:
+            self.requires_grad_(True)
+
+    # ------------------------------------------------------------ basic properties
+    @property
+    def shape(self) -> tuple:
+        return self.data.shape
+
+    def size(self, dim=None):
+        if dim is None:
+            return self.data.shape
+        return self.data.shape[_ops.normalize_dim(dim, self.data.ndim, "size")]
+
+    @property
+    def ndim(self) -> int:
+        return self.data.ndim
+
+    def dim(self) -> int:
+        return self.data.ndim
+
+    def numel(self) -> int:
+        return self.data.size
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    @property
+    def device(self) -> backend.Device:
+        return backend.device_of(self.data)
+
+    @property
+    def is_cuda(self) -> bool:
+        return type(self.data) is not _ndarray
+
+    @property
+    def is_leaf(self) -> bool:
+        return self._node is None
+
+    @property
+    def grad_fn(self):
+        return self._node
+
+    @property
+    def nbytes(self) -> int:
+        return self.data.nbytes
+
+    def element_size(self) -> int:
+        return self.data.itemsize
+
+    def is_contiguous(self) -> bool:
+        return self.data.flags.c_contiguous
+
+    def is_floating_point(self) -> bool:
+        return backend.is_floating(self.data.dtype)
+
+    # ------------------------------------------------------------ conversion
+    def numpy(self) -> np.ndarray:
+        """The data as a NumPy array (shared memory on CPU)."""
+        if self.requires_grad:
+            raise RuntimeError("numpy(): the tensor requires grad; call .detach().numpy() instead")
+        if type(self.data) is not _ndarray:
+            raise TypeError(f"numpy(): the tensor is on {self.device}; call .cpu() first")
+        return self.data
+
+    def __array__(self, dtype=None, copy=None):
+        if type(self.data) is not _ndarray:
+            raise TypeError(f"cannot convert a tensor on {self.device} to a NumPy array; call .cpu() first")
+        a = self.data
+        if dtype is not None and a.dtype != dtype:
+            return a.astype(dtype)
+        return a.copy() if copy else a
+
+    def __dlpack__(self, *args, **kwargs):
+        return self.data.__dlpack__(*args, **kwargs)
+
+    def __dlpack_device__(self):
+        return self.data.__dlpack_device__()
+
+    def item(self):
+        if self.data.size != 1:
+            raise ValueError(f"item(): only a tensor with one element can be converted to a "
+                             f"Python number, got shape {self.shape}")
+        return self.data.item()
+
+    def tolist(self):
+        return self.data.tolist()
+
+    def to(self, *args, dtype=None, device=None, copy=False):
+        """``to(device)``, ``to(dtype)``, ``to(device, dtype)`` or ``to(other_tensor)``."""
+        for a in args:
+            if isinstance(a, Tensor):
+                dtype, device = a.dtype, a.device
+            elif isinstance(a, backend.Device) or (isinstance(a, str) and a.split(":")[0] in ("cpu", "cuda")):
+                device = a
+            else:
+                dtype = a
+        out = self
+        if device is not None:
+            device = backend.Device(device)
+            if device != self.device:
+                out = _ops.to_device(out, device)
+        if dtype is not None:
+            dtype = backend.as_dtype(dtype)
+            if dtype != out.dtype:
+                out = _ops.cast(out, dtype)
+        if copy and out is self:
+            out = self.clone()
+        return out
+
+    def cpu(self):
+        return self.to("cpu")
+
+    def cuda(self, index=None):
+        return self.to(backend.Device("cuda", index))
+
+    def float(self):
+        return self.to(backend.float32)
+
+    def double(self):
+        return self.to(backend.float64)
+
+    def half(self):
+        return self.to(backend.float16)
+
+    def bfloat16(self):
+        return self.to(backend.bfloat16)
+
+    def long(self):
+        return self.to(backend.int64)
+
+    def int(self):
+        return self.to(backend.int32)
+
+    def bool(self):
+        return self.to(backend.bool_)
+
+    def type_as(self, other):
+        return self.to(other.dtype)
+
+    # ------------------------------------------------------------ autograd
+    def detach(self) -> "Tensor":
+        """The same data, cut off from the graph (shares memory and version counter)."""
+        t = _wrap(self.data)
+        t._version = self._version
+        return t
+
+    def detach_(self) -> "Tensor":
+        self._node = None
+        self.requires_grad = False
+        return self
+
+    def requires_grad_(self, requires_grad: bool = True) -> "Tensor":
+        if requires_grad and not backend.is_floating(self.data.dtype):
+            raise TypeError(f"requires_grad_: only floating-point tensors can require grad, got {self.dtype}")
+        if not requires_grad and self._node is not None:
+            raise RuntimeError("requires_grad_(False): only leaf tensors can stop requiring grad; use .detach()")
+        self.requires_grad = bool(requires_grad)
+        return self
+
+    def backward(self, gradient=None, retain_graph=None, create_graph=False):
+        """Accumulate the gradient of this tensor into ``.grad`` of every leaf that requires grad."""
+        from .autograd import backward
+        backward([self], [gradient], retain_graph=retain_graph, create_graph=create_graph)
+
+    def retain_grad(self) -> None:
+        """Keep ``.grad`` for this non-leaf tensor during backward."""
+        if self._node is None:
+            return
+        import weakref
+        if self._node._retained is None:
+            self._node._retained = {}
+        self._node._retained[self._out_idx] = weakref.ref(self)
+
+    def register_hook(self, hook):
+        """Call ``hook(grad)`` when the gradient of this leaf is computed; a returned tensor replaces it."""
+        if self._node is not None:
+            raise RuntimeError("register_hook: hooks are supported on leaf tensors")
+        if self._hooks is None:
+            self._hooks = []
+        self._hooks.append(hook)
+        return _HookHandle(self._hooks, hook)
+
+    def register_post_accumulate_grad_hook(self, hook):
+        """Call ``hook(tensor)`` after the gradient has been accumulated into ``tensor.grad``."""
+        if self._node is not None:
+            raise RuntimeError("register_post_accumulate_grad_hook: only leaf tensors accumulate grads")
+        if self._post_hooks is None:
+            self._post_hooks = []
+        self._post_hooks.append(hook)
+        return _HookHandle(self._post_hooks, hook)
+
+    # ------------------------------------------------------------ in-place updates
+    def _inplace(self, name, fn, *args, **kwargs):
+        """Compute ``fn(self, *args)`` and write it into this tensor's memory.
+
+        Under grad mode the write is recorded like an op whose output replaces this tensor in the
+        graph; the version bump makes any node that saved the old value refuse to backward.
+        """
+        recording = _mode.enabled and (self.requires_grad or any(
+            isinstance(a, Tensor) and a.requires_grad for a in args))
+        if recording:
+            if self._node is None and self.requires_grad:
+                raise RuntimeError(
+                    f"{name}: a leaf tensor that requires grad (shape {self.shape}) cannot be changed "
+                    "in place while grad mode is on; do it inside lamina.no_grad()")
+            res = fn(self._alias(), *args, **kwargs)
+        else:
+            prev = _mode.enabled
+            _mode.enabled = False
+            try:
+                res = fn(self, *args, **kwargs)
+            finally:
+                _mode.enabled = prev
+        self._write(name, res.data)
+        if recording:
+            self._node, self._out_idx, self.requires_grad = res._node, res._out_idx, True
+        return self
+
+    def _alias(self) -> "Tensor":
+        t = _wrap(self.data, self._node, self._out_idx)
+        t.requires_grad = self.requires_grad
+        t._version = self._version
+        return t
+
+    def _write(self, name, value):
+        a = self.data
+        if value.shape != a.shape:
+            raise ValueError(f"{name}: result of shape {value.shape} cannot be written into a tensor "
+                             f"of shape {a.shape}")
+        if value.dtype != a.dtype and not np.can_cast(value.dtype, a.dtype, "same_kind"):
+            raise TypeError(f"{name}: result of dtype {value.dtype} cannot be written into a tensor "
+                            f"of dtype {a.dtype}")
+        if not a.flags.writeable:
+            raise RuntimeError(f"{name}: the tensor (shape {a.shape}) is a read-only view, such as the "
+                               "result of expand(); clone() it first")
+        backend.xp_of(a).copyto(a, value, casting="unsafe")
+        self._version[0] += 1
+
+    def add_(self, other, alpha=1):
+        return self._inplace("add_", lambda s, o: _ops.add(s, o if alpha == 1 else o * alpha), other)
+
+    def sub_(self, other, alpha=1):
+        return self._inplace("sub_", lambda s, o: _ops.sub(s, o if alpha == 1 else o * alpha), other)
+
+    def mul_(self, other):
+        return self._inplace("mul_", _ops.mul, other)
+
+    def div_(self, other):
+        return self._inplace("div_", _ops.div, other)
+
+    def pow_(self, other):
+        return self._inplace("pow_", _ops.pow, other)
+
+    def clamp_(self, min=None, max=None):
+        return self._inplace("clamp_", _ops.clamp, min, max)
+
+    def neg_(self):
+        return self._inplace("neg_", _ops.neg)
+
+    def exp_(self):
+        return self._inplace("exp_", _ops.exp)
+
+    def sqrt_(self):
+        return self._inplace("sqrt_", _ops.sqrt)
+
+    def relu_(self):
+        return self._inplace("relu_", _ops.relu)
+
+    def masked_fill_(self, mask, value):
+        return self._inplace("masked_fill_", _ops.masked_fill, mask, value)
+
+    def copy_(self, src):
+        """Copy ``src`` (broadcast to this shape, cast to this dtype) into this tensor."""
+        if not isinstance(src, Tensor):
+            src = Tensor(src, dtype=self.dtype, device=self.device)
+        elif src.device != self.device:
+            src = src.to(self.device)
+
+        def copy(dst, s):
+            if s.shape != dst.shape:
+                return _ops.expand(s, dst.shape)
+            return _ops.clone(s) if s.requires_grad and _mode.enabled else s
+        return self._inplace("copy_", copy, src)
+
+    def fill_(self, value):
+        if isinstance(value, Tensor):
+            value = value.item()
+        with _NoGrad():
+            if self._node is None and self.requires_grad and _mode.enabled:
+                raise RuntimeError(f"fill_: a leaf tensor that requires grad (shape {self.shape}) "
+                                   "cannot be changed in place while grad mode is on")
+            self._write("fill_", backend.xp_of(self.data).full(self.shape, value, dtype=self.dtype))
+        return self
+
+    def zero_(self):
+        return self.fill_(0)
+
+    def uniform_(self, low=0.0, high=1.0, generator=None):
+        gen = generator or backend.default_generator(self.device)
+        return self._fill_random("uniform_", gen.uniform(self.shape, self.dtype, low, high))
+
+    def normal_(self, mean=0.0, std=1.0, generator=None):
+        gen = generator or backend.default_generator(self.device)
+        return self._fill_random("normal_", gen.normal(self.shape, self.dtype, mean, std))
+
+    def _fill_random(self, name, values):
+        if self._node is None and self.requires_grad and _mode.enabled:
+            raise RuntimeError(f"{name}: a leaf tensor that requires grad (shape {self.shape}) cannot "
+                               "be changed in place while grad mode is on; do it inside lamina.no_grad()")
+        self._write(name, values)
+        return self
+
+    def __setitem__(self, index, value):
+        self._inplace("__setitem__", lambda s, v: _ops.index_put(s, index, v), value)
+
+    # ------------------------------------------------------------ operators
+    def __add__(self, other):
+        return _ops.add(self, other)
+
+    def __radd__(self, other):
+        return _ops.add(other, self)
+
+    def __iadd__(self, other):
+        return self.add_(other)
+
+    def __sub__(self, other):
+        return _ops.sub(self, other)
+
+    def __rsub__(self, other):
+        return _ops.sub(other, self)
+
+    def __isub__(self, other):
+        return self.sub_(other)
+
+    def __mul__(self, other):
+        return _ops.mul(self, other)
+
+    def __rmul__(self, other):
+        return _ops.mul(other, self)
+
+    def __imul__(self, other):
+        return self.mul_(other)
+
+    def __truediv__(self, other):
+        return _ops.div(self, other)
+
+    def __rtruediv__(self, other):
+        return _ops.div(other, self)
+
+    def __itruediv__(self, other):
+        return self.div_(other)
+
+    def __floordiv__(self, other):
+        return _ops.floor_divide(self, other)
+
+    def __rfloordiv__(self, other):
+        return _ops.floor_divide(other, self)
+
+    def __mod__(self, other):
+        return _ops.remainder(self, other)
+
+    def __rmod__(self, other):
+        return _ops.remainder(other, self)
+
+    def __pow__(self, other):
+        return _ops.pow(self, other)
+
+    def __rpow__(self, other):
+        return _ops.pow(other, self)
+
+    def __matmul__(self, other):
+        return _ops.matmul(self, other)
+
+    def __rmatmul__(self, other):
+        return _ops.matmul(other, self)
+
+    def __neg__(self):
+        return _ops.neg(self)
+
+    def __pos__(self):
+        return self
+
+    def __abs__(self):
+        return _ops.abs(self)
+
+    def __eq__(self, other):
+        return _ops.eq(self, other)
+
+    def __ne__(self, other):
+        return _ops.ne(self, other)
+
+    def __lt__(self, other):
+        return _ops.lt(self, other)
+
+    def __le__(self, other):
+        return _ops.le(self, other)
+
+    def __gt__(self, other):
+        return _ops.gt(self, other)
+
+    def __ge__(self, other):
+        return _ops.ge(self, other)
+
+    def __and__(self, other):
+        return _ops.logical_and(self, other)
+
+    def __or__(self, other):
+        return _ops.logical_or(self, other)
+
+    def __xor__(self, other):
+        return _ops.logical_xor(self, other)
+
+    def __invert__(self):
+        return _ops.logical_not(self)
+
+    __hash__ = object.__hash__
+
+    def __getitem__(self, index):
+        return _ops.getitem(self, index)
+
+    def __len__(self):
+        if self.data.ndim == 0:
+            raise TypeError("len() of a 0-d tensor")
+        return self.data.shape[0]
+
+    def __iter__(self):
+        if self.data.ndim == 0:
+            raise TypeError("iteration over a 0-d tensor")
+        return (self[i] for i in range(self.data.shape[0]))
+
+    def __bool__(self):
+        if self.data.size != 1:
+            raise RuntimeError(f"the truth value of a tensor with {self.data.size} elements is "
+                               "ambiguous; use .any() or .all()")
+        return bool(self.data)
+
+    def __float__(self):
+        return float(self.item())
+
+    def __int__(self):
+        return int(self.item())
+
+    def __index__(self):
+        if self.data.dtype.kind not in "iu" or self.data.size != 1:
+            raise TypeError(f"only integer tensors of one element can be used as an index, got "
+                            f"{self.dtype} of shape {self.shape}")
+        return int(self.item())
+
+    def __repr__(self):
+        return _format(self)
+
+    # ------------------------------------------------------------ methods that call ops
+    def abs(self): return _ops.abs(self)
+    def neg(self): return _ops.neg(self)
+    def exp(self): return _ops.exp(self)
+    def log(self): return _ops.log(self)
+    def sqrt(self): return _ops.sqrt(self)
+    def rsqrt(self): return _ops.rsqrt(self)
+    def sin(self): return _ops.sin(self)
+    def cos(self): return _ops.cos(self)
+    def tanh(self): return _ops.tanh(self)
+    def sigmoid(self): return _ops.sigmoid(self)
+    def relu(self): return _ops.relu(self)
+    def erf(self): return _ops.erf(self)
+    def sign(self): return _ops.sign(self)
+    def square(self): return _ops.mul(self, self)
+    def reciprocal(self): return _ops.div(1.0, self)
+    def clamp(self, min=None, max=None): return _ops.clamp(self, min, max)
+    clip = clamp
+    def add(self, other): return _ops.add(self, other)
+    def sub(self, other): return _ops.sub(self, other)
+    def mul(self, other): return _ops.mul(self, other)
+    def div(self, other): return _ops.div(self, other)
+    def pow(self, other): return _ops.pow(self, other)
+    def maximum(self, other): return _ops.maximum(self, other)
+    def minimum(self, other): return _ops.minimum(self, other)
+    def eq(self, other): return _ops.eq(self, other)
+    def ne(self, other): return _ops.ne(self, other)
+    def lt(self, other): return _ops.lt(self, other)
+    def le(self, other): return _ops.le(self, other)
+    def gt(self, other): return _ops.gt(self, other)
+    def ge(self, other): return _ops.ge(self, other)
+    def isnan(self): return _ops.isnan(self)
+    def isfinite(self): return _ops.isfinite(self)
+    def where(self, condition, other): return _ops.where(condition, self, other)
+    def masked_fill(self, mask, value): return _ops.masked_fill(self, mask, value)
+    def matmul(self, other): return _ops.matmul(self, other)
+
+    def sum(self, dim=None, keepdim=False, dtype=None): return _ops.sum(self, dim, keepdim, dtype=dtype)
+    def mean(self, dim=None, keepdim=False): return _ops.mean(self, dim, keepdim)
+    def prod(self, dim=None, keepdim=False): return _ops.prod(self, dim, keepdim)
+    def amax(self, dim=None, keepdim=False): return _ops.amax(self, dim, keepdim)
+    def amin(self, dim=None, keepdim=False): return _ops.amin(self, dim, keepdim)
+    def max(self, dim=None, keepdim=False): return _ops.max(self, dim, keepdim)
+    def min(self, dim=None, keepdim=False): return _ops.min(self, dim, keepdim)
+    def argmax(self, dim=None, keepdim=False): return _ops.argmax(self, dim, keepdim)
+    def argmin(self, dim=None, keepdim=False): return _ops.argmin(self, dim, keepdim)
+    def var(self, dim=None, keepdim=False, correction=1): return _ops.var(self, dim, keepdim, correction=correction)
+    def std(self, dim=None, keepdim=False, correction=1): return _ops.std(self, dim, keepdim, correction=correction)
+    def logsumexp(self, dim, keepdim=False): return _ops.logsumexp(self, dim, keepdim)
+    def all(self, dim=None, keepdim=False): return _ops.all(self, dim, keepdim)
+    def any(self, dim=None, keepdim=False): return _ops.any(self, dim, keepdim)
+    def softmax(self, dim): return _ops.softmax(self, dim)
+    def log_softmax(self, dim): return _ops.log_softmax(self, dim)
+
+    def reshape(self, *shape): return _ops.reshape(self, *shape)
+    def view(self, *shape): return _ops.reshape(self, *shape)
+    def view_as(self, other): return _ops.reshape(self, other.shape)
+    def permute(self, *dims): return _ops.permute(self, *dims)
+    def transpose(self, dim0, dim1): return _ops.transpose(self, dim0, dim1)
+    def expand(self, *shape): return _ops.expand(self, *shape)
+    def expand_as(self, other): return _ops.expand(self, other.shape)
+    def broadcast_to(self, shape): return _ops.expand(self, shape)
+    def squeeze(self, dim=None): return _ops.squeeze(self, dim)
+    def unsqueeze(self, dim): return _ops.unsqueeze(self, dim)
+    def flatten(self, start_dim=0, end_dim=-1): return _ops.flatten(self, start_dim, end_dim)
+    def unflatten(self, dim, sizes): return _ops.unflatten(self, dim, sizes)
+    def flip(self, dims): return _ops.flip(self, dims)
+    def repeat(self, *repeats): return _ops.repeat(self, *repeats)
+    def split(self, split_size_or_sections, dim=0): return _ops.split(self, split_size_or_sections, dim)
+    def chunk(self, chunks, dim=0): return _ops.chunk(self, chunks, dim)
+    def unbind(self, dim=0): return _ops.unbind(self, dim)
+    def gather(self, dim, index): return _ops.gather(self, dim, index)
+    def scatter_add(self, dim, index, src): return _ops.scatter_add(self, dim, index, src)
+    def index_select(self, dim, index): return _ops.index_select(self, dim, index)
+    def index_add(self, dim, index, source): return _ops.index_add(self, dim, index, source)
+    def tril(self, diagonal=0): return _ops.tril(self, diagonal)
+    def triu(self, diagonal=0): return _ops.triu(self, diagonal)
+    def clone(self): return _ops.clone(self)
+    def contiguous(self): return self if self.data.flags.c_contiguous else _ops.clone(self)
+
+    @property
+    def T(self):
+        return _ops.permute(self, *range(self.data.ndim - 1, -1, -1))
+
+    @property
+    def mT(self):
+        return _ops.transpose(self, -2, -1)
+
+    def new_zeros(self, *shape, dtype=None): return _creation.zeros(*shape, dtype=dtype or self.dtype, device=self.device)
+    def new_ones(self, *shape, dtype=None): return _creation.ones(*shape, dtype=dtype or self.dtype, device=self.device)
+    def new_full(self, shape, value, dtype=None): return _creation.full(shape, value, dtype=dtype or self.dtype, device=self.device)
+    def new_empty(self, *shape, dtype=None): return _creation.empty(*shape, dtype=dtype or self.dtype, device=self.device)
+    def new_tensor(self, data, dtype=None): return _creation.tensor(data, dtype=dtype or self.dtype, device=self.device)
+
+
+def _wrap(data, node=None, idx=0) -> Tensor:
+    """A Tensor around ``data`` (no copy), recorded as output ``idx`` of ``node`` if given."""
+    if data.__class__ is not _ndarray and isinstance(data, np.generic):
+        data = np.asarray(data)  # NumPy ufuncs turn 0-d arrays into scalars
+    t = Tensor.__new__(Tensor)
+    t.data = data
+    t.requires_grad = node is not None
+    t.grad = None
+    t._node = node
+    t._out_idx = idx
+    t._version = [0]
+    t._hooks = None
+    t._post_hooks = None
+    return t
+
+
+class _HookHandle:
+    def __init__(self, hooks, hook):
+        self._hooks, self._hook = hooks, hook
+
+    def remove(self):
+        if self._hook in self._hooks:
+            self._hooks.remove(self._hook)
+
+
+class _NoGrad:
+    def __enter__(self):
+        self._prev = _mode.enabled
+        _mode.enabled = False
+
+    def __exit__(self, *exc):
+        _mode.enabled = self._prev
+
+
+def _format(t: Tensor) -> str:
+    a = t.data if type(t.data) is _ndarray else t.data.get()
+    if a.dtype == backend.bfloat16:
+        a = a.astype(np.float32)
+    body = np.array2string(a, separator=", ", prefix="tensor(", precision=4,
+                           threshold=1000, edgeitems=3, floatmode="maxprec_equal")
+    extras = []
+    if t.device.type != "cpu":
+        extras.append(f"device='{t.device}'")
+    if t.dtype not in (backend.get_default_dtype(), backend.int64, backend.bool_) or a.size == 0:
+        extras.append(f"dtype={backend.dtype_name(t.dtype)}")
+    if t._node is not None:
+        extras.append(f"grad_fn=<{type(t._node).__name__}>")
+    elif t.requires_grad:
+        extras.append("requires_grad=True")
+    return "tensor(" + body + "".join(", " + e for e in extras) + ")"
+
+
+from . import ops as _ops  # noqa: E402  (ops build on Tensor, so they come after it)
+from . import creation as _creation  # noqa: E402
