@@ -149,15 +149,16 @@ def _as_lists(tensors, grads):
 
 
 def _seed(t, g, i):
-    from .tensor import Tensor
-    from . import creation
+    from .tensor import Tensor, _wrap
+    from . import backend
     if not t.requires_grad:
         raise RuntimeError(f"backward: element {i} of tensors does not require grad and has no grad_fn")
     if g is None:
-        if t.numel() != 1:
+        if t.data.size != 1:
             raise RuntimeError(f"backward: grad can be implicitly created only for scalar outputs, "
                                f"got shape {t.shape}; pass a gradient of that shape")
-        return creation.ones_like(t)
+        a = t.data
+        return _wrap(backend.xp_of(a).ones(a.shape, dtype=a.dtype))
     if not isinstance(g, Tensor):
         g = Tensor(g, dtype=t.dtype, device=t.device)
     if g.shape != t.shape:
@@ -182,7 +183,7 @@ def _run(tensors, grad_tensors, retain_graph, create_graph, targets):
 
 def _execute(tensors, seeds, retain_graph, create_graph, targets):
     grad_mode = targets is not None
-    # Gradients of targets: leaves by identity, non-leaves by (node, output index).
+    # gradients of targets: leaves by identity, non-leaves by (node, output index)
     leaf_targets, node_targets = {}, {}
     for k, t in enumerate(targets or ()):
         if t._node is None:
@@ -190,46 +191,33 @@ def _execute(tensors, seeds, retain_graph, create_graph, targets):
         else:
             node_targets.setdefault((t._node, t._out_idx), []).append(k)
     found = [None] * len(targets or ())
-
-    def deliver_leaf(t, g):
-        if grad_mode:
-            for k in leaf_targets.get(id(t), ()):
-                found[k] = g if found[k] is None else found[k] + g
-        else:
-            _accumulate_leaf(t, g, owned, create_graph)
-
-    pending = {}     # node -> list of accumulated output gradients
     # ids of gradient arrays a .grad must not take without a copy: the seeds (the caller may
     # hold them) and any array already handed to another .grad
     owned = {id(g.data) for g in seeds}
+    pending = {}  # node -> list of accumulated output gradients
     roots = []
     for t, g in zip(tensors, seeds):
-        if t._node is None:
-            deliver_leaf(t, g)
+        node = t._node
+        if node is None:
+            _deliver(t, g, grad_mode, leaf_targets, found, owned, create_graph)
             continue
-        slot = pending.get(t._node)
+        slot = pending.get(node)
         if slot is None:
-            slot = pending[t._node] = [None] * t._node.n_outputs
-            roots.append(t._node)
+            slot = pending[node] = [None] * node.n_outputs
+            roots.append(node)
         idx = t._out_idx
         slot[idx] = g if slot[idx] is None else slot[idx] + g
 
-    order = _topological_order(roots)
-    deps = dict.fromkeys(order, 0)
-    for node in order:
-        for t in node.inputs or ():
-            if t._node is not None:
-                deps[t._node] += 1
+    deps = _dependencies(roots)
+    wanted = None
     if grad_mode:
-        needed = _needed_nodes(order, leaf_targets, node_targets)
+        needed = _needed_nodes(_topological_order(roots), leaf_targets, node_targets)
 
         def wanted(t):
             n = t._node
             return id(t) in leaf_targets if n is None else (n in needed or (n, t._out_idx) in node_targets)
-    else:
-        needed = wanted = None
 
-    ready = [n for n in roots if deps[n] == 0]
+    ready = [n for n in roots if n not in deps]
     anomaly = _mode.anomaly
     while ready:
         node = ready.pop()
@@ -239,24 +227,25 @@ def _execute(tensors, seeds, retain_graph, create_graph, targets):
             raise RuntimeError(
                 f"{node.name}: trying to backward through the graph a second time (its saved values "
                 "were freed by the first backward); pass retain_graph=True to the first backward")
-        if node_targets and grads is not None:
-            for i, g in enumerate(grads):
-                for k in node_targets.get((node, i), ()):
-                    found[k] = g
-        if node._retained and grads is not None:
-            _retain(node, grads)
-        if grads is None or (needed is not None and node not in needed) or all(g is None for g in grads):
+        if grads is not None:
+            if node_targets:
+                for i, g in enumerate(grads):
+                    for k in node_targets.get((node, i), ()):
+                        found[k] = g
+            if node._retained:
+                _retain(node, grads)
+        if grads is None or (grad_mode and node not in needed):
             in_grads = None
         else:
             in_grads = _call_backward(node, grads, wanted, anomaly)
         if not retain_graph:
             node.release()
         for i, t in enumerate(inputs):
-            g = in_grads[i] if in_grads is not None else None
             n = t._node
+            g = in_grads[i] if in_grads is not None else None
             if n is None:
                 if g is not None:
-                    deliver_leaf(t, g)
+                    _deliver(t, g, grad_mode, leaf_targets, found, owned, create_graph)
                 continue
             if g is not None:
                 slot = pending.get(n)
@@ -265,10 +254,31 @@ def _execute(tensors, seeds, retain_graph, create_graph, targets):
                 j = t._out_idx
                 slot[j] = g if slot[j] is None else slot[j] + g
             d = deps[n] - 1
-            deps[n] = d
-            if d == 0:
+            if d:
+                deps[n] = d
+            else:
+                del deps[n]
                 ready.append(n)
     return found
+
+
+def _dependencies(roots):
+    """For every node below ``roots``: how many edges from its consumers point at it."""
+    deps = {}
+    stack = list(roots)
+    seen = set(roots)
+    while stack:
+        for t in stack.pop().inputs or ():
+            n = t._node
+            if n is not None:
+                if n in deps:
+                    deps[n] += 1
+                else:
+                    deps[n] = 1
+                if n not in seen:
+                    seen.add(n)
+                    stack.append(n)
+    return deps
 
 
 def _topological_order(roots):
@@ -308,12 +318,15 @@ def _needed_nodes(order, leaf_targets, node_targets):
 
 def _call_backward(node, grads, wanted, anomaly):
     inputs = node.inputs
-    node.check_versions()
+    if node._versions is not None:
+        node.check_versions()
     full_mask = node.needs_input_grad
-    mask = full_mask if wanted is None else tuple(m and wanted(t) for m, t in zip(full_mask, inputs))
-    node.needs_input_grad = mask
-    # the ops inside a backward are checked as one: the gradients it returns are checked below
-    _mode.anomaly = False
+    if wanted is not None:
+        node.needs_input_grad = tuple([m and wanted(t) for m, t in zip(full_mask, inputs)])
+    mask = node.needs_input_grad
+    if anomaly:
+        # the ops inside a backward are checked as one: the gradients it returns are checked below
+        _mode.anomaly = False
     try:
         res = node.backward(grads[0] if node.n_outputs == 1 else tuple(grads), *inputs)
     except Exception as e:
@@ -323,23 +336,26 @@ def _call_backward(node, grads, wanted, anomaly):
     finally:
         node.needs_input_grad = full_mask
         _mode.anomaly = anomaly
-    if not isinstance(res, (tuple, list)):
-        res = (res,)
+    if res.__class__ is not tuple:
+        res = tuple(res) if isinstance(res, list) else (res,)
     if len(res) != len(inputs):
         raise RuntimeError(f"{node.name}.backward returned {len(res)} gradients for {len(inputs)} inputs")
-    out = []
-    for i, (g, t) in enumerate(zip(res, inputs)):
-        if g is None or not mask[i]:
-            out.append(None)
+    out = list(res)
+    for i, g in enumerate(res):
+        if g is None:
             continue
-        if g.shape != t.shape:
-            raise RuntimeError(f"{node.name}.backward: gradient for input {i} has shape {g.shape}, "
-                               f"expected {t.shape}")
-        if g.dtype != t.dtype:
-            g = g.to(t.dtype)
+        t = inputs[i]
+        if not mask[i]:
+            out[i] = None
+            continue
+        gd, td = g.data, t.data
+        if gd.shape != td.shape:
+            raise RuntimeError(f"{node.name}.backward: gradient for input {i} has shape {gd.shape}, "
+                               f"expected {td.shape}")
+        if gd.dtype != td.dtype:
+            out[i] = g = g.to(td.dtype)
         if anomaly:
             _check_finite_grad(node, i, g)
-        out.append(g)
     return out
 
 
@@ -351,7 +367,14 @@ def _check_finite_grad(node, i, g):
                            f"of input {i} (shape {g.shape}){where}")
 
 
-def _accumulate_leaf(t, g, owned, create_graph):
+def _deliver(t, g, grad_mode, leaf_targets, found, owned, create_graph):
+    """Hand a leaf its gradient: into ``found`` for ``grad()``, else accumulated into ``.grad``."""
+    if grad_mode:
+        for k in leaf_targets.get(id(t), ()):
+            found[k] = g if found[k] is None else found[k] + g
+        return
+    if not t.requires_grad:
+        return
     if t._hooks:
         for hook in t._hooks:
             r = hook(g)
@@ -365,7 +388,8 @@ def _accumulate_leaf(t, g, owned, create_graph):
             if a.base is not None or id(a) in owned or not a.flags.writeable:
                 g = g.clone()
             owned.add(id(g.data))
-            g = g.detach()
+            if g._node is not None:
+                g = g.detach()
         t.grad = g
     else:
         t.grad = t.grad + g

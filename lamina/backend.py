@@ -213,14 +213,16 @@ cpu = Device("cpu")
 
 
 def device_of(array) -> Device:
-    if type(array) is np.ndarray or isinstance(array, np.generic):
+    if type(array) is np.ndarray or isinstance(array, (np.ndarray, np.generic)):
         return cpu
     return Device("cuda", array.device.id)
 
 
 def xp_of(array):
     """The array module that owns ``array``."""
-    return np if type(array) is np.ndarray or isinstance(array, np.generic) else _import_cupy()
+    if type(array) is np.ndarray or isinstance(array, (np.ndarray, np.generic)):
+        return np
+    return _import_cupy()
 
 
 def to_device(array, device: Device):
@@ -270,14 +272,19 @@ class Generator:
         self._draws = 0
         if self.device.type == "cpu":
             self._impl = np.random.Generator(np.random.PCG64(seed))
-        else:
-            cp = _import_cupy()
-            with cp.cuda.Device(self.device.index):
-                self._impl = cp.random.RandomState(seed)
         return self
 
     def initial_seed(self) -> int:
         return self._seed
+
+    def _cuda_stream(self):
+        """The CuPy generator for the next draw. Each draw gets its own seed derived from (seed,
+        draw number), so a CUDA stream's state is just those two numbers and restores exactly."""
+        cp = _import_cupy()
+        self._draws += 1
+        sub = np.random.SeedSequence([self._seed, self._draws]).generate_state(1, np.uint64)[0]
+        with cp.cuda.Device(self.device.index):
+            return cp.random.RandomState(int(sub) & (2**63 - 1))
 
     def get_state(self) -> dict:
         """A JSON-serialisable snapshot of the stream."""
@@ -300,38 +307,36 @@ class Generator:
                 "state": {"state": int(p["state"]), "inc": int(p["inc"])},
                 "has_uint32": p["has_uint32"], "uinteger": p["uinteger"]}
         else:
-            for _ in range(state["draws"]):  # replay: each draw advanced the stream by one call
-                self._impl.random_sample(1)
-            self._draws = state["draws"]
+            self._draws = int(state["draws"])
 
     # Sampling. Each returns an array of this generator's device.
     def uniform(self, shape, dtype, low=0.0, high=1.0):
-        self._draws += 1
         d = dtype if dtype in (float32, float64) else float32
         if self.device.type == "cpu":
             out = self._impl.random(shape, dtype=d)
         else:
-            out = self._impl.random_sample(shape, dtype=d)
+            out = self._cuda_stream().random_sample(shape, dtype=d)
         if low != 0.0 or high != 1.0:
             out = out * (high - low) + low
         return out.astype(dtype, copy=False)
 
     def normal(self, shape, dtype, mean=0.0, std=1.0):
-        self._draws += 1
-        out = self._impl.standard_normal(shape, dtype=dtype if dtype in (float32, float64) else float32)
+        d = dtype if dtype in (float32, float64) else float32
+        impl = self._impl if self.device.type == "cpu" else self._cuda_stream()
+        out = impl.standard_normal(shape, dtype=d)
         if std != 1.0 or mean != 0.0:
             out = out * std + mean
         return out.astype(dtype, copy=False)
 
     def integers(self, low, high, shape, dtype):
-        self._draws += 1
         if self.device.type == "cpu":
             return self._impl.integers(low, high, shape, dtype=np.int64).astype(dtype, copy=False)
-        return self._impl.randint(low, high, shape, dtype=np.int64).astype(dtype, copy=False)
+        return self._cuda_stream().randint(low, high, shape, dtype=np.int64).astype(dtype, copy=False)
 
     def permutation(self, n):
-        self._draws += 1
-        return self._impl.permutation(n)
+        if self.device.type == "cpu":
+            return self._impl.permutation(n)
+        return self._cuda_stream().permutation(n)
 
 
 _generators: dict = {}

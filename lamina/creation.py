@@ -39,9 +39,11 @@ def _array_from(data, dtype=None, device=None):
         if device is not None:
             arr = backend.to_device(arr, backend.Device(device))
         return arr.copy() if arr is data.data else arr
+    if device is None and hasattr(data, "__cuda_array_interface__"):
+        device = backend.device_of(data)  # a CuPy array stays on its GPU
     dev = _device(device)
     if isinstance(data, np.ndarray) or hasattr(data, "__cuda_array_interface__"):
-        arr = data
+        arr = data if type(data) is not np.ndarray and not isinstance(data, np.ndarray) else np.asarray(data)
         if dtype is not None:
             arr = arr.astype(backend.as_dtype(dtype), copy=False)
     else:
@@ -95,7 +97,7 @@ def from_numpy(array: np.ndarray) -> Tensor:
     """A tensor sharing memory with a NumPy array."""
     if not isinstance(array, np.ndarray):
         raise TypeError(f"from_numpy: expected a numpy.ndarray, got {type(array).__name__}")
-    return _wrap(array)
+    return _wrap(array if type(array) is np.ndarray else array.view(np.ndarray))  # memmap & co.
 
 
 def from_dlpack(obj) -> Tensor:

@@ -68,7 +68,7 @@ class Tensor:
 
     @property
     def is_cuda(self) -> bool:
-        return type(self.data) is not _ndarray
+        return self.device.type == "cuda"
 
     @property
     def is_leaf(self) -> bool:

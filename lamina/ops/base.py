@@ -17,6 +17,7 @@ from ..autograd import _mode, creation_trace
 from ..tensor import Tensor, _wrap
 
 REGISTRY: dict[str, type] = {}
+_ndarray = np.ndarray
 
 
 def _snake(name: str) -> str:
@@ -68,25 +69,32 @@ class Op:
 
     # -------------------------------------------------------------- apply
     def __call__(self, *inputs):
-        rec = False
+        mode = _mode
         try:
-            if _mode.enabled and self.differentiable:
-                for t in inputs:
-                    if t.requires_grad:
-                        rec = True
-                        break
             if len(inputs) == 1:
-                arrays = (inputs[0].data,)
+                x = inputs[0]
+                arrays = (x.data,)
+                rec = x.requires_grad and mode.enabled and self.differentiable
+                if rec:
+                    self.needs_input_grad = (True,)
             else:
                 arrays = [t.data for t in inputs]
-                _check_devices(self, arrays)
+                c = arrays[0].__class__
+                for a in arrays:
+                    if a.__class__ is not c or c is not _ndarray:
+                        _check_devices(self, arrays)
+                        break
+                rec = False
+                if mode.enabled and self.differentiable:
+                    needs = tuple([t.requires_grad for t in inputs])
+                    if True in needs:
+                        rec = True
+                        self.needs_input_grad = needs
         except AttributeError:
             got = ", ".join(type(t).__name__ for t in inputs)
             raise TypeError(f"{self.name}: expected Tensor inputs, got ({got})") from None
-        if rec:
-            self.needs_input_grad = tuple([t.requires_grad for t in inputs])
         out = self.forward(*arrays)
-        if _mode.anomaly:
+        if mode.anomaly:
             _check_finite_output(self, out, inputs)
         if not rec:
             if self.n_outputs == 1:
@@ -95,7 +103,7 @@ class Op:
         self.inputs = inputs
         if self.needs_inputs:
             self._versions = tuple([t._version[0] for t in inputs])
-        if _mode.anomaly:
+        if mode.anomaly:
             self._trace = creation_trace()
         if self.n_outputs == 1:
             res = _wrap(out, self if _is_float(out) else None)
@@ -143,11 +151,12 @@ def _is_float(a) -> bool:
     return k == "f" or (k == "V" and a.dtype == backend.bfloat16)
 
 
+
 def _check_devices(op, arrays):
-    t0 = type(arrays[0])
-    for i, a in enumerate(arrays):
-        if type(a) is not t0 or (t0 is not np.ndarray and a.device.id != arrays[0].device.id):
-            devs = ", ".join(str(backend.device_of(x)) for x in arrays)
+    devs = [backend.device_of(a) for a in arrays]
+    for d in devs:
+        if d != devs[0]:
+            devs = ", ".join(str(x) for x in devs)
             raise ValueError(f"{op.name}: expected all tensors on one device, got inputs on {devs}")
 
 
@@ -164,6 +173,13 @@ def _check_finite_output(op, out, inputs):
 
 def xp_of(a):
     return np if type(a) is np.ndarray else backend.xp_of(a)
+
+
+def _broadcastable(s1, s2) -> bool:
+    for x, y in zip(reversed(s1), reversed(s2)):
+        if x != y and x != 1 and y != 1:
+            return False
+    return True
 
 
 def check_broadcast(opname: str, *tensors) -> None:
@@ -196,16 +212,19 @@ def promote(a, b, opname: str, broadcast: bool = True):
 
     With ``broadcast`` (elementwise ops) their shapes must broadcast against each other.
     """
-    if not isinstance(a, Tensor):
-        if not isinstance(b, Tensor):
-            raise TypeError(f"{opname}: expected at least one Tensor, got {type(a).__name__} and {type(b).__name__}")
-        a = as_tensor(a, b)
-    elif not isinstance(b, Tensor):
-        b = as_tensor(b, a)
-    if broadcast and a.data.shape != b.data.shape:
+    if a.__class__ is not Tensor or b.__class__ is not Tensor:
+        if not isinstance(a, Tensor):
+            if not isinstance(b, Tensor):
+                raise TypeError(f"{opname}: expected at least one Tensor, got {type(a).__name__} and "
+                                f"{type(b).__name__}")
+            a = as_tensor(a, b)
+        elif not isinstance(b, Tensor):
+            b = as_tensor(b, a)
+    ad, bd = a.data, b.data
+    if broadcast and ad.shape != bd.shape and not _broadcastable(ad.shape, bd.shape):
         check_broadcast(opname, a, b)
-    da, db = a.data.dtype, b.data.dtype
-    if da != db:
+    da, db = ad.dtype, bd.dtype
+    if da is not db and da != db:
         dt = backend.result_type(da, db)
         # bool operands combine with anything without changing its dtype, so they need no cast
         if da != dt and da.kind != "b":

@@ -18,10 +18,11 @@ def _kept_shape(shape, dims):
 
 
 def _expand_grad(g: Tensor, shape, dims, keepdim) -> Tensor:
-    """Broadcast the gradient of a reduction back over the reduced dims."""
-    if not keepdim:
-        g = g.reshape(_kept_shape(shape, dims))
-    return g.expand(shape)
+    """Broadcast the gradient of a reduction back over the reduced dims (a view, no copy)."""
+    from .shape import Expand, Reshape
+    if not keepdim and g.ndim:  # a 0-d gradient broadcasts as it is
+        g = Reshape(_kept_shape(shape, dims))(g)
+    return Expand(shape)(g) if g.shape != shape else g
 
 
 def _count(shape, dims) -> int:
