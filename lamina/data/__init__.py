@@ -1,0 +1,6 @@
+"""Data loading: datasets, batching with ``DataLoader``, and dataset sources (MNIST, ...)."""
+from .collate import default_collate  # noqa: F401
+from .dataset import ConcatDataset, Dataset, Subset, TensorDataset, random_split  # noqa: F401
+from .idx import read_idx  # noqa: F401
+from .loader import DataLoader  # noqa: F401
+from .mnist import MNIST, FashionMNIST  # noqa: F401
