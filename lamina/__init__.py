@@ -17,7 +17,7 @@ from .ops import (  # noqa: F401
     adaptive_avg_pool2d, avg_pool2d, conv1d, conv2d, conv_transpose2d, dropout, embedding,
     max_pool2d, one_hot, abs, add, all, amax, amin, any, argmax, argmin, bmm, broadcast_shapes, broadcast_to, cat, chunk,
     clamp, clone, concat, cos, div, eq, erf, exp, expand, flatten, flip, floor_divide, gather, ge,
-    gt, index_add, index_select, isfinite, isnan, le, log, log_softmax, logical_and, logical_not,
+    gt, index_add, index_select, isfinite, isnan, le, log, log1p, log_softmax, logical_and, logical_not,
     logical_or, logical_xor, logsumexp, lt, masked_fill, matmul, max, maximum, mean, min, minimum,
     mm, mul, ne, neg, one_hot, pad, permute, pow, prod, relu, remainder, repeat, reshape, rsqrt,
     scatter_add, sigmoid, sign, sin, softmax, split, sqrt, squeeze, stack, std, sub, sum, tanh,

@@ -3,7 +3,7 @@ public way to call them (``lamina.add``, ``lamina.conv2d``, ...)."""
 from .base import REGISTRY, Op, normalize_dim, normalize_dims, unbroadcast  # noqa: F401
 from .elementwise import (  # noqa: F401
     abs, add, clamp, cos, div, eq, erf, exp, floor_divide, ge, gelu, gt, isfinite, isnan, le,
-    leaky_relu, log, logical_and, logical_not, logical_or, logical_xor, lt, masked_fill, maximum,
+    leaky_relu, log, log1p, logical_and, logical_not, logical_or, logical_xor, lt, masked_fill, maximum,
     minimum, mul, ne, neg, pow, relu, remainder, rsqrt, sigmoid, sign, silu, sin, sqrt, sub, tanh,
     where,
 )

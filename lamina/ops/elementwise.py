@@ -86,6 +86,14 @@ class Log(Op):
         return g / x
 
 
+class Log1p(Op):
+    def forward(self, x):
+        return xp_of(x).log1p(x)
+
+    def backward(self, g, x):
+        return g / (x + 1.0)
+
+
 class Sqrt(Op):
     save_output = True
     needs_inputs = False
@@ -430,6 +438,7 @@ def abs(x): return Abs()(x)
 def sign(x): return Sign()(x)
 def exp(x): return Exp()(_floating(x))
 def log(x): return Log()(_floating(x))
+def log1p(x): return Log1p()(_floating(x))
 def sqrt(x): return Sqrt()(_floating(x))
 def rsqrt(x): return Rsqrt()(_floating(x))
 def sin(x): return Sin()(_floating(x))

@@ -371,6 +371,7 @@ OPS: list[OpInfo] = [
     OpInfo("sign", ops.sign, torch.sign, unary(Raway)),
     OpInfo("exp", ops.exp, torch.exp, unary()),
     OpInfo("log", ops.log, torch.log, unary(Rpos)),
+    OpInfo("log1p", ops.log1p, torch.log1p, unary(Rpos)),
     OpInfo("sqrt", ops.sqrt, torch.sqrt, unary(Rpos)),
     OpInfo("rsqrt", ops.rsqrt, torch.rsqrt, unary(Rpos)),
     OpInfo("sin", ops.sin, torch.sin, unary()),

@@ -1,0 +1,135 @@
+"""The functional API: every layer's computation as a function of tensors (``F.linear``,
+``F.conv2d``, ``F.layer_norm``, losses, ...). Layers in ``lamina.nn`` call these."""
+from __future__ import annotations
+
+from .. import ops
+from ..ops import (  # noqa: F401  (re-exported: these primitives are the functional API)
+    adaptive_avg_pool1d, adaptive_avg_pool2d, avg_pool1d, avg_pool2d, conv1d, conv2d, conv3d,
+    conv_transpose1d, conv_transpose2d, dropout, embedding, gelu, leaky_relu, log_softmax,
+    max_pool1d, max_pool2d, one_hot, pad, relu, sigmoid, silu, softmax, tanh,
+)
+from ..tensor import Tensor
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """``x @ weight.T + bias`` for weight of shape (out_features, in_features)."""
+    if weight.ndim != 2:
+        raise ValueError(f"linear: weight must be 2-D (out_features, in_features), got shape {weight.shape}")
+    if x.ndim == 0 or x.shape[-1] != weight.shape[1]:
+        raise ValueError(f"linear: input of shape {x.shape} does not end in in_features={weight.shape[1]} "
+                         f"(weight shape {weight.shape})")
+    out = x @ weight.mT
+    if bias is not None:
+        out = out + bias
+    return out
+
+
+def relu6(x):
+    return ops.clamp(x, 0.0, 6.0)
+
+
+def hardtanh(x, min_val=-1.0, max_val=1.0):
+    return ops.clamp(x, min_val, max_val)
+
+
+def softplus(x, beta=1.0, threshold=20.0):
+    """log(1 + exp(beta x)) / beta, linear above ``threshold`` (as PyTorch)."""
+    bx = x * beta if beta != 1.0 else x
+    soft = ops.log1p(ops.exp(-ops.abs(bx))) + ops.relu(bx)
+    if beta != 1.0:
+        soft = soft / beta
+    return ops.where(bx > threshold, x, soft)
+
+
+def elu(x, alpha=1.0):
+    return ops.where(x > 0, x, (ops.exp(ops.minimum(x, 0.0)) - 1.0) * alpha)
+
+
+def logsigmoid(x):
+    return -softplus(-x)
+
+
+def mish(x):
+    return x * ops.tanh(softplus(x))
+
+
+def normalize(x, p=2.0, dim=1, eps=1e-12):
+    """x / max(||x||_p, eps) along ``dim`` (used for L2-normalised embeddings)."""
+    if p == 2.0:
+        norm = ops.sqrt((x * x).sum(dim=dim, keepdim=True))
+    else:
+        norm = ops.pow(ops.pow(ops.abs(x), p).sum(dim=dim, keepdim=True), 1.0 / p)
+    return x / ops.clamp(norm, min=eps)
+
+
+def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
+    """Normalise over the last ``len(normalized_shape)`` dims, then scale and shift."""
+    normalized_shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+    k = len(normalized_shape)
+    if tuple(x.shape[x.ndim - k:]) != normalized_shape:
+        raise ValueError(f"layer_norm: input of shape {x.shape} does not end in normalized_shape {normalized_shape}")
+    dims = tuple(range(x.ndim - k, x.ndim))
+    mean = x.mean(dim=dims, keepdim=True)
+    centered = x - mean
+    var = (centered * centered).mean(dim=dims, keepdim=True)
+    out = centered * ops.rsqrt(var + eps)
+    if weight is not None:
+        out = out * weight
+    if bias is not None:
+        out = out + bias
+    return out
+
+
+def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5):
+    """Batch normalisation over all dims but the channel dim (dim 1).
+
+    In training the batch statistics normalise and, if running buffers are given, update them in
+    place (biased variance to normalise, unbiased for the running estimate, as PyTorch does).
+    ``momentum=None`` keeps a cumulative average, which the caller handles by passing 1/n.
+    """
+    if x.ndim < 2:
+        raise ValueError(f"batch_norm: expected input of at least 2 dims (N, C, ...), got shape {x.shape}")
+    c = x.shape[1]
+    for name, t in (("running_mean", running_mean), ("running_var", running_var), ("weight", weight),
+                    ("bias", bias)):
+        if t is not None and t.shape != (c,):
+            raise ValueError(f"batch_norm: {name} must have shape ({c},) for input of shape {x.shape}, got {t.shape}")
+    dims = (0,) + tuple(range(2, x.ndim))
+    shape = (1, c) + (1,) * (x.ndim - 2)
+    if training:
+        n = x.numel() // c
+        if n <= 1:
+            raise ValueError(f"batch_norm: expected more than 1 value per channel in training, got input shape {x.shape}")
+        mean = x.mean(dim=dims, keepdim=True)
+        centered = x - mean
+        var = (centered * centered).mean(dim=dims, keepdim=True)
+        if running_mean is not None:
+            with _no_grad():
+                m = momentum
+                running_mean.mul_(1 - m).add_(mean.detach().reshape(c) * m)
+                running_var.mul_(1 - m).add_(var.detach().reshape(c) * (m * n / (n - 1)))
+        out = centered * ops.rsqrt(var + eps)
+    else:
+        if running_mean is None or running_var is None:
+            raise ValueError("batch_norm: running_mean and running_var are needed in eval mode")
+        out = (x - running_mean.reshape(shape)) * ops.rsqrt(running_var.reshape(shape) + eps)
+    if weight is not None:
+        out = out * weight.reshape(shape)
+    if bias is not None:
+        out = out + bias.reshape(shape)
+    return out
+
+
+def _no_grad():
+    from ..autograd import no_grad
+    return no_grad()
+
+
+def flatten(x, start_dim=1, end_dim=-1):
+    return ops.flatten(x, start_dim, end_dim)
+
+
+def cosine_similarity(a, b, dim=1, eps=1e-8):
+    """a.b / sqrt(max(|a|^2 |b|^2, eps^2)) along ``dim``."""
+    dot = (a * b).sum(dim=dim)
+    return dot / ops.sqrt(ops.clamp((a * a).sum(dim=dim) * (b * b).sum(dim=dim), min=eps * eps))
