@@ -9,6 +9,10 @@ from ..ops import (  # noqa: F401  (re-exported: these primitives are the functi
     max_pool1d, max_pool2d, one_hot, pad, relu, sigmoid, silu, softmax, tanh,
 )
 from ..tensor import Tensor
+from .losses import (  # noqa: F401
+    binary_cross_entropy, binary_cross_entropy_with_logits, cross_entropy, huber_loss, kl_div, l1_loss,
+    mse_loss, nll_loss, smooth_l1_loss,
+)
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
