@@ -52,6 +52,8 @@ def _array_from(data, dtype=None, device=None):
         arr = np.asarray(data)
         if dtype is not None:
             arr = arr.astype(backend.as_dtype(dtype), copy=False)
+        elif isinstance(data, np.generic):
+            pass  # a NumPy scalar keeps its dtype, like a NumPy array
         elif arr.dtype.kind == "f" and arr.dtype == np.float64:
             arr = arr.astype(backend.get_default_dtype())  # Python floats -> default dtype
         elif arr.dtype.kind in "iu":

@@ -323,11 +323,14 @@ class Tensor:
     def fill_(self, value):
         if isinstance(value, Tensor):
             value = value.item()
-        with _NoGrad():
-            if self._node is None and self.requires_grad and _mode.enabled:
-                raise RuntimeError(f"fill_: a leaf tensor that requires grad (shape {self.shape}) "
-                                   "cannot be changed in place while grad mode is on")
-            self._write("fill_", backend.xp_of(self.data).full(self.shape, value, dtype=self.dtype))
+        if self._node is None and self.requires_grad and _mode.enabled:
+            raise RuntimeError(f"fill_: a leaf tensor that requires grad (shape {self.shape}) "
+                               "cannot be changed in place while grad mode is on")
+        if not self.data.flags.writeable:
+            raise RuntimeError(f"fill_: the tensor (shape {self.shape}) is a read-only view, such as the "
+                               "result of expand(); clone() it first")
+        self.data.fill(value)
+        self._version[0] += 1
         return self
 
     def zero_(self):
@@ -605,15 +608,6 @@ class _HookHandle:
     def remove(self):
         if self._hook in self._hooks:
             self._hooks.remove(self._hook)
-
-
-class _NoGrad:
-    def __enter__(self):
-        self._prev = _mode.enabled
-        _mode.enabled = False
-
-    def __exit__(self, *exc):
-        _mode.enabled = self._prev
 
 
 def _format(t: Tensor) -> str:

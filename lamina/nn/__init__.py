@@ -1,5 +1,5 @@
 """Layers (``Module`` and its subclasses), parameters, initialisation, losses and the functional API."""
-from . import functional, init  # noqa: F401
+from . import functional, init, utils  # noqa: F401
 from .activation import ELU, GELU, LeakyReLU, LogSoftmax, ReLU, Sigmoid, SiLU, Softmax, Softplus, Tanh  # noqa: F401
 from .container import ModuleDict, ModuleList, Sequential  # noqa: F401
 from .conv import Conv1d, Conv2d, ConvTranspose1d, ConvTranspose2d  # noqa: F401
