@@ -1,0 +1,3 @@
+"""Ready-made models: LeNet-5 (and, as they land, MLP, char-RNN, GPT, BERT, encoder-decoder)."""
+from .lenet import LeNet5  # noqa: F401
+from .mlp import MLP  # noqa: F401
