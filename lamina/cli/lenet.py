@@ -122,7 +122,8 @@ def train(args) -> int:
             running = value if running is None else 0.95 * running + 0.05 * value
             if step % 10 == 0:
                 metrics["steps"].append([step, running])
-                bar.set_postfix(loss=f"{running:.4f}", img_s=f"{seen / (time.perf_counter() - start):.0f}")
+                bar.set_postfix(loss=f"{running:.4f}", img_s=f"{seen / (time.perf_counter() - start):.0f}",
+                                refresh=False)
             if args.checkpoint_every and step % args.checkpoint_every == 0:
                 checkpoint()
         elapsed = time.perf_counter() - start
