@@ -32,6 +32,19 @@ def _floating(x: Tensor) -> Tensor:
     return x
 
 
+def _masked(g, keep):
+    """``g`` where the bool tensor ``keep`` is True, else exactly 0.
+
+    On CPU this is a product with the mask, which NumPy runs an order of magnitude faster than
+    ``where``; a product would turn an infinite or NaN gradient at a masked-out position into
+    NaN, so those (rare) gradients take ``where``.
+    """
+    a = g.data
+    if type(a) is np.ndarray and np.isfinite(a).all():
+        return g * keep
+    return where(keep, g, 0.0)
+
+
 def _check_tensor(x, opname):
     if not isinstance(x, Tensor):
         raise TypeError(f"{opname}: expected a Tensor, got {type(x).__name__}")
@@ -169,7 +182,7 @@ class Relu(Op):
         return xp_of(x).maximum(x, 0)
 
     def backward(self, g, x):
-        return where(self.output() > 0, g, 0.0)
+        return _masked(g, self.output() > 0)
 
 
 class LeakyRelu(Op):
@@ -180,7 +193,8 @@ class LeakyRelu(Op):
         return xp_of(x).where(x > 0, x, x * x.dtype.type(self.negative_slope))
 
     def backward(self, g, x):
-        return where(x > 0, g, g * self.negative_slope)
+        pos = x > 0
+        return _masked(g, pos) + _masked(g, ~pos) * self.negative_slope
 
 
 class Erf(Op):
@@ -245,7 +259,7 @@ class Clamp(Op):
         if self.max is not None:
             hi = x <= self.max
             keep = hi if keep is None else keep & hi
-        return where(keep, g, 0.0)
+        return _masked(g, keep)
 
 
 # ---------------------------------------------------------------- binary
@@ -315,9 +329,9 @@ class Maximum(Op):
     def backward(self, g, a, b):
         # ties split the gradient evenly, as PyTorch does
         na, nb = self.needs_input_grad
-        half = g * 0.5
-        ga = unbroadcast(where(a > b, g, where(a == b, half, 0.0)), a.shape) if na else None
-        gb = unbroadcast(where(b > a, g, where(a == b, half, 0.0)), b.shape) if nb else None
+        tie = _masked(g * 0.5, a == b)
+        ga = unbroadcast(_masked(g, a > b) + tie, a.shape) if na else None
+        gb = unbroadcast(_masked(g, b > a) + tie, b.shape) if nb else None
         return ga, gb
 
 
@@ -327,9 +341,9 @@ class Minimum(Op):
 
     def backward(self, g, a, b):
         na, nb = self.needs_input_grad
-        half = g * 0.5
-        ga = unbroadcast(where(a < b, g, where(a == b, half, 0.0)), a.shape) if na else None
-        gb = unbroadcast(where(b < a, g, where(a == b, half, 0.0)), b.shape) if nb else None
+        tie = _masked(g * 0.5, a == b)
+        ga = unbroadcast(_masked(g, a < b) + tie, a.shape) if na else None
+        gb = unbroadcast(_masked(g, b < a) + tie, b.shape) if nb else None
         return ga, gb
 
 
@@ -339,8 +353,8 @@ class Where(Op):
 
     def backward(self, g, cond, a, b):
         _, na, nb = self.needs_input_grad
-        ga = unbroadcast(where(cond, g, 0.0), a.shape) if na else None
-        gb = unbroadcast(where(cond, 0.0, g), b.shape) if nb else None
+        ga = unbroadcast(_masked(g, cond), a.shape) if na else None
+        gb = unbroadcast(_masked(g, ~cond), b.shape) if nb else None
         return None, ga, gb
 
 

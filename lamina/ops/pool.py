@@ -2,6 +2,7 @@
 pooling and adaptive average pooling as compositions of convolution and matmul."""
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -20,6 +21,68 @@ def _pool_out(size, k, s, p, d, ceil_mode):
     return out
 
 
+def _blocked(x, kernel, out):
+    """The window-major copy (K, N, C, *out) of x's non-overlapping windows (kernel == stride)."""
+    d = len(kernel)
+    crop = x[(Ellipsis,) + tuple(slice(0, o * k) for o, k in zip(out, kernel))]
+    split = crop.reshape(x.shape[:2] + tuple(v for o, k in zip(out, kernel) for v in (o, k)))
+    win_axes = tuple(3 + 2 * i for i in range(d))
+    out_axes = tuple(2 + 2 * i for i in range(d))
+    perm = win_axes + (0, 1) + out_axes
+    return xp_of(x).ascontiguousarray(split.transpose(perm)).reshape((math.prod(kernel),) + x.shape[:2] + tuple(out))
+
+
+class BlockGather(Op):
+    """For non-overlapping windows (kernel == stride): element ``index`` (a window offset) of every
+    window of x. The gradient of BlockScatter, and it of this."""
+    needs_inputs = False
+
+    def __init__(self, kernel):
+        self.kernel = kernel
+
+    def forward(self, x, index):
+        out = tuple(n // k for n, k in zip(x.shape[2:], self.kernel))
+        blocks = _blocked(x, self.kernel, out)
+        return xp_of(x).take_along_axis(blocks, index[None].astype(backend.int64), axis=0)[0]
+
+    def backward(self, g, x, index):
+        return BlockScatter(self.kernel, x.shape[2:])(g, index), None
+
+
+class BlockScatter(Op):
+    """Place each element of g at offset ``index`` of its non-overlapping window in a zero tensor of
+    spatial size ``spatial`` (the gradient of a max-pool whose windows do not overlap)."""
+    needs_inputs = False
+
+    def __init__(self, kernel, spatial):
+        self.kernel, self.spatial = kernel, tuple(spatial)
+
+    def forward(self, g, index):
+        xp = xp_of(g)
+        kernel = self.kernel
+        out = g.shape[2:]
+        res = xp.zeros(g.shape[:2] + self.spatial, dtype=g.dtype)
+        # Rows along the last dim stay contiguous: repeat each value and index k_last times, then
+        # keep the values whose index names this column's offset (NumPy is slow on 2-wide loops).
+        k_last = kernel[-1]
+        g_rep = xp.repeat(g, k_last, axis=-1)
+        i_rep = xp.repeat(index, k_last, axis=-1)
+        col = (xp.arange(out[-1] * k_last) % k_last).astype(index.dtype)
+        for outer in itertools.product(*(range(k) for k in kernel[:-1])):
+            base = 0
+            for k_i, o_i in zip(kernel[:-1], outer):
+                base = base * k_i + o_i
+            base *= k_last
+            region = tuple(slice(o_i, o * k_i, k_i) for o_i, o, k_i in zip(outer, out[:-1], kernel[:-1]))
+            region += (slice(0, out[-1] * k_last),)
+            xp.multiply(g_rep, i_rep == (col + base) if base else i_rep == col,
+                        out=res[(slice(None), slice(None)) + region])
+        return res
+
+    def backward(self, gg, g, index):
+        return BlockGather(self.kernel)(gg, index), None
+
+
 class MaxPoolNd(Op):
     name = "max_pool"
     needs_inputs = False
@@ -28,13 +91,53 @@ class MaxPoolNd(Op):
         self.kernel, self.stride, self.padding = kernel, stride, padding
         self.dilation, self.ceil_mode = dilation, ceil_mode
         self.n_outputs = 2 if return_indices else 1
+        # windows that tile the input without overlap or padding take a faster path
+        self.blocks = (stride == kernel and not any(padding) and all(d == 1 for d in dilation)
+                       and not ceil_mode)
 
     def forward(self, x):
+        out = tuple(_pool_out(s, k, st, p, dl, self.ceil_mode) for s, k, st, p, dl in
+                    zip(x.shape[2:], self.kernel, self.stride, self.padding, self.dilation))
+        if self.blocks:
+            return self._forward_blocks(x, out)
+        return self._forward_windows(x, out)
+
+    def _forward_blocks(self, x, out):
+        xp = xp_of(x)
+        blocks = _blocked(x, self.kernel, out)
+        values = blocks[0].copy()
+        want_index = self.needs_input_grad is not None or self.n_outputs == 2
+        itype = xp.int8 if len(blocks) < 128 else xp.int16
+        index = xp.zeros(values.shape, dtype=itype) if want_index else None
+        for i in range(1, len(blocks)):
+            if want_index:
+                # strictly greater: the first maximum in the window wins, as in PyTorch; the update
+                # is arithmetic because NumPy's masked writes are slow
+                index += (blocks[i] > values).view(xp.int8).astype(itype, copy=False) * (itype(i) - index)
+            xp.maximum(values, blocks[i], out=values)
+        self.saved = index
+        if self.n_outputs == 2:
+            return values, self._flat_index(index, x.shape[2:], out)
+        return values
+
+    def _flat_index(self, index, spatial, out):
+        """Window offsets -> flat indices into each input plane (PyTorch's return_indices)."""
+        xp = xp_of(index)
+        flat = xp.zeros(index.shape, dtype=backend.int64)
+        rest = index.astype(backend.int64)
+        for i in range(len(self.kernel) - 1, -1, -1):
+            k_i = rest % self.kernel[i]
+            rest = rest // self.kernel[i]
+            shape = [1] * index.ndim
+            shape[2 + i] = out[i]
+            coord = (xp.arange(out[i]) * self.kernel[i]).reshape(shape) + k_i
+            flat += coord * math.prod(spatial[i + 1:])
+        return flat
+
+    def _forward_windows(self, x, out):
         xp = xp_of(x)
         d = len(self.kernel)
         spatial = x.shape[2:]
-        out = tuple(_pool_out(s, k, st, p, dl, self.ceil_mode) for s, k, st, p, dl in
-                    zip(spatial, self.kernel, self.stride, self.padding, self.dilation))
         xpad = x
         need = [(o - 1) * st + dl * (k - 1) + 1 for o, st, dl, k in zip(out, self.stride, self.dilation, self.kernel)]
         right = [max(p, n - s - p) for n, s, p in zip(need, spatial, self.padding)]
@@ -59,18 +162,31 @@ class MaxPoolNd(Op):
             pos_shape = [1] * (2 + d)
             pos_shape[2 + i] = out[i]
             start = (xp.arange(out[i]) * self.stride[i] - self.padding[i]).reshape(pos_shape)
-            coord = start + k_i * self.dilation[i]
-            index += coord * math.prod(spatial[i + 1:])
+            index += (start + k_i * self.dilation[i]) * math.prod(spatial[i + 1:])
         self.saved = index
         return (values, index) if self.n_outputs == 2 else values
 
     def backward(self, grads, x):
-        from .indexing import scatter_add
         g = grads[0] if self.n_outputs == 2 else grads
+        if self.blocks:
+            return BlockScatter(self.kernel, x.shape[2:])(g, _wrap(self.saved))
+        from .indexing import scatter_add
         n, c = x.shape[:2]
         idx = _wrap(self.saved).reshape(n, c, -1)
         base = g.new_zeros((n, c, math.prod(x.shape[2:])))
         return scatter_add(base, 2, idx, g.reshape(n, c, -1)).reshape(x.shape)
+
+
+def block_gather(x, index, kernel_size):
+    """Element ``index`` (an offset inside the window) of every non-overlapping window of x."""
+    kernel = _tuple(kernel_size, x.ndim - 2, "kernel_size", "block_gather")
+    return BlockGather(kernel)(x, index)
+
+
+def block_scatter(g, index, kernel_size, spatial):
+    """Zeros of spatial size ``spatial`` with each element of g at offset ``index`` of its window."""
+    kernel = _tuple(kernel_size, g.ndim - 2, "kernel_size", "block_scatter")
+    return BlockScatter(kernel, tuple(spatial))(g, index)
 
 
 def _pool_args(opname, x, kernel_size, stride, padding, dilation, d):

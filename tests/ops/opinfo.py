@@ -16,6 +16,7 @@ import torch.nn.functional as TF
 
 import lamina
 import lamina.ops as ops
+from lamina.ops import pool
 from lamina.ops.shape import ToDevice
 
 
@@ -279,6 +280,43 @@ def pool_samples(d, max_pool):
     return samples
 
 
+def block_samples(rng):
+    yield Sample((R(rng, 2, 3, 8, 7), rng.integers(0, 4, (2, 3, 4, 3)).astype(np.int8), 2))
+    yield Sample((R(rng, 2, 2, 9), rng.integers(0, 3, (2, 2, 3)).astype(np.int8), 3))
+
+
+def _window_flat_index(index, kernel, spatial):
+    """Window offsets -> flat indices into each input plane (PyTorch's max-pool indices)."""
+    index = index.long()
+    d = len(kernel)
+    flat = torch.zeros_like(index)
+    for i in range(d - 1, -1, -1):
+        k_i, index = index % kernel[i], index // kernel[i]
+        shape = [1] * (2 + d)
+        shape[2 + i] = flat.shape[2 + i]
+        coord = (torch.arange(flat.shape[2 + i]) * kernel[i]).reshape(shape) + k_i
+        flat = flat + coord * int(np.prod(spatial[i + 1:]))
+    return flat
+
+
+def block_gather_ref(x, index, k):
+    kernel = (k,) * (x.ndim - 2)
+    flat = _window_flat_index(index, kernel, x.shape[2:])
+    return x.flatten(2).gather(2, flat.flatten(2)).reshape(index.shape)
+
+
+def block_scatter_samples(rng):
+    yield Sample((R(rng, 2, 3, 4, 3), rng.integers(0, 4, (2, 3, 4, 3)).astype(np.int8), 2, (8, 7)))
+    yield Sample((R(rng, 2, 2, 3), rng.integers(0, 3, (2, 2, 3)).astype(np.int8), 3, (9,)))
+
+
+def block_scatter_ref(g, index, k, spatial):
+    kernel = (k,) * (g.ndim - 2)
+    flat = _window_flat_index(index, kernel, spatial)
+    out = torch.zeros(g.shape[:2] + (int(np.prod(spatial)),), dtype=g.dtype)
+    return out.scatter_add(2, flat.flatten(2), g.flatten(2)).reshape(g.shape[:2] + tuple(spatial))
+
+
 def adaptive_samples(d):
     def samples(rng):
         sp = (7, 9)[:d]
@@ -509,6 +547,8 @@ OPS: list[OpInfo] = [
     OpInfo("conv2d_weight", ops.conv2d_weight, conv2d_weight_ref, conv2d_weight_samples),
     OpInfo("max_pool1d", ops.max_pool1d, TF.max_pool1d, pool_samples(1, True)),
     OpInfo("max_pool2d", ops.max_pool2d, TF.max_pool2d, pool_samples(2, True)),
+    OpInfo("block_gather", pool.block_gather, block_gather_ref, block_samples),
+    OpInfo("block_scatter", pool.block_scatter, block_scatter_ref, block_scatter_samples),
     OpInfo("avg_pool1d", ops.avg_pool1d, TF.avg_pool1d, pool_samples(1, False)),
     OpInfo("avg_pool2d", ops.avg_pool2d, TF.avg_pool2d, pool_samples(2, False)),
     OpInfo("adaptive_avg_pool1d", ops.adaptive_avg_pool1d, TF.adaptive_avg_pool1d, adaptive_samples(1)),
