@@ -1,6 +1,6 @@
-"""Convolution over 1, 2 or 3 spatial dims, through strided windows and batched GEMM.
+"""Convolution over 1, 2 or 3 spatial dims: im2col columns and batched GEMM.
 
-Three ops share one window (im2col) engine and are each other's gradients, so convolutions are
+Three ops share one column engine (``_Plan``) and are each other's gradients, so convolutions are
 differentiable to any order:
   ConvNd(x, w[, b])            the convolution (cross-correlation, as in PyTorch)
   ConvTransposeNd(x, w[, b])   its adjoint in x: the input gradient of ConvNd, also a layer
@@ -28,69 +28,120 @@ def _out_size(size, k, s, p, d):
     return (size + 2 * p - d * (k - 1) - 1) // s + 1
 
 
-def _pad(x, padding, extra=None):
-    """Zero-pad the spatial dims of x (N, C, *spatial); ``extra`` adds that much more on the right."""
-    if not any(padding) and not (extra and any(extra)):
-        return x
-    xp = xp_of(x)
-    extra = extra or (0,) * len(padding)
-    shape = x.shape[:2] + tuple(s + 2 * p + e for s, p, e in zip(x.shape[2:], padding, extra))
-    out = xp.zeros(shape, dtype=x.dtype)
-    out[(slice(None), slice(None)) + tuple(slice(p, p + s) for s, p in zip(x.shape[2:], padding))] = x
-    return out
-
-
 def _windows(xpad, kernel, stride, dilation, out):
-    """A strided view (N, C, *out, *kernel) of every window of the padded input (no copy)."""
-    xp = xp_of(xpad)
+    """A strided view (N, C, *out, *kernel) of every window of a padded input (no copy)."""
     st = xpad.strides
     shape = xpad.shape[:2] + tuple(out) + tuple(kernel)
     strides = st[:2] + tuple(st[2 + i] * s for i, s in enumerate(stride)) + \
         tuple(st[2 + i] * d for i, d in enumerate(dilation))
-    return xp.lib.stride_tricks.as_strided(xpad, shape=shape, strides=strides)
+    return xp_of(xpad).lib.stride_tricks.as_strided(xpad, shape=shape, strides=strides)
 
 
-def _im2col(x, kernel, stride, padding, dilation, out, groups):
-    """Columns (N, G, Cg*K, L): for each output position, the window it sees, per group."""
-    n, c = x.shape[:2]
-    d = len(kernel)
-    win = _windows(_pad(x, padding), kernel, stride, dilation, out)
-    # (N, C, *out, *k) -> (N, C, *k, *out): window elements before output positions
-    perm = (0, 1) + tuple(range(2 + d, 2 + 2 * d)) + tuple(range(2, 2 + d))
-    cols = win.transpose(perm).reshape(n, groups, (c // groups) * math.prod(kernel), math.prod(out))
-    return cols
+class _Plan:
+    """Where every window of a convolution sits, and how its columns are laid out.
 
+    Columns are (N, C, K, P): for each channel and kernel offset, the input value each of the P
+    output positions sees. With stride 1 the input is zero-padded and flattened, and the columns
+    of one kernel offset are a contiguous slice of that flat plane ("shifted" layout): P then
+    counts positions over the full padded width, the ones past the output's width are garbage
+    that ``positions`` crops away. Strided convolutions use a strided view of the windows.
+    """
 
-def _col2im(cols, channels, padded, kernel, stride, dilation, out):
-    """Add every window's values back into a padded input of spatial size ``padded`` (the adjoint
-    of ``_im2col``). ``cols`` is (N, C, *k, *out)."""
-    xp = xp_of(cols)
-    n = cols.shape[0]
-    res = xp.zeros((n, channels) + tuple(padded), dtype=cols.dtype)
-    for kidx in itertools.product(*(range(k) for k in kernel)):
-        region = tuple(slice(k * dl, k * dl + s * (o - 1) + 1, s)
-                       for k, dl, s, o in zip(kidx, dilation, stride, out))
-        res[(slice(None), slice(None)) + region] += cols[(slice(None), slice(None)) + kidx]
-    return res
+    def __init__(self, spatial, kernel, stride, padding, dilation, out=None):
+        self.spatial, self.kernel, self.stride = tuple(spatial), tuple(kernel), tuple(stride)
+        self.padding, self.dilation = tuple(padding), tuple(dilation)
+        self.out = tuple(out) if out is not None else tuple(
+            _out_size(n, k, s, p, d) for n, k, s, p, d in zip(spatial, kernel, stride, padding, dilation))
+        need = [(o - 1) * s + d * (k - 1) + 1 for o, s, d, k in zip(self.out, stride, dilation, kernel)]
+        # right padding: the requested padding, or more when windows reach further (output padding)
+        self.right = tuple(max(p, nd - n - p) for nd, n, p in zip(need, spatial, padding))
+        self.padded = tuple(n + p + r for n, p, r in zip(spatial, padding, self.right))
+        self.K = math.prod(kernel)
+        self.flat = all(s == 1 for s in stride)
+        if self.flat:
+            self.row = tuple(math.prod(self.padded[i + 1:]) for i in range(len(spatial)))
+            self.P = self.out[0] * self.row[0]
+            self.offsets = [sum(k * d * r for k, d, r in zip(kidx, dilation, self.row))
+                            for kidx in itertools.product(*(range(k) for k in kernel))]
+            self.length = max(math.prod(self.padded), self.offsets[-1] + self.P)
+        else:
+            self.P = math.prod(self.out)
+
+    def _inner(self):
+        return tuple(slice(p, p + n) for p, n in zip(self.padding, self.spatial))
+
+    def im2col(self, x):
+        """(N, C, *spatial) -> columns (N, C, K, P) (a new array)."""
+        xp = xp_of(x)
+        n, c = x.shape[:2]
+        if self.flat:
+            plane = xp.zeros((n, c, self.length), dtype=x.dtype)
+            plane[:, :, :math.prod(self.padded)].reshape((n, c) + self.padded)[(Ellipsis,) + self._inner()] = x
+            st = plane.strides
+            steps = tuple(d * r * st[2] for d, r in zip(self.dilation, self.row))
+            view = xp.lib.stride_tricks.as_strided(plane, (n, c) + self.kernel + (self.P,), st[:2] + steps + (st[2],))
+            return view.reshape(n, c, self.K, self.P)
+        xpad = xp.zeros((n, c) + self.padded, dtype=x.dtype)
+        xpad[(Ellipsis,) + self._inner()] = x
+        win = _windows(xpad, self.kernel, self.stride, self.dilation, self.out)
+        d = len(self.kernel)
+        perm = (0, 1) + tuple(range(2 + d, 2 + 2 * d)) + tuple(range(2, 2 + d))
+        return win.transpose(perm).reshape(n, c, self.K, self.P)
+
+    def positions(self, y):
+        """(N, O, P) -> (N, O, *out), dropping the garbage positions of the shifted layout."""
+        n, o = y.shape[:2]
+        if not self.flat:
+            return y.reshape((n, o) + self.out)
+        full = y.reshape((n, o, self.out[0]) + self.padded[1:])
+        if self.padded[1:] == self.out[1:]:
+            return full
+        return xp_of(y).ascontiguousarray(full[(Ellipsis,) + tuple(slice(0, m) for m in self.out[1:])])
+
+    def from_positions(self, g):
+        """(N, O, *out) -> (N, O, P), zeros at the garbage positions (the adjoint of ``positions``)."""
+        n, o = g.shape[:2]
+        if not self.flat or self.padded[1:] == self.out[1:]:
+            return g.reshape(n, o, self.P)
+        full = xp_of(g).zeros((n, o, self.out[0]) + self.padded[1:], dtype=g.dtype)
+        full[(Ellipsis,) + tuple(slice(0, m) for m in self.out[1:])] = g
+        return full.reshape(n, o, self.P)
+
+    def col2im(self, cols):
+        """Columns (N, C, K, P) -> (N, C, *spatial): every window's values added back where they
+        came from (the adjoint of ``im2col``)."""
+        xp = xp_of(cols)
+        n, c = cols.shape[:2]
+        if self.flat:
+            plane = xp.zeros((n, c, self.length), dtype=cols.dtype)
+            for k, off in enumerate(self.offsets):
+                plane[:, :, off:off + self.P] += cols[:, :, k]
+            full = plane[:, :, :math.prod(self.padded)].reshape((n, c) + self.padded)
+        else:
+            full = xp.zeros((n, c) + self.padded, dtype=cols.dtype)
+            cols = cols.reshape((n, c) + self.kernel + self.out)
+            for kidx in itertools.product(*(range(k) for k in self.kernel)):
+                region = tuple(slice(k * dl, k * dl + s * (o - 1) + 1, s)
+                               for k, dl, s, o in zip(kidx, self.dilation, self.stride, self.out))
+                full[(slice(None), slice(None)) + region] += cols[(slice(None), slice(None)) + kidx]
+        if self.padded == self.spatial:
+            return full
+        return xp.ascontiguousarray(full[(Ellipsis,) + self._inner()])
 
 
 class ConvNd(Op):
     name = "conv"
+
     def __init__(self, stride, padding, dilation, groups):
         self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
 
     def forward(self, x, w, b=None):
-        n = x.shape[0]
-        o, cg = w.shape[:2]
-        kernel = w.shape[2:]
-        g = self.groups
-        out = tuple(_out_size(s, k, st, p, dl) for s, k, st, p, dl in
-                    zip(x.shape[2:], kernel, self.stride, self.padding, self.dilation))
-        cols = _im2col(x, kernel, self.stride, self.padding, self.dilation, out, g)
-        y = w.reshape(1, g, o // g, -1) @ cols  # (N, G, Og, L)
-        y = y.reshape((n, o) + out)
+        n, o, g = x.shape[0], w.shape[0], self.groups
+        plan = _Plan(x.shape[2:], w.shape[2:], self.stride, self.padding, self.dilation)
+        cols = plan.im2col(x).reshape(n, g, -1, plan.P)
+        y = plan.positions((w.reshape(1, g, o // g, -1) @ cols).reshape(n, o, plan.P))
         if b is not None:
-            y += b.reshape((1, o) + (1,) * len(out))
+            y += b.reshape((1, o) + (1,) * len(plan.out))
         return y
 
     def backward(self, g, x, w, b=None):
@@ -112,6 +163,7 @@ class ConvNd(Op):
 
 class ConvTransposeNd(Op):
     name = "conv_transpose"
+
     def __init__(self, stride, padding, dilation, groups, output_padding):
         self.stride, self.padding, self.dilation = stride, padding, dilation
         self.groups, self.output_padding = groups, output_padding
@@ -122,16 +174,13 @@ class ConvTransposeNd(Op):
         cout_g = w.shape[1]
         kernel = w.shape[2:]
         g = self.groups
-        spatial_in = x.shape[2:]
-        cols = xp.swapaxes(w.reshape(g, cin // g, cout_g * math.prod(kernel)), 1, 2) @ \
-            x.reshape(n, g, cin // g, math.prod(spatial_in))  # (N, G, Cout_g*K, L)
-        cols = cols.reshape((n, g * cout_g) + tuple(kernel) + tuple(spatial_in))
-        padded = tuple((i - 1) * s + dl * (k - 1) + 1 + op for i, s, dl, k, op in
-                       zip(spatial_in, self.stride, self.dilation, kernel, self.output_padding))
-        y = _col2im(cols, g * cout_g, padded, kernel, self.stride, self.dilation, spatial_in)
-        if any(self.padding):
-            y = y[(slice(None), slice(None)) + tuple(slice(p, s - p) for p, s in zip(self.padding, padded))]
-            y = xp.ascontiguousarray(y)
+        spatial = tuple((i - 1) * s - 2 * p + dl * (k - 1) + 1 + op for i, s, p, dl, k, op in
+                        zip(x.shape[2:], self.stride, self.padding, self.dilation, kernel, self.output_padding))
+        plan = _Plan(spatial, kernel, self.stride, self.padding, self.dilation, out=x.shape[2:])
+        xs = plan.from_positions(x).reshape(n, g, cin // g, plan.P)
+        wt = xp.swapaxes(w.reshape(g, cin // g, cout_g * plan.K), 1, 2)  # (G, Cout_g*K, Cin_g)
+        cols = (wt @ xs).reshape(n, g * cout_g, plan.K, plan.P)
+        y = plan.col2im(cols)
         if b is not None:
             y += b.reshape((1, -1) + (1,) * len(kernel))
         return y
@@ -160,22 +209,13 @@ class ConvNdWeight(Op):
     def forward(self, x, h):
         xp = xp_of(x)
         n, c = x.shape[:2]
-        o = h.shape[1]
-        g = self.groups
-        out = h.shape[2:]
-        avail = tuple(_out_size(s, k, st, p, dl) for s, k, st, p, dl in
-                      zip(x.shape[2:], self.kernel, self.stride, self.padding, self.dilation))
-        # output padding of a transposed conv can leave windows that reach past the padded input
-        extra = tuple(max(0, (o_ - a) * st) for o_, a, st in zip(out, avail, self.stride))
-        win = _windows(_pad(x, self.padding, extra), self.kernel, self.stride, self.dilation, out)
-        d = len(self.kernel)
-        perm = (0, 1) + tuple(range(2 + d, 2 + 2 * d)) + tuple(range(2, 2 + d))
-        cols = win.transpose(perm).reshape(n, g, (c // g) * math.prod(self.kernel), math.prod(out))
-        hg = h.reshape(n, g, o // g, math.prod(out))
-        # sum over batch and positions: (G, Og, N*L) @ (G, N*L, Cg*K)
-        a = xp.ascontiguousarray(hg.transpose(1, 2, 0, 3)).reshape(g, o // g, -1)
-        bm = xp.ascontiguousarray(cols.transpose(1, 0, 3, 2)).reshape(g, -1, cols.shape[2])
-        return (a @ bm).reshape((o, c // g) + tuple(self.kernel))
+        o, g = h.shape[1], self.groups
+        plan = _Plan(x.shape[2:], self.kernel, self.stride, self.padding, self.dilation, out=h.shape[2:])
+        cols = plan.im2col(x).reshape(n, g, (c // g) * plan.K, plan.P)
+        hs = plan.from_positions(h).reshape(n, g, o // g, plan.P)
+        # sum over the batch of (Og, P) @ (P, Cg*K): one small GEMM per sample and group
+        gw = (hs @ xp.swapaxes(cols, -1, -2)).sum(axis=0)
+        return gw.reshape((o, c // g) + tuple(self.kernel))
 
     def backward(self, gg, x, h):
         nx, nh = self.needs_input_grad
