@@ -542,6 +542,10 @@ class Tensor:
     def all(self, dim=None, keepdim=False): return _ops.all(self, dim, keepdim)
     def any(self, dim=None, keepdim=False): return _ops.any(self, dim, keepdim)
     def softmax(self, dim): return _ops.softmax(self, dim)
+    def sort(self, dim=-1, descending=False): return _ops.sort(self, dim, descending)
+    def argsort(self, dim=-1, descending=False): return _ops.argsort(self, dim, descending)
+    def topk(self, k, dim=-1, largest=True, sorted=True): return _ops.topk(self, k, dim, largest, sorted)
+    def cumsum(self, dim): return _ops.cumsum(self, dim)
     def log_softmax(self, dim): return _ops.log_softmax(self, dim)
 
     def reshape(self, *shape): return _ops.reshape(self, *shape)

@@ -2,7 +2,7 @@
 ``F.conv2d``, ``F.layer_norm``, losses, ...). Layers in ``lamina.nn`` call these."""
 from __future__ import annotations
 
-from .. import ops
+from .. import backend, ops
 from ..ops import (  # noqa: F401  (re-exported: these primitives are the functional API)
     adaptive_avg_pool1d, adaptive_avg_pool2d, avg_pool1d, avg_pool2d, conv1d, conv2d, conv3d,
     conv_transpose1d, conv_transpose2d, dropout, embedding, gelu, leaky_relu, log_softmax,
@@ -127,6 +127,43 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
 def _no_grad():
     from ..autograd import no_grad
     return no_grad()
+
+
+def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None):
+    """softmax(q k^T * scale + mask) v over the last two dims, as ``torch.nn.functional``'s.
+
+    ``attn_mask`` is a bool mask (True: may attend) or an additive float mask, broadcast against
+    (..., L, S); ``is_causal`` masks future positions. Like PyTorch, dropout applies whenever
+    ``dropout_p > 0`` (pass 0.0 in eval mode).
+    """
+    if query.ndim < 2 or key.ndim < 2 or value.ndim < 2:
+        raise ValueError(f"scaled_dot_product_attention: query, key and value need at least 2 dims, got "
+                         f"{query.shape}, {key.shape}, {value.shape}")
+    if query.shape[-1] != key.shape[-1] or key.shape[-2] != value.shape[-2]:
+        raise ValueError(f"scaled_dot_product_attention: query {query.shape}, key {key.shape} and value "
+                         f"{value.shape} do not fit (need q[-1] == k[-1] and k[-2] == v[-2])")
+    if is_causal and attn_mask is not None:
+        raise ValueError("scaled_dot_product_attention: pass either attn_mask or is_causal, not both")
+    L, S = query.shape[-2], key.shape[-2]
+    scale = 1.0 / (query.shape[-1] ** 0.5) if scale is None else scale
+    scores = (query * scale) @ key.mT
+    if is_causal:
+        attn_mask = _causal_mask(L, S, query.device)
+    if attn_mask is not None:
+        if attn_mask.dtype == backend.bool_:
+            scores = scores.masked_fill(~attn_mask, float("-inf"))
+        else:
+            scores = scores + attn_mask
+    weights = ops.softmax(scores, -1)
+    if dropout_p > 0.0:
+        weights = ops.dropout(weights, dropout_p)
+    return weights @ value
+
+
+def _causal_mask(L, S, device):
+    """(L, S) bool: position i may attend to j <= i (+ S - L when keys extend past the queries)."""
+    from ..creation import ones
+    return ops.tril(ones(L, S, dtype=backend.bool_, device=device), S - L if S > L else 0)
 
 
 def flatten(x, start_dim=1, end_dim=-1):

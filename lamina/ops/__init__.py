@@ -24,3 +24,4 @@ from .pool import (  # noqa: F401
     adaptive_avg_pool1d, adaptive_avg_pool2d, avg_pool1d, avg_pool2d, max_pool1d, max_pool2d,
 )
 from .nn import dropout, embedding, log_softmax, softmax  # noqa: F401
+from .sorting import argsort, cumsum, multinomial, sort, topk  # noqa: F401

@@ -200,3 +200,33 @@ def test_functional_extras_match_torch():
     np.testing.assert_allclose(F.logsigmoid(la).numpy(), TF.logsigmoid(ta).numpy(), rtol=1e-12)
     np.testing.assert_allclose(F.mish(la).numpy(), TF.mish(ta).numpy(), rtol=1e-12)
     np.testing.assert_allclose(F.relu6(la * 4).numpy(), TF.relu6(ta * 4).numpy())
+
+
+@pytest.mark.parametrize("case", ["plain", "causal", "bool_mask", "float_mask", "cross", "scale"])
+def test_scaled_dot_product_attention_matches_torch(case):
+    import torch.nn.functional as TF
+    rng = np.random.default_rng(0)
+    L, S = (4, 6) if case == "cross" else (5, 5)
+    q, k, v = rng.standard_normal((2, 3, L, 8)), rng.standard_normal((2, 3, S, 8)), rng.standard_normal((2, 3, S, 4))
+    kwargs, tkwargs = {}, {}
+    if case == "causal":
+        kwargs = tkwargs = {"is_causal": True}
+    elif case == "bool_mask":
+        m = rng.random((L, S)) > 0.3
+        m[:, 0] = True  # every query sees something
+        kwargs, tkwargs = {"attn_mask": lamina.tensor(m)}, {"attn_mask": torch.tensor(m)}
+    elif case == "float_mask":
+        m = rng.standard_normal((2, 1, L, S))
+        kwargs, tkwargs = {"attn_mask": lamina.tensor(m, dtype=lamina.float64)}, {"attn_mask": torch.tensor(m)}
+    elif case == "scale":
+        kwargs = tkwargs = {"scale": 0.3}
+    lt = [lamina.tensor(a, dtype=lamina.float64, requires_grad=True) for a in (q, k, v)]
+    tt = [torch.tensor(a, requires_grad=True) for a in (q, k, v)]
+    out = nn.functional.scaled_dot_product_attention(*lt, **kwargs)
+    tout = TF.scaled_dot_product_attention(*tt, **tkwargs)
+    np.testing.assert_allclose(out.detach().numpy(), tout.detach().numpy(), rtol=1e-10, atol=1e-12)
+    w = rng.standard_normal(tout.shape)
+    (out * lamina.tensor(w, dtype=lamina.float64)).sum().backward()
+    (tout * torch.tensor(w)).sum().backward()
+    for a, b in zip(lt, tt):
+        np.testing.assert_allclose(a.grad.numpy(), b.grad.numpy(), rtol=1e-9, atol=1e-12)

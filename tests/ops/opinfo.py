@@ -558,4 +558,18 @@ OPS: list[OpInfo] = [
     OpInfo("dropout", ops.dropout, None, lambda rng: [Sample((R(rng, 4, 5),), dict(p=0.3)),
                                                       Sample((R(rng, 3, 2, 4),), dict(p=0.6))], random=True),
     OpInfo("embedding", ops.embedding, embedding_ref, embedding_samples),
+    # ---- ordering and scanning
+    OpInfo("sort", ops.sort, torch.sort,
+           lambda rng: [Sample((Rdistinct(rng, 3, 5),)), Sample((Rdistinct(rng, 4, 3), 0, True)),
+                        # at ties the gradient follows the stable order, which finite differences cannot see
+                        Sample((np.array([[1.0, 2.0, 1.0, 0.5, 2.0]]),), dict(descending=True), desc="ties",
+                               fd=False)]),
+    OpInfo("topk", ops.topk, torch.topk,
+           lambda rng: [Sample((Rdistinct(rng, 3, 6), 2)), Sample((Rdistinct(rng, 5, 4), 3, 0)),
+                        Sample((Rdistinct(rng, 2, 5), 2), dict(largest=False))]),
+    OpInfo("cumsum", ops.cumsum, torch.cumsum,
+           lambda rng: [Sample((R(rng, 3, 4), 1)), Sample((R(rng, 2, 3, 4), 0)), Sample((R(rng, 5), -1))]),
+    OpInfo("multinomial", lambda p, n, replacement=False: ops.multinomial(p, n, replacement), None,
+           lambda rng: [Sample((Rpos(rng, 3, 6), 2)), Sample((Rpos(rng, 5), 8), dict(replacement=True))],
+           grad=False),
 ]
