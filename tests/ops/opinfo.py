@@ -573,3 +573,14 @@ OPS: list[OpInfo] = [
            lambda rng: [Sample((Rpos(rng, 3, 6), 2)), Sample((Rpos(rng, 5), 8), dict(replacement=True))],
            grad=False),
 ]
+
+
+def _extra_tables():
+    """Ops of other families register their samples in tests/ops/opinfo_<family>.py (an ``OPS`` list)."""
+    import importlib
+    import pathlib
+    for path in sorted(pathlib.Path(__file__).parent.glob("opinfo_*.py")):
+        OPS.extend(importlib.import_module(f"tests.ops.{path.stem}").OPS)
+
+
+_extra_tables()
