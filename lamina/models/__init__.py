@@ -1,3 +1,4 @@
 """Ready-made models: LeNet-5 (and, as they land, MLP, char-RNN, GPT, BERT, encoder-decoder)."""
+from .gpt import GPT, GPTConfig  # noqa: F401
 from .lenet import LeNet5  # noqa: F401
 from .mlp import MLP  # noqa: F401
