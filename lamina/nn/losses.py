@@ -269,9 +269,17 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
     if target.shape == input.shape:
         return _cross_entropy_probs(input, target, weight, ignore_index, reduction, label_smoothing)
     target, weight, ignored = _class_index_target(name, input, target, weight, ignore_index)
+    if input.ndim == 2:  # the common case runs as one fused op; the composite below is its oracle
+        return _fused_cross_entropy(input, target, weight, ignore_index, reduction, label_smoothing)
     logp = log_softmax(_batched(input), 1)
     return _unbatched(_class_index_loss(logp, target, weight, ignored, reduction, label_smoothing),
                       input, reduction)
+
+
+def _fused_cross_entropy(input, target, weight, ignore_index, reduction, label_smoothing):
+    from ..ops.loss import CrossEntropy
+    op = CrossEntropy(ignore_index, reduction, label_smoothing)
+    return op(input, target) if weight is None else op(input, target, weight)
 
 
 def _cross_entropy_probs(input, target, weight, ignore_index, reduction, label_smoothing):

@@ -358,3 +358,25 @@ def test_mismatched_shapes_broadcast_with_a_warning():
     with pytest.warns(UserWarning, match=r"mse_loss: target shape \(3,\) differs from input shape \(3, 1\)"):
         ours = losses.mse_loss(lam(x), lam(t), reduction="none")
     assert ours.shape == (3, 3)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("smoothing", [0.0, 0.3])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_fused_cross_entropy_equals_composite(reduction, smoothing, weighted):
+    """The fused (N, C) op against the log_softmax composite it replaces (run on (N, C, 1))."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((7, 5)) * 3
+    t = np.array([0, 4, 2, -100, 1, 1, 3])
+    w = lamina.tensor(rng.random(5) + 0.5, dtype=lamina.float64) if weighted else None
+    a = lamina.tensor(x, dtype=lamina.float64, requires_grad=True)
+    b = lamina.tensor(x[:, :, None], dtype=lamina.float64, requires_grad=True)
+    fa = lamina.nn.functional.cross_entropy(a, lamina.tensor(t), weight=w, reduction=reduction,
+                                            label_smoothing=smoothing)
+    fb = lamina.nn.functional.cross_entropy(b, lamina.tensor(t[:, None]), weight=w, reduction=reduction,
+                                            label_smoothing=smoothing)
+    np.testing.assert_allclose(fa.detach().numpy().ravel(), fb.detach().numpy().ravel(), rtol=1e-12)
+    fa.sum().backward()
+    fb.sum().backward()
+    np.testing.assert_allclose(a.grad.numpy(), b.grad.numpy()[:, :, 0], rtol=1e-10, atol=1e-14)
+    assert a.grad_fn is None and type(fa.grad_fn).__name__ == "CrossEntropy"

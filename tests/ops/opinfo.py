@@ -71,6 +71,7 @@ def Rdistinct(rng, *shape):
     return np.asarray((rng.permutation(n).reshape(shape) * 0.37 + rng.uniform(0, 0.1, size=shape)) / max(n, 1))
 
 
+CE_WEIGHT = np.array([0.5, 2.0, 1.0, 3.0, 0.25])
 UNARY_SHAPES = [(), (5,), (3, 4), (2, 3, 4), (2, 0, 3)]
 BROADCAST_PAIRS = [((3, 4), (3, 4)), ((3, 4), (4,)), ((2, 1, 4), (3, 1)), ((), (3,)), ((5,), ()),
                    ((0, 3), (3,)), ((1,), (2, 3)), ((4, 1), (1, 5))]
@@ -558,6 +559,18 @@ OPS: list[OpInfo] = [
     OpInfo("dropout", ops.dropout, None, lambda rng: [Sample((R(rng, 4, 5),), dict(p=0.3)),
                                                       Sample((R(rng, 3, 2, 4),), dict(p=0.6))], random=True),
     OpInfo("embedding", ops.embedding, embedding_ref, embedding_samples),
+    OpInfo("cross_entropy", lambda x, t, **kw: lamina.nn.functional.cross_entropy(x, t, **kw), TF.cross_entropy,
+           lambda rng: [Sample((R(rng, 5, 4), np.array([0, 3, 1, 1, 2]))),
+                        Sample((R(rng, 6, 3), np.array([2, -100, 0, 1, -100, 2])), dict(reduction="sum")),
+                        Sample((R(rng, 4, 3), np.array([1, 7, 0, 2])),
+                               dict(ignore_index=7, reduction="none", label_smoothing=0.1))]),
+    # class weights are constants (PyTorch has no gradient for them)
+    OpInfo("cross_entropy_weighted",
+           lambda x, t, **kw: lamina.nn.functional.cross_entropy(
+               x, t, weight=lamina.tensor(CE_WEIGHT, dtype=lamina.float64), **kw),
+           lambda x, t, **kw: TF.cross_entropy(x, t, weight=torch.tensor(CE_WEIGHT), **kw),
+           lambda rng: [Sample((R(rng, 4, 5), np.array([4, 0, 2, 2])), dict(label_smoothing=0.2)),
+                        Sample((R(rng, 5, 5), np.array([1, -100, 3, 3, 0])))]),
     # ---- ordering and scanning
     OpInfo("sort", ops.sort, torch.sort,
            lambda rng: [Sample((Rdistinct(rng, 3, 5),)), Sample((Rdistinct(rng, 4, 3), 0, True)),

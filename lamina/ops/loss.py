@@ -1,0 +1,72 @@
+"""Fused loss primitives. ``cross_entropy`` in lamina.nn is written from log_softmax and gather;
+this op computes the same thing for the common (N, C) case in one pass over the logits and keeps
+only one number per row for backward. The composite stays as its test oracle."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..creation import arange
+from .base import Op, xp_of
+
+
+class CrossEntropy(Op):
+    """Cross entropy of logits (N, C) against class indices (N,), with an optional class weight,
+    ``ignore_index`` and label smoothing; ``reduction`` is 'none', 'mean' or 'sum'.
+
+    Per row: (1 - eps) w[t] (lse - x[t]) + (eps / C) sum_c w_c (lse - x_c), zero for ignored rows;
+    'mean' divides by the summed w[t] of the rows that are not ignored (PyTorch's rule).
+    """
+    name = "cross_entropy"
+
+    def __init__(self, ignore_index, reduction, label_smoothing):
+        self.ignore_index, self.reduction, self.eps = ignore_index, reduction, label_smoothing
+
+    def forward(self, x, target, weight=None):
+        xp = xp_of(x)
+        c = x.shape[1]
+        valid = target != self.ignore_index
+        t = xp.where(valid, target, 0)
+        m = x.max(axis=1, keepdims=True)
+        lse = xp.log(xp.exp(x - m).sum(axis=1)) + m[:, 0]
+        nll = lse - xp.take_along_axis(x, t[:, None], axis=1)[:, 0]
+        wt = (weight[t] if weight is not None else xp.ones_like(lse)) * valid
+        loss = nll * wt if not self.eps else nll * wt * (1.0 - self.eps)
+        if self.eps:
+            sw = weight.sum() if weight is not None else c
+            sx = (x * weight).sum(axis=1) if weight is not None else x.sum(axis=1)
+            loss = loss + (self.eps / c) * (lse * sw - sx) * valid
+        if self.reduction == "none":
+            return loss
+        if self.reduction == "sum":
+            return loss.sum()
+        self.saved = wt.sum()
+        if xp is np:
+            with np.errstate(invalid="ignore", divide="ignore"):  # every row ignored: 0/0 = nan, as PyTorch
+                return loss.sum() / self.saved
+        return loss.sum() / self.saved
+
+    def backward(self, g, x, target, weight=None):
+        from .elementwise import where
+        from .indexing import index_put, index_select
+        from .nn import softmax
+        n, c = x.shape
+        valid = target != self.ignore_index
+        t = where(valid, target, 0)
+        validf = valid.to(x.dtype)
+        wt = index_select(weight, 0, t) * validf if weight is not None else validf
+        coef = g  # 0-d, or per row for 'none'
+        if self.reduction == "mean":
+            denom = float(self.saved)
+            coef = g / denom if denom else g * 0.0  # no row counted: the loss is nan, its gradient 0 (PyTorch)
+        pick = coef * wt * (1.0 - self.eps)  # per row: the weight of the one-hot part of the gradient
+        scale = pick
+        if self.eps:
+            sw = weight.sum() if weight is not None else float(c)
+            scale = pick + coef * validf * (self.eps / c) * sw
+        # d/dx = softmax(x) * scale - pick at the target class (- the smoothing spread below)
+        grad = index_put(softmax(x, 1) * scale.reshape(-1, 1), (arange(n, device=x.device), t), -pick,
+                         accumulate=True)
+        if self.eps:
+            spread = (coef * validf * (self.eps / c)).reshape(-1, 1)
+            grad = grad - (spread * weight if weight is not None else spread)
+        return (grad, None) if weight is None else (grad, None, None)
