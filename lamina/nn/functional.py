@@ -5,27 +5,14 @@ from __future__ import annotations
 from .. import backend, ops
 from ..ops import (  # noqa: F401  (re-exported: these primitives are the functional API)
     adaptive_avg_pool1d, adaptive_avg_pool2d, avg_pool1d, avg_pool2d, conv1d, conv2d, conv3d,
-    conv_transpose1d, conv_transpose2d, dropout, embedding, gelu, leaky_relu, log_softmax,
-    max_pool1d, max_pool2d, one_hot, pad, relu, sigmoid, silu, softmax, tanh,
+    conv_transpose1d, conv_transpose2d, dropout, embedding, gelu, layer_norm, leaky_relu, linear,
+    log_softmax, max_pool1d, max_pool2d, one_hot, pad, relu, sigmoid, silu, softmax, tanh,
 )
 from ..tensor import Tensor
 from .losses import (  # noqa: F401
     binary_cross_entropy, binary_cross_entropy_with_logits, cross_entropy, huber_loss, kl_div, l1_loss,
     mse_loss, nll_loss, smooth_l1_loss,
 )
-
-
-def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
-    """``x @ weight.T + bias`` for weight of shape (out_features, in_features)."""
-    if weight.ndim != 2:
-        raise ValueError(f"linear: weight must be 2-D (out_features, in_features), got shape {weight.shape}")
-    if x.ndim == 0 or x.shape[-1] != weight.shape[1]:
-        raise ValueError(f"linear: input of shape {x.shape} does not end in in_features={weight.shape[1]} "
-                         f"(weight shape {weight.shape})")
-    out = x @ weight.mT
-    if bias is not None:
-        out = out + bias
-    return out
 
 
 def relu6(x):
@@ -64,24 +51,6 @@ def normalize(x, p=2.0, dim=1, eps=1e-12):
     else:
         norm = ops.pow(ops.pow(ops.abs(x), p).sum(dim=dim, keepdim=True), 1.0 / p)
     return x / ops.clamp(norm, min=eps)
-
-
-def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
-    """Normalise over the last ``len(normalized_shape)`` dims, then scale and shift."""
-    normalized_shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
-    k = len(normalized_shape)
-    if tuple(x.shape[x.ndim - k:]) != normalized_shape:
-        raise ValueError(f"layer_norm: input of shape {x.shape} does not end in normalized_shape {normalized_shape}")
-    dims = tuple(range(x.ndim - k, x.ndim))
-    mean = x.mean(dim=dims, keepdim=True)
-    centered = x - mean
-    var = (centered * centered).mean(dim=dims, keepdim=True)
-    out = centered * ops.rsqrt(var + eps)
-    if weight is not None:
-        out = out * weight
-    if bias is not None:
-        out = out + bias
-    return out
 
 
 def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5):

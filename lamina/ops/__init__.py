@@ -16,12 +16,12 @@ from .shape import (  # noqa: F401
     unbind, unflatten, unsqueeze, view,
 )
 from .indexing import gather, getitem, index_add, index_put, index_select, one_hot, scatter_add  # noqa: F401
-from .linalg import bmm, matmul, mm  # noqa: F401
+from .linalg import bmm, linear, matmul, mm  # noqa: F401
 from .conv import (  # noqa: F401
     conv1d, conv2d, conv2d_weight, conv3d, conv_transpose1d, conv_transpose2d,
 )
 from .pool import (  # noqa: F401
     adaptive_avg_pool1d, adaptive_avg_pool2d, avg_pool1d, avg_pool2d, max_pool1d, max_pool2d,
 )
-from .nn import dropout, embedding, log_softmax, softmax  # noqa: F401
+from .nn import dropout, embedding, layer_norm, log_softmax, softmax  # noqa: F401
 from .sorting import argsort, cumsum, multinomial, sort, topk  # noqa: F401

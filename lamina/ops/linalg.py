@@ -50,3 +50,39 @@ def matmul(a, b):
 
 
 mm = bmm = matmul
+
+
+class Linear(Op):
+    """``x @ w.T + b`` in one op (the bias added in place into the product)."""
+
+    def forward(self, x, w, b=None):
+        y = x @ w.T
+        if b is not None:
+            y += b
+        return y
+
+    def backward(self, g, x, w, b=None):
+        needs = self.needs_input_grad
+        gx = g @ w if needs[0] else None
+        gw = gb = None
+        if needs[1]:
+            # sum over every batch dim: (out, batch) @ (batch, in)
+            gw = g.reshape(-1, g.shape[-1]).mT @ x.reshape(-1, x.shape[-1])
+        if b is not None and needs[2]:
+            gb = g.reshape(-1, g.shape[-1]).sum(dim=0)
+        return (gx, gw) if b is None else (gx, gw, gb)
+
+
+def linear(x, weight, bias=None):
+    """``x @ weight.T + bias`` for weight (out_features, in_features) and any leading batch dims."""
+    if weight.ndim != 2:
+        raise ValueError(f"linear: weight must be 2-D (out_features, in_features), got shape {weight.shape}")
+    if x.ndim == 0 or x.shape[-1] != weight.shape[1]:
+        raise ValueError(f"linear: input of shape {x.shape} does not end in in_features={weight.shape[1]} "
+                         f"(weight shape {weight.shape})")
+    if bias is not None and bias.shape != (weight.shape[0],):
+        raise ValueError(f"linear: bias must have shape ({weight.shape[0]},), got {bias.shape}")
+    x, weight = promote(x, weight, "linear", broadcast=False)
+    if bias is not None and bias.dtype != x.dtype:
+        bias = bias.to(x.dtype)
+    return Linear()(x, weight) if bias is None else Linear()(x, weight, bias)

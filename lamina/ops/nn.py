@@ -127,3 +127,70 @@ def embedding(index, weight, padding_idx=None):
     if padding_idx is not None and padding_idx < 0:
         padding_idx += n
     return Embedding(padding_idx)(weight, index)
+
+
+class LayerNorm(Op):
+    """Normalise over the last ``k`` dims, then scale and shift, in one pass; backward reuses the
+    saved mean and 1/std. While a graph of the backward itself is being built (higher-order
+    gradients) it recomputes them with Tensor ops instead, so they are differentiated too."""
+
+    def __init__(self, k, eps):
+        self.k, self.eps = k, eps
+
+    def forward(self, x, w=None, b=None):
+        xp = xp_of(x)
+        dims = tuple(range(x.ndim - self.k, x.ndim))
+        mean = x.mean(axis=dims, keepdims=True)
+        centered = x - mean
+        var = (centered * centered).mean(axis=dims, keepdims=True)
+        rstd = 1.0 / xp.sqrt(var + x.dtype.type(self.eps))
+        y = centered
+        y *= rstd
+        if self.needs_input_grad is not None:
+            self.saved = (mean, rstd)
+        if w is not None:
+            y = y * w
+        if b is not None:
+            y += b
+        return y
+
+    def backward(self, g, x, w=None, b=None):
+        from ..autograd import _mode
+        dims = tuple(range(x.ndim - self.k, x.ndim))
+        batch = tuple(range(x.ndim - self.k))
+        needs = self.needs_input_grad
+        if _mode.enabled:  # building a graph of this backward: everything from differentiable ops
+            mean = x.mean(dim=dims, keepdim=True)
+            centered = x - mean
+            rstd = (((centered * centered).mean(dim=dims, keepdim=True)) + self.eps).rsqrt()
+            xhat = centered * rstd
+        else:
+            mean, rstd = (_wrap(a) for a in self.saved)
+            xhat = (x - mean) * rstd
+        gx = gw = gb = None
+        if needs[0]:
+            dxhat = g * w if w is not None else g
+            m1 = dxhat.mean(dim=dims, keepdim=True)
+            m2 = (dxhat * xhat).mean(dim=dims, keepdim=True)
+            gx = (dxhat - m1 - xhat * m2) * rstd
+        if w is not None and needs[1]:
+            gw = (g * xhat).sum(dim=batch) if batch else g * xhat
+        if b is not None and needs[2]:
+            gb = g.sum(dim=batch) if batch else g
+        return (gx,) + ((gw,) if w is not None else ()) + ((gb,) if b is not None else ())
+
+
+def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
+    """Normalise over the last ``len(normalized_shape)`` dims, then scale and shift."""
+    normalized_shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+    k = len(normalized_shape)
+    if tuple(x.shape[x.ndim - k:]) != normalized_shape:
+        raise ValueError(f"layer_norm: input of shape {x.shape} does not end in normalized_shape {normalized_shape}")
+    for name, t in (("weight", weight), ("bias", bias)):
+        if t is not None and t.shape != normalized_shape:
+            raise ValueError(f"layer_norm: {name} must have shape {normalized_shape}, got {t.shape}")
+    check_float(x, "layer_norm")
+    if weight is None and bias is not None:
+        raise ValueError("layer_norm: a bias needs a weight (pass a weight of ones to shift only)")
+    args = (x,) if weight is None else (x, weight) if bias is None else (x, weight, bias)
+    return LayerNorm(k, eps)(*args)

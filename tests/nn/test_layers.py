@@ -230,3 +230,30 @@ def test_scaled_dot_product_attention_matches_torch(case):
     (tout * torch.tensor(w)).sum().backward()
     for a, b in zip(lt, tt):
         np.testing.assert_allclose(a.grad.numpy(), b.grad.numpy(), rtol=1e-9, atol=1e-12)
+
+
+def test_fused_linear_and_layer_norm_equal_their_composites():
+    """The fused ops against the compositions of primitives they replace."""
+    rng = np.random.default_rng(0)
+    F = nn.functional
+    x = lamina.tensor(rng.standard_normal((2, 3, 6)), dtype=lamina.float64, requires_grad=True)
+    w = lamina.tensor(rng.standard_normal((4, 6)), dtype=lamina.float64, requires_grad=True)
+    b = lamina.tensor(rng.standard_normal(4), dtype=lamina.float64, requires_grad=True)
+    fused = F.linear(x, w, b)
+    composite = x @ w.mT + b
+    gs = lamina.grad((fused * fused).sum(), [x, w, b])
+    gc = lamina.grad((composite * composite).sum(), [x, w, b])
+    np.testing.assert_allclose(fused.detach().numpy(), composite.detach().numpy(), rtol=1e-12)
+    for a, c in zip(gs, gc):
+        np.testing.assert_allclose(a.numpy(), c.numpy(), rtol=1e-11)
+    lw = lamina.tensor(rng.standard_normal(6), dtype=lamina.float64, requires_grad=True)
+    lb = lamina.tensor(rng.standard_normal(6), dtype=lamina.float64, requires_grad=True)
+    fused = F.layer_norm(x, (6,), lw, lb, 1e-5)
+    mean = x.mean(dim=-1, keepdim=True)
+    var = ((x - mean) * (x - mean)).mean(dim=-1, keepdim=True)
+    composite = (x - mean) * (var + 1e-5).rsqrt() * lw + lb
+    gs = lamina.grad((fused * fused * fused).sum(), [x, lw, lb])
+    gc = lamina.grad((composite * composite * composite).sum(), [x, lw, lb])
+    np.testing.assert_allclose(fused.detach().numpy(), composite.detach().numpy(), rtol=1e-12)
+    for a, c in zip(gs, gc):
+        np.testing.assert_allclose(a.numpy(), c.numpy(), rtol=1e-10)

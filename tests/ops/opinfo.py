@@ -538,6 +538,9 @@ OPS: list[OpInfo] = [
            lambda rng: [Sample((np.array([[0, 2], [3, 1]]),)), Sample((np.array([1, 0]), 4))], grad=False),
     # ---- linear algebra
     OpInfo("matmul", ops.matmul, torch.matmul, matmul_samples),
+    OpInfo("linear", ops.linear, TF.linear,
+           lambda rng: [Sample((R(rng, 4, 5), R(rng, 3, 5), R(rng, 3))), Sample((R(rng, 2, 3, 5), R(rng, 4, 5))),
+                        Sample((R(rng, 5), R(rng, 2, 5), R(rng, 2)), desc="unbatched")]),
     # ---- neural-network primitives
     OpInfo("conv1d", ops.conv1d, TF.conv1d, conv_samples(1)),
     OpInfo("conv2d", ops.conv2d, TF.conv2d, conv_samples(2)),
@@ -559,6 +562,10 @@ OPS: list[OpInfo] = [
     OpInfo("dropout", ops.dropout, None, lambda rng: [Sample((R(rng, 4, 5),), dict(p=0.3)),
                                                       Sample((R(rng, 3, 2, 4),), dict(p=0.6))], random=True),
     OpInfo("embedding", ops.embedding, embedding_ref, embedding_samples),
+    OpInfo("layer_norm", ops.layer_norm, TF.layer_norm,
+           lambda rng: [Sample((R(rng, 3, 5), (5,), R(rng, 5), R(rng, 5))),
+                        Sample((R(rng, 2, 3, 4), (3, 4), R(rng, 3, 4)), dict(eps=1e-3), desc="2-d, no bias"),
+                        Sample((R(rng, 4, 6), (6,)), desc="no affine"), Sample((R(rng, 7), (7,), R(rng, 7), R(rng, 7)))]),
     OpInfo("cross_entropy", lambda x, t, **kw: lamina.nn.functional.cross_entropy(x, t, **kw), TF.cross_entropy,
            lambda rng: [Sample((R(rng, 5, 4), np.array([0, 3, 1, 1, 2]))),
                         Sample((R(rng, 6, 3), np.array([2, -100, 0, 1, -100, 2])), dict(reduction="sum")),
