@@ -130,9 +130,9 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
 
 
 def _causal_mask(L, S, device):
-    """(L, S) bool: position i may attend to j <= i (+ S - L when keys extend past the queries)."""
+    """(L, S) bool: query i may attend to keys j <= i (aligned top-left, as PyTorch)."""
     from ..creation import ones
-    return ops.tril(ones(L, S, dtype=backend.bool_, device=device), S - L if S > L else 0)
+    return ops.tril(ones(L, S, dtype=backend.bool_, device=device))
 
 
 def flatten(x, start_dim=1, end_dim=-1):
