@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+from pathlib import Path
 import platform
 import time
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `bench.*` when run as a script
 
 
 def mnist_arrays():

@@ -227,6 +227,20 @@ class Tensor:
         self._post_hooks.append(hook)
         return _HookHandle(self._post_hooks, hook)
 
+    def __deepcopy__(self, memo):
+        if self._node is not None:
+            raise RuntimeError("deepcopy: only leaf tensors can be deep-copied (this one was made by "
+                               f"{self._node.name}); detach() it first")
+        new = type(self).__new__(type(self))
+        memo[id(self)] = new
+        new.data = self.data.copy()
+        new.requires_grad = self.requires_grad
+        new.grad = None if self.grad is None else self.grad.__deepcopy__(memo)
+        new._node, new._out_idx, new._version = None, 0, [0]
+        new._hooks = list(self._hooks) if self._hooks else None
+        new._post_hooks = list(self._post_hooks) if self._post_hooks else None
+        return new
+
     # ------------------------------------------------------------ in-place updates
     def _inplace(self, name, fn, *args, **kwargs):
         """Compute ``fn(self, *args)`` and write it into this tensor's memory.

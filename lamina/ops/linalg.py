@@ -56,10 +56,11 @@ class Linear(Op):
     """``x @ w.T + b`` in one op (the bias added in place into the product)."""
 
     def forward(self, x, w, b=None):
-        y = x @ w.T
+        # one 2-D GEMM over all leading dims (a stacked matmul would call BLAS once per matrix)
+        y = x.reshape(-1, x.shape[-1]) @ w.T if x.ndim > 2 else x @ w.T
         if b is not None:
             y += b
-        return y
+        return y.reshape(x.shape[:-1] + (w.shape[0],)) if x.ndim > 2 else y
 
     def backward(self, g, x, w, b=None):
         needs = self.needs_input_grad
