@@ -32,7 +32,7 @@ def gather(ids, offsets, block):
 
 def train_lamina(cfg, train_ids, val_ids, offsets, eval_offsets, final_offsets):
     import lamina
-    from lamina.cli.gpt import nanogpt_lr
+    from lamina.cli.textlm import nanogpt_lr
     from lamina.models import GPT, GPTConfig
     lamina.manual_seed(cfg["seed"])
     model = GPT(GPTConfig(vocab_size=cfg["vocab_size"], block_size=cfg["block_size"], n_layer=cfg["n_layer"],
@@ -71,7 +71,7 @@ def train_torch(cfg, init, train_ids, val_ids, offsets, eval_offsets, final_offs
     import torch
 
     from bench.nanogpt import TorchGPT
-    from lamina.cli.gpt import nanogpt_lr
+    from lamina.cli.textlm import nanogpt_lr
     from lamina.models import GPTConfig
     model = TorchGPT(GPTConfig(vocab_size=cfg["vocab_size"], block_size=cfg["block_size"], n_layer=cfg["n_layer"],
                                n_head=cfg["n_head"], n_embd=cfg["n_embd"], dropout=0.0, bias=True))
@@ -105,7 +105,7 @@ def train_torch(cfg, init, train_ids, val_ids, offsets, eval_offsets, final_offs
 
 
 def main(argv=None):
-    from lamina.cli.gpt import BABY
+    from lamina.cli.textlm import BABY
     from lamina.data import CharTokenizer, shakespeare_text, split_tokens
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--max-iters", type=int, default=BABY["max_iters"])

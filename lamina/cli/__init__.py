@@ -8,16 +8,16 @@ from .run import UserError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import embed, gpt, lenet
+    from . import embed, lenet, textlm
     parser = argparse.ArgumentParser(prog="lamina", description="Train, evaluate and use Lamina models.")
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="train a model")
     models = train.add_subparsers(dest="model", required=True)
     lenet.add_train_parser(models)
-    gpt.add_train_parser(models)
+    textlm.add_train_parsers(models)
     lenet.add_eval_parser(sub)
     lenet.add_predict_parser(sub)
-    gpt.add_generate_parser(sub)
+    textlm.add_generate_parser(sub)
     embed.add_parser(sub)
     info = sub.add_parser("info", help="versions and devices")
     info.set_defaults(func=_info)

@@ -43,16 +43,17 @@ def checkpoint_path(run_or_ckpt: str) -> Path:
     return p
 
 
-def load_run_checkpoint(run_or_ckpt: str, model_name: str, device=None) -> dict:
-    """Load a checkpoint and check it belongs to ``model_name``."""
+def load_run_checkpoint(run_or_ckpt: str, model_name, device=None) -> dict:
+    """Load a checkpoint and check it belongs to ``model_name`` (a name or a tuple of names)."""
     path = checkpoint_path(run_or_ckpt)
     try:
         state = io.load_checkpoint(path, device=device)
     except io.CheckpointError as e:
         raise UserError(str(e)) from None
     found = state.get("model_name") if isinstance(state, dict) else None
-    if found != model_name:
-        raise UserError(f"{path} is a checkpoint of {found or 'an unknown model'}, not {model_name}")
+    names = (model_name,) if isinstance(model_name, str) else tuple(model_name)
+    if found not in names:
+        raise UserError(f"{path} is a checkpoint of {found or 'an unknown model'}, not {' or '.join(names)}")
     return state
 
 

@@ -1,5 +1,6 @@
 """Ready-made models: LeNet-5 (and, as they land, MLP, char-RNN, GPT, BERT, encoder-decoder)."""
 from .bert import BertConfig, BertModel, SentenceEncoder, all_minilm_l6_v2  # noqa: F401
+from .char_rnn import CharRNN, CharRNNConfig  # noqa: F401
 from .gpt import GPT, GPTConfig  # noqa: F401
 from .lenet import LeNet5  # noqa: F401
 from .mlp import MLP  # noqa: F401

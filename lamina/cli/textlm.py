@@ -1,5 +1,5 @@
-"""``lamina train gpt`` and ``lamina generate``: a character-level GPT on Shakespeare (or any text
-file), trained with nanoGPT's recipe, and sampling from a trained run."""
+"""``lamina train gpt``, ``lamina train char-rnn`` and ``lamina generate``: character-level language
+models on Shakespeare (or any text file), trained with nanoGPT's recipe, and sampling from a run."""
 from __future__ import annotations
 
 import math
@@ -10,17 +10,29 @@ import numpy as np
 
 from .. import Generator, io, manual_seed, no_grad, optim, tensor
 from ..data import CharTokenizer, load_text, random_blocks, shakespeare_text, split_tokens
-from ..models import GPT, GPTConfig
+from ..models import GPT, CharRNN, CharRNNConfig, GPTConfig
 from ..nn.utils import clip_grad_norm_
 from .run import (UserError, load_run_checkpoint, new_run_dir, pick_device, plot_curves, progress,
                   save_run_checkpoint, write_json)
-
-MODEL_NAME = "gpt"
 
 # nanoGPT's "baby GPT" for a CPU: config/train_shakespeare_char.py with the overrides its README gives
 BABY = dict(n_layer=4, n_head=4, n_embd=128, block_size=64, batch_size=12, dropout=0.0, bias=True,
             max_iters=2000, lr=1e-3, min_lr=1e-4, warmup_iters=100, lr_decay_iters=2000, weight_decay=0.1,
             beta1=0.9, beta2=0.99, grad_clip=1.0, eval_interval=250, eval_iters=20, seed=1337)
+# a two-layer LSTM of about the same size, with the same schedule and a faster learning rate
+CHAR_RNN = dict(BABY, n_layer=2, n_embd=64, hidden_size=256, batch_size=32, lr=2e-3, min_lr=2e-4,
+                warmup_iters=50, weight_decay=0.0)
+
+
+def _build(name, cfg, vocab_size):
+    if name == "gpt":
+        return GPT(GPTConfig(vocab_size=vocab_size, block_size=cfg["block_size"], n_layer=cfg["n_layer"],
+                             n_head=cfg["n_head"], n_embd=cfg["n_embd"], dropout=cfg["dropout"], bias=cfg["bias"]))
+    return CharRNN(CharRNNConfig(vocab_size=vocab_size, n_embd=cfg["n_embd"], hidden_size=cfg["hidden_size"],
+                                 n_layer=cfg["n_layer"], dropout=cfg["dropout"]))
+
+
+RECIPES = {"gpt": BABY, "char_rnn": CHAR_RNN}
 
 
 def nanogpt_lr(it: int, cfg: dict) -> float:
@@ -54,22 +66,23 @@ def estimate_loss(model, splits, cfg, generator, device):
 
 
 def train(args) -> int:
+    name = args.recipe
     device = pick_device(args.device)
     resume = None
     if args.resume:
-        resume = load_run_checkpoint(args.resume, MODEL_NAME, device)
+        resume = load_run_checkpoint(args.resume, name, device)
         cfg = resume["config"]
         run_dir = Path(args.resume) if Path(args.resume).is_dir() else Path(args.resume).parent
     else:
-        cfg = dict(BABY)
-        for key in ("max_iters", "lr", "batch_size", "block_size", "n_layer", "n_head", "n_embd", "dropout",
-                    "eval_interval", "seed"):
+        cfg = dict(RECIPES[name])
+        for key in ("max_iters", "lr", "batch_size", "block_size", "n_layer", "n_head", "n_embd", "hidden_size",
+                    "dropout", "eval_interval", "seed"):
             value = getattr(args, key, None)
             if value is not None:
                 cfg[key] = value
         cfg["lr_decay_iters"] = cfg["max_iters"]
         cfg["text"] = args.text
-        run_dir = new_run_dir(args.out, "gpt")
+        run_dir = new_run_dir(args.out, name.replace("_", "-"))
     text = load_corpus(cfg["text"])
     tok = CharTokenizer.from_text(text) if resume is None else CharTokenizer.from_state_dict(resume["tokenizer"])
     ids = tensor(tok.encode(text), device=device)
@@ -77,10 +90,9 @@ def train(args) -> int:
     splits = {"train": tensor(train_ids, device=device), "val": tensor(val_ids, device=device)}
 
     manual_seed(cfg["seed"])
-    model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=cfg["block_size"], n_layer=cfg["n_layer"],
-                          n_head=cfg["n_head"], n_embd=cfg["n_embd"], dropout=cfg["dropout"], bias=cfg["bias"]))
-    model.to(device)
-    opt = optim.AdamW(model.optimizer_groups(cfg["weight_decay"]), lr=cfg["lr"], betas=(cfg["beta1"], cfg["beta2"]))
+    model = _build(name, cfg, tok.vocab_size).to(device)
+    groups = model.optimizer_groups(cfg["weight_decay"]) if name == "gpt" else model.parameters()
+    opt = optim.AdamW(groups, lr=cfg["lr"], betas=(cfg["beta1"], cfg["beta2"]), weight_decay=cfg["weight_decay"])
     batches = Generator(device, seed=cfg["seed"])
     evals = Generator(device, seed=cfg["seed"] + 1)
     metrics = {"config": cfg, "epochs": [], "steps": []}
@@ -96,21 +108,22 @@ def train(args) -> int:
 
     def checkpoint(done):
         save_run_checkpoint(run_dir, {
-            "model_name": MODEL_NAME, "config": cfg, "model": model.state_dict(), "optimizer": opt.state_dict(),
+            "model_name": name, "config": cfg, "model": model.state_dict(), "optimizer": opt.state_dict(),
             "tokenizer": tok.state_dict(), "batches": batches.get_state(), "evals": evals.get_state(),
             "iter": done, "metrics": metrics})
 
-    print(f"training GPT ({model.num_parameters() / 1e6:.2f}M parameters, vocab {tok.vocab_size}) on "
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"training {name} ({n_params / 1e6:.2f}M parameters, vocab {tok.vocab_size}) on "
           f"{len(train_ids):,} training characters on {device}; run folder {run_dir}")
     tokens_per_iter = cfg["batch_size"] * cfg["block_size"]
     first = it
-    bar = progress(range(it, cfg["max_iters"]), cfg["max_iters"] - it, "gpt", disable=args.quiet)
+    bar = progress(range(it, cfg["max_iters"]), cfg["max_iters"] - it, name, disable=args.quiet)
     start, running = time.perf_counter(), None
     for it in bar:
         for group in opt.param_groups:
             group["lr"] = nanogpt_lr(it, cfg)
         x, y = random_blocks(splits["train"], cfg["block_size"], cfg["batch_size"], batches)
-        _, loss = model(x, y)
+        loss = model(x, y)[1]
         opt.zero_grad()
         loss.backward()
         clip_grad_norm_(model.parameters(), cfg["grad_clip"])
@@ -130,7 +143,7 @@ def train(args) -> int:
             checkpoint(done)
             write_json(run_dir / "metrics.json", metrics)
     elapsed = time.perf_counter() - start
-    plot_curves(run_dir, metrics, "GPT on Shakespeare (characters)")
+    plot_curves(run_dir, metrics, f"{name} on {Path(cfg['text']).name if cfg['text'] else 'Shakespeare'} (characters)")
     if metrics["epochs"]:
         print(f"final val loss: {metrics['epochs'][-1]['eval_loss']:.4f} ({elapsed:.0f} s, "
               f"{(cfg['max_iters'] - first) * tokens_per_iter / max(elapsed, 1e-9):.0f} tokens/s)")
@@ -142,11 +155,9 @@ def train(args) -> int:
 
 def generate(args) -> int:
     device = pick_device(args.device)
-    state = load_run_checkpoint(args.run, MODEL_NAME, device)
+    state = load_run_checkpoint(args.run, tuple(RECIPES), device)
     cfg, tok = state["config"], CharTokenizer.from_state_dict(state["tokenizer"])
-    model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=cfg["block_size"], n_layer=cfg["n_layer"],
-                          n_head=cfg["n_head"], n_embd=cfg["n_embd"], dropout=0.0, bias=cfg["bias"]))
-    model.to(device)
+    model = _build(state["model_name"], dict(cfg, dropout=0.0), tok.vocab_size).to(device)
     model.load_state_dict(state["model"])
     try:
         prompt = tok.encode(args.prompt or "\n")
@@ -158,28 +169,33 @@ def generate(args) -> int:
     return 0
 
 
-def add_train_parser(sub):
-    p = sub.add_parser("gpt", help="character-level GPT on Shakespeare (nanoGPT's baby configuration)")
-    p.add_argument("--text", default=None, help="train on this UTF-8 text file instead of Shakespeare")
-    p.add_argument("--max-iters", type=int, default=None)
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--block-size", type=int, default=None)
-    p.add_argument("--n-layer", type=int, default=None)
-    p.add_argument("--n-head", type=int, default=None)
-    p.add_argument("--n-embd", type=int, default=None)
-    p.add_argument("--dropout", type=float, default=None)
-    p.add_argument("--eval-interval", type=int, default=None)
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--out", default=None, help="run folder (default runs/gpt-<time>)")
-    p.add_argument("--resume", default=None, metavar="RUN_OR_CKPT")
-    p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=train)
+def add_train_parsers(sub):
+    for name, help_text in (("gpt", "character-level GPT on Shakespeare (nanoGPT's baby configuration)"),
+                            ("char-rnn", "character-level LSTM language model on Shakespeare")):
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("--text", default=None, help="train on this UTF-8 text file instead of Shakespeare")
+        p.add_argument("--max-iters", type=int, default=None)
+        p.add_argument("--lr", type=float, default=None)
+        p.add_argument("--batch-size", type=int, default=None)
+        p.add_argument("--block-size", type=int, default=None)
+        p.add_argument("--n-layer", type=int, default=None)
+        p.add_argument("--n-embd", type=int, default=None)
+        if name == "gpt":
+            p.add_argument("--n-head", type=int, default=None)
+        else:
+            p.add_argument("--hidden-size", type=int, default=None)
+        p.add_argument("--dropout", type=float, default=None)
+        p.add_argument("--eval-interval", type=int, default=None)
+        p.add_argument("--seed", type=int, default=None)
+        p.add_argument("--device", default="auto")
+        p.add_argument("--out", default=None, help=f"run folder (default runs/{name}-<time>)")
+        p.add_argument("--resume", default=None, metavar="RUN_OR_CKPT")
+        p.add_argument("--quiet", action="store_true")
+        p.set_defaults(func=train, recipe=name.replace("-", "_"))
 
 
 def add_generate_parser(sub):
-    p = sub.add_parser("generate", help="sample text from a trained GPT run")
+    p = sub.add_parser("generate", help="sample text from a trained GPT or char-RNN run")
     p.add_argument("run", metavar="RUN_OR_CKPT")
     p.add_argument("--prompt", default="\n")
     p.add_argument("--tokens", type=int, default=300)

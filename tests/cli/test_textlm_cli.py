@@ -1,0 +1,82 @@
+"""``lamina train gpt`` / ``char-rnn`` and ``lamina generate`` on a tiny text file."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import lamina
+from lamina.cli import main
+
+TEXT = "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n" * 60
+
+
+@pytest.fixture()
+def text_file(tmp_path):
+    p = tmp_path / "tiny.txt"
+    p.write_text(TEXT)
+    return p
+
+
+def _train(recipe, text_file, out, *extra):
+    args = ["train", recipe, "--text", str(text_file), "--max-iters", "40", "--eval-interval", "20",
+            "--batch-size", "4", "--block-size", "16", "--n-layer", "1", "--n-embd", "16", "--out", str(out),
+            "--device", "cpu", "--quiet", *extra]
+    if recipe == "gpt":
+        args += ["--n-head", "2"]
+    else:
+        args += ["--hidden-size", "32"]
+    return main(args)
+
+
+@pytest.mark.parametrize("recipe", ["gpt", "char-rnn"])
+def test_train_generate_and_resume(recipe, text_file, tmp_path, capsys):
+    full, part = tmp_path / "full", tmp_path / "part"
+    assert _train(recipe, text_file, full) == 0
+    out = capsys.readouterr().out
+    metrics = json.loads((full / "metrics.json").read_text())
+    assert [e["step"] for e in metrics["epochs"]] == [20, 40]
+    assert metrics["epochs"][-1]["train_loss"] < np.log(len(set(TEXT)))  # learned something
+    assert "final val loss" in out and "sample:" in out
+
+    assert main(["generate", str(full), "--prompt", "All:", "--tokens", "25", "--device", "cpu"]) == 0
+    sample = capsys.readouterr().out
+    assert sample.startswith("All:") and len(sample.rstrip("\n")) >= 29
+
+    # interrupted right after its checkpoint at iteration 20, then resumed: the same weights as
+    # the uninterrupted run
+    from lamina.cli import textlm
+    real_write = textlm.write_json
+
+    def interrupt(*a, **k):
+        real_write(*a, **k)
+        raise KeyboardInterrupt
+
+    textlm.write_json = interrupt
+    try:
+        assert _train(recipe, text_file, part) == 130
+    finally:
+        textlm.write_json = real_write
+    assert lamina.io.load_checkpoint(part / "checkpoint.safetensors")["iter"] == 20
+    assert main(["train", recipe, "--resume", str(part), "--device", "cpu", "--quiet"]) == 0
+    a = lamina.io.load_checkpoint(full / "checkpoint.safetensors")
+    b = lamina.io.load_checkpoint(part / "checkpoint.safetensors")
+    assert b["iter"] == 40
+    for k in a["model"]:
+        np.testing.assert_array_equal(a["model"][k].numpy(), b["model"][k].numpy(), err_msg=k)
+
+
+def test_generate_refuses_other_models(tmp_path, capsys):
+    other = tmp_path / "x.safetensors"
+    lamina.io.save_checkpoint(other, {"model_name": "lenet5"})
+    assert main(["generate", str(other), "--device", "cpu"]) == 2
+    assert "not gpt or char_rnn" in capsys.readouterr().err
+
+
+def test_unknown_prompt_character_is_one_line(text_file, tmp_path, capsys):
+    assert _train("gpt", text_file, tmp_path / "r") == 0
+    capsys.readouterr()
+    assert main(["generate", str(tmp_path / "r"), "--prompt", "Zebra~", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("lamina: error:") and err.count("\n") == 1
