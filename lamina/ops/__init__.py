@@ -25,3 +25,4 @@ from .pool import (  # noqa: F401
 )
 from .nn import dropout, embedding, layer_norm, log_softmax, softmax  # noqa: F401
 from .sorting import argsort, cumsum, multinomial, sort, topk  # noqa: F401
+from . import loss, rnn  # noqa: F401,E402  (fused ops used by lamina.nn; imported so they register)
