@@ -33,6 +33,8 @@ def to_lamina(obj, device="cpu", leaves=None, noncontig=False):
         return tuple(to_lamina(o, device, leaves, noncontig) for o in obj)
     if isinstance(obj, list):
         return [to_lamina(o, device, leaves, noncontig) for o in obj]
+    if isinstance(obj, dict):
+        return {k: to_lamina(v, device, leaves, noncontig) for k, v in obj.items()}
     return obj
 
 
@@ -48,6 +50,8 @@ def to_torch(obj, leaves=None):
         return tuple(to_torch(o, leaves) for o in obj)
     if isinstance(obj, list):
         return [to_torch(o, leaves) for o in obj]
+    if isinstance(obj, dict):
+        return {k: to_torch(v, leaves) for k, v in obj.items()}
     return obj
 
 
@@ -107,6 +111,8 @@ def call_with(info, sample, device, values):
             return tuple(sub(o) for o in obj)
         if isinstance(obj, list):
             return [sub(o) for o in obj]
+        if isinstance(obj, dict):
+            return {k: sub(v) for k, v in obj.items()}
         return obj
     args, kwargs = sub(sample.args), sub(sample.kwargs)
     if info.random:

@@ -36,6 +36,9 @@ def _leaf_values(sample):
         elif isinstance(obj, (tuple, list)):
             for o in obj:
                 walk(o)
+        elif isinstance(obj, dict):
+            for o in obj.values():
+                walk(o)
     walk(sample.args)
     walk(sample.kwargs)
     return values
@@ -151,6 +154,8 @@ def test_gradgradcheck(info, sample):
                     return tuple(sub(o) for o in obj)
                 if isinstance(obj, list):
                     return [sub(o) for o in obj]
+                if isinstance(obj, dict):
+                    return {k: sub(v) for k, v in obj.items()}
                 return obj
             args, kwargs = sub(sample.args), sub(sample.kwargs)
             if info.random:
