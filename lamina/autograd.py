@@ -134,7 +134,6 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
 
 
 def _as_lists(tensors, grads):
-    from .tensor import Tensor
     if isinstance(tensors, Tensor):
         tensors = [tensors]
     tensors = list(tensors)
@@ -149,8 +148,6 @@ def _as_lists(tensors, grads):
 
 
 def _seed(t, g, i):
-    from .tensor import Tensor, _wrap
-    from . import backend
     if not t.requires_grad:
         raise RuntimeError(f"backward: element {i} of tensors does not require grad and has no grad_fn")
     if g is None:
@@ -469,3 +466,7 @@ def _meta(shape, dtype):
 def creation_trace():
     """The stack of the code creating a node, recorded only in anomaly mode."""
     return traceback.format_stack()[:-3]
+
+
+from . import backend  # noqa: E402
+from .tensor import Tensor, _wrap  # noqa: E402  (Tensor builds on grad mode, defined above)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import backend
-from .autograd import _mode
+from .autograd import _mode, backward as _backward
 
 _ndarray = np.ndarray
 
@@ -197,8 +197,7 @@ class Tensor:
 
     def backward(self, gradient=None, retain_graph=None, create_graph=False):
         """Accumulate the gradient of this tensor into ``.grad`` of every leaf that requires grad."""
-        from .autograd import backward
-        backward([self], [gradient], retain_graph=retain_graph, create_graph=create_graph)
+        _backward([self], [gradient], retain_graph=retain_graph, create_graph=create_graph)
 
     def retain_grad(self) -> None:
         """Keep ``.grad`` for this non-leaf tensor during backward."""
@@ -369,17 +368,11 @@ class Tensor:
         self._inplace("__setitem__", lambda s, v: _ops.index_put(s, index, v), value)
 
     # ------------------------------------------------------------ operators
-    def __add__(self, other):
-        return _ops.add(self, other)
-
     def __radd__(self, other):
         return _ops.add(other, self)
 
     def __iadd__(self, other):
         return self.add_(other)
-
-    def __sub__(self, other):
-        return _ops.sub(self, other)
 
     def __rsub__(self, other):
         return _ops.sub(other, self)
@@ -387,17 +380,11 @@ class Tensor:
     def __isub__(self, other):
         return self.sub_(other)
 
-    def __mul__(self, other):
-        return _ops.mul(self, other)
-
     def __rmul__(self, other):
         return _ops.mul(other, self)
 
     def __imul__(self, other):
         return self.mul_(other)
-
-    def __truediv__(self, other):
-        return _ops.div(self, other)
 
     def __rtruediv__(self, other):
         return _ops.div(other, self)
@@ -422,9 +409,6 @@ class Tensor:
 
     def __rpow__(self, other):
         return _ops.pow(other, self)
-
-    def __matmul__(self, other):
-        return _ops.matmul(self, other)
 
     def __rmatmul__(self, other):
         return _ops.matmul(other, self)
@@ -648,3 +632,10 @@ def _format(t: Tensor) -> str:
 
 from . import ops as _ops  # noqa: E402  (ops build on Tensor, so they come after it)
 from . import creation as _creation  # noqa: E402
+
+# The forward operators are the op functions themselves (one call frame less on the hot path).
+Tensor.__add__ = _ops.add
+Tensor.__sub__ = _ops.sub
+Tensor.__mul__ = _ops.mul
+Tensor.__truediv__ = _ops.div
+Tensor.__matmul__ = _ops.matmul

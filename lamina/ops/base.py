@@ -71,7 +71,16 @@ class Op:
     def __call__(self, *inputs):
         mode = _mode
         try:
-            if len(inputs) == 1:
+            n = len(inputs)
+            if n == 2:  # the common case, spelled out: binary ops dominate every model
+                a, b = inputs
+                arrays = (a.data, b.data)
+                if arrays[0].__class__ is not _ndarray or arrays[1].__class__ is not _ndarray:
+                    _check_devices(self, arrays)
+                rec = (a.requires_grad or b.requires_grad) and mode.enabled and self.differentiable
+                if rec:
+                    self.needs_input_grad = (a.requires_grad, b.requires_grad)
+            elif n == 1:
                 x = inputs[0]
                 arrays = (x.data,)
                 rec = x.requires_grad and mode.enabled and self.differentiable
@@ -212,7 +221,11 @@ def promote(a, b, opname: str, broadcast: bool = True):
 
     With ``broadcast`` (elementwise ops) their shapes must broadcast against each other.
     """
-    if a.__class__ is not Tensor or b.__class__ is not Tensor:
+    if a.__class__ is Tensor and b.__class__ is Tensor:
+        ad, bd = a.data, b.data
+        if ad.dtype is bd.dtype and ad.shape == bd.shape:  # nothing to convert or check
+            return a, b
+    else:
         if not isinstance(a, Tensor):
             if not isinstance(b, Tensor):
                 raise TypeError(f"{opname}: expected at least one Tensor, got {type(a).__name__} and "

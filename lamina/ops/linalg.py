@@ -33,18 +33,19 @@ class MatMul(Op):
 def matmul(a, b):
     """``a @ b``: 1-D operands are vectors; leading dims broadcast as batch dims."""
     a, b = promote(a, b, "matmul", broadcast=False)
-    if a.ndim == 0 or b.ndim == 0:
+    ad, bd = a.data, b.data
+    if ad.ndim == 0 or bd.ndim == 0:
         raise ValueError(f"matmul: both operands need at least 1 dim, got shapes {a.shape} and {b.shape}")
-    k_a = a.shape[-1]
-    k_b = b.shape[0] if b.ndim == 1 else b.shape[-2]
+    k_a = ad.shape[-1]
+    k_b = bd.shape[0] if bd.ndim == 1 else bd.shape[-2]
     if k_a != k_b:
         raise ValueError(f"matmul: shapes {a.shape} and {b.shape} cannot be multiplied ({k_a} != {k_b})")
-    if a.ndim > 2 or b.ndim > 2:
+    if (ad.ndim > 2 or bd.ndim > 2) and ad.shape[:-2] != bd.shape[:-2]:
         try:
-            np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+            np.broadcast_shapes(ad.shape[:-2], bd.shape[:-2])
         except ValueError:
             raise ValueError(f"matmul: batch dims of shapes {a.shape} and {b.shape} do not broadcast") from None
-    if a.dtype.kind not in "fiu" and a.dtype.kind != "V":
+    if ad.dtype.kind not in "fiuV":
         raise TypeError(f"matmul: unsupported dtype {a.dtype}")
     return MatMul()(a, b)
 

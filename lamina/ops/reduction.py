@@ -9,6 +9,7 @@ from .. import backend
 from ..tensor import Tensor, _wrap
 from .base import Op, check_float, normalize_dim, normalize_dims, xp_of
 from .elementwise import _floating, exp, where
+from .shape import Expand, Reshape
 
 _sum = builtins.sum
 
@@ -19,7 +20,6 @@ def _kept_shape(shape, dims):
 
 def _expand_grad(g: Tensor, shape, dims, keepdim) -> Tensor:
     """Broadcast the gradient of a reduction back over the reduced dims (a view, no copy)."""
-    from .shape import Expand, Reshape
     if not keepdim and g.ndim:  # a 0-d gradient broadcasts as it is
         g = Reshape(_kept_shape(shape, dims))(g)
     return Expand(shape)(g) if g.shape != shape else g

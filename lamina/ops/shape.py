@@ -12,7 +12,7 @@ import numpy as np
 
 from .. import backend
 from ..tensor import Tensor
-from .base import Op, normalize_dim, xp_of
+from .base import Op, normalize_dim, unbroadcast, xp_of
 
 
 def _share_version(out: Tensor, x: Tensor) -> Tensor:
@@ -68,7 +68,6 @@ class Expand(Op):
         return xp_of(x).broadcast_to(x, self.shape)
 
     def backward(self, g, x):
-        from .base import unbroadcast
         return unbroadcast(g, x.shape)
 
 
@@ -105,10 +104,13 @@ def permute(x, *dims):
 
 
 def transpose(x, dim0, dim1):
-    d0, d1 = normalize_dim(dim0, x.ndim, "transpose"), normalize_dim(dim1, x.ndim, "transpose")
-    dims = list(range(x.ndim))
-    dims[d0], dims[d1] = dims[d1], dims[d0]
-    return permute(x, *dims)
+    nd = x.data.ndim
+    d0, d1 = normalize_dim(dim0, nd, "transpose"), normalize_dim(dim1, nd, "transpose")
+    if d0 == d1:
+        return x
+    dims = list(range(nd))
+    dims[d0], dims[d1] = d1, d0
+    return _share_version(Permute(tuple(dims))(x), x)
 
 
 def expand(x, *shape):
