@@ -8,13 +8,17 @@ from .run import UserError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import embed, lenet, textlm
+    from . import embed, lenet, seq2seq, textlm
     parser = argparse.ArgumentParser(prog="lamina", description="Train, evaluate and use Lamina models.")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="BLAS threads (default: the BLAS library's choice); 1 is often faster for "
+                             "small models on a busy machine")
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="train a model")
     models = train.add_subparsers(dest="model", required=True)
     lenet.add_train_parser(models)
     textlm.add_train_parsers(models)
+    seq2seq.add_train_parser(models)
     lenet.add_eval_parser(sub)
     lenet.add_predict_parser(sub)
     textlm.add_generate_parser(sub)
@@ -35,6 +39,9 @@ def _info(args) -> int:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if args.threads is not None:
+        from threadpoolctl import threadpool_limits
+        threadpool_limits(args.threads)
     try:
         return args.func(args)
     except UserError as e:

@@ -68,8 +68,10 @@ def write_json(path: Path, obj) -> None:
         f.write(json.dumps(obj, indent=2).encode())
 
 
-def plot_curves(run_dir: Path, metrics: dict, title: str) -> Path | None:
-    """loss.png: training loss per step and evaluation loss/accuracy per epoch."""
+def plot_curves(run_dir: Path, metrics: dict, title: str, score: str = "test_accuracy",
+                score_label: str = "test accuracy (%)") -> Path | None:
+    """loss.png: training loss per step, evaluation loss per epoch, and the epochs' ``score`` (a
+    fraction, drawn in percent) when the metrics have one."""
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -79,7 +81,7 @@ def plot_curves(run_dir: Path, metrics: dict, title: str) -> Path | None:
         return None
     steps = metrics.get("steps", [])
     epochs = metrics.get("epochs", [])
-    has_acc = any("test_accuracy" in e for e in epochs)
+    has_acc = any(score in e for e in epochs)
     fig, axes = plt.subplots(1, 2 if has_acc else 1, figsize=(11 if has_acc else 6, 4))
     ax = axes[0] if has_acc else axes
     if steps:
@@ -92,10 +94,10 @@ def plot_curves(run_dir: Path, metrics: dict, title: str) -> Path | None:
     ax.set_title(title)
     ax.legend()
     if has_acc:
-        acc = [(e["epoch"], 100 * e["test_accuracy"]) for e in epochs]
+        acc = [(e["epoch"], 100 * e[score]) for e in epochs]
         axes[1].plot(*zip(*acc), "o-", color="tab:green")
         axes[1].set_xlabel("epoch")
-        axes[1].set_ylabel("test accuracy (%)")
+        axes[1].set_ylabel(score_label)
         axes[1].grid(alpha=0.3)
     fig.tight_layout()
     path = run_dir / "loss.png"

@@ -5,4 +5,5 @@ from .idx import read_idx  # noqa: F401
 from .loader import DataLoader  # noqa: F401
 from .mnist import MNIST, FashionMNIST  # noqa: F401
 from .shakespeare import shakespeare_text  # noqa: F401
+from .synthetic import Seq2SeqVocab, SyntheticSeq2Seq  # noqa: F401
 from .text import BlockDataset, CharTokenizer, load_text, random_blocks, split_tokens  # noqa: F401

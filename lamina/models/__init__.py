@@ -3,4 +3,5 @@ from .bert import BertConfig, BertModel, SentenceEncoder, all_minilm_l6_v2  # no
 from .char_rnn import CharRNN, CharRNNConfig  # noqa: F401
 from .gpt import GPT, GPTConfig  # noqa: F401
 from .lenet import LeNet5  # noqa: F401
+from .seq2seq import Seq2SeqTransformer  # noqa: F401
 from .mlp import MLP  # noqa: F401

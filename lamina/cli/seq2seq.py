@@ -1,0 +1,198 @@
+"""``lamina train seq2seq``: a T5-style encoder-decoder Transformer on a synthetic task (``reverse``
+a digit string, or ``add`` two numbers), scored each epoch by exact match of greedy decoding on a
+held-out split whose sources never occur in training."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .. import Generator, backend, io, manual_seed, no_grad, optim, tensor
+from ..data import DataLoader, TensorDataset
+from ..data.synthetic import TASKS, SyntheticSeq2Seq
+from ..models.seq2seq import Seq2SeqTransformer
+from ..nn.utils import clip_grad_norm_
+from .run import (UserError, load_run_checkpoint, new_run_dir, pick_device, plot_curves, progress,
+                  save_run_checkpoint, write_json)
+
+MODEL_NAME = "seq2seq"
+
+# Measured on a 2-core CPU: the default run of either task ends at >= 99% held-out exact match
+# (reverse: 100%) in about 80 s with one BLAS thread, 2.5 minutes with OpenBLAS's default two
+# threads beside a light load. The model is smaller than Seq2SeqTransformer's defaults (0.23M
+# parameters, not 1.4M): these tasks need no more, and a step costs a quarter as much.
+DEFAULTS = dict(n_train=20000, n_heldout=1000, min_len=1, max_len=10, max_digits=3, epochs=8, batch_size=128,
+                lr=3e-3, weight_decay=0.01, warmup=0.1, grad_clip=1.0, d_model=64, nhead=4, num_encoder_layers=2,
+                num_decoder_layers=2, dim_feedforward=256, dropout=0.0, seed=0)
+OPTIONS = ("epochs", "batch_size", "lr", "n_train", "n_heldout", "min_len", "max_len", "max_digits", "d_model",
+           "nhead", "num_encoder_layers", "num_decoder_layers", "dim_feedforward", "dropout", "seed")
+
+
+def make_task(cfg: dict) -> SyntheticSeq2Seq:
+    try:
+        return SyntheticSeq2Seq(cfg["task"], cfg["n_train"], cfg["n_heldout"], cfg["seed"], min_len=cfg["min_len"],
+                                max_len=cfg["max_len"], max_digits=cfg["max_digits"])
+    except ValueError as e:
+        raise UserError(str(e)) from None
+
+
+def make_model(cfg: dict, task: SyntheticSeq2Seq) -> Seq2SeqTransformer:
+    try:
+        return Seq2SeqTransformer(task.vocab.vocab_size, d_model=cfg["d_model"], nhead=cfg["nhead"],
+                                  num_encoder_layers=cfg["num_encoder_layers"],
+                                  num_decoder_layers=cfg["num_decoder_layers"],
+                                  dim_feedforward=cfg["dim_feedforward"], dropout=cfg["dropout"],
+                                  max_len=max(task.src_len, task.tgt_len), pad_id=task.vocab.pad_id)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+
+
+@no_grad()
+def evaluate(model, split, vocab, device, batch_size=500):
+    """Held-out scores: teacher-forced loss and token accuracy, and the exact match of greedy
+    decoding (every id up to and including EOS, and nothing after it). Returns (scores, predictions)."""
+    model.eval()
+    loss_sum, tokens, correct_tokens, exact, preds = 0.0, 0, 0, 0, []
+    width = split.tgt_out.shape[1]
+    for i in range(0, len(split), batch_size):
+        src = tensor(split.src[i:i + batch_size], device=device)
+        tgt_in = tensor(split.tgt_in[i:i + batch_size], device=device)
+        tgt_out = split.tgt_out[i:i + batch_size]
+        logits = model(src, tgt_in)
+        real = tgt_out != vocab.pad_id
+        n_real = int(real.sum())
+        loss_sum += model.loss(logits, tensor(tgt_out, device=device)).item() * n_real
+        tokens += n_real
+        argmax = backend.to_device(logits.argmax(-1).data, backend.cpu)
+        correct_tokens += int(((argmax == tgt_out) & real).sum())
+        out = backend.to_device(model.greedy_decode(src, width, vocab.bos_id, vocab.eos_id).data, backend.cpu)
+        out = np.pad(out, ((0, 0), (0, width - out.shape[1])), constant_values=vocab.pad_id)
+        exact += int((out == tgt_out).all(axis=1).sum())
+        preds.extend(vocab.decode(row) for row in out)
+    model.train()
+    n = max(len(split), 1)
+    return {"eval_loss": loss_sum / max(tokens, 1), "heldout_token_accuracy": correct_tokens / max(tokens, 1),
+            "heldout_exact_match": exact / n}, preds
+
+
+def _config(args) -> dict:
+    cfg = dict(DEFAULTS, task=args.task)
+    for key in OPTIONS:
+        value = getattr(args, key, None)
+        if value is not None:
+            cfg[key] = value
+    return cfg
+
+
+def train(args) -> int:
+    device = pick_device(args.device)
+    resume = None
+    if args.resume:
+        resume = load_run_checkpoint(args.resume, MODEL_NAME, device)
+        cfg = resume["config"]
+        run_dir = Path(args.resume) if Path(args.resume).is_dir() else Path(args.resume).parent
+    else:
+        cfg = _config(args)
+        run_dir = new_run_dir(args.out, f"seq2seq-{cfg['task']}")
+
+    task = make_task(cfg)
+    manual_seed(cfg["seed"])
+    model = make_model(cfg, task).to(device)
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.ndim < 2]
+    opt = optim.AdamW([{"params": decay, "weight_decay": cfg["weight_decay"]},
+                       {"params": no_decay, "weight_decay": 0.0}], lr=cfg["lr"], betas=(0.9, 0.98))
+    data = TensorDataset(*(tensor(a, device=device) for a in (task.train.src, task.train.tgt_in, task.train.tgt_out)))
+    loader = DataLoader(data, batch_size=cfg["batch_size"], shuffle=True, generator=Generator(seed=cfg["seed"]))
+    steps_per_epoch = len(loader)
+    sched = optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg["lr"], epochs=cfg["epochs"],
+                                          steps_per_epoch=steps_per_epoch, pct_start=float(cfg["warmup"]),
+                                          cycle_momentum=False)
+    metrics = {"config": cfg, "epochs": [], "steps": []}
+    epoch, step = 0, 0
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        opt.load_state_dict(resume["optimizer"])
+        sched.load_state_dict(resume["scheduler"])
+        loader.load_state_dict(resume["loader"])
+        metrics, epoch, step = resume["metrics"], resume["epoch"], resume["step"]
+        io.set_rng_state(resume["rng"])
+        print(f"resuming {run_dir} at epoch {epoch + 1}, step {step}")
+
+    def checkpoint():
+        save_run_checkpoint(run_dir, {
+            "model_name": MODEL_NAME, "config": cfg, "model": model.state_dict(), "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(), "loader": loader.state_dict(), "epoch": epoch, "step": step,
+            "metrics": metrics})
+
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"training Seq2SeqTransformer ({n_params / 1e6:.2f}M parameters) on task {cfg['task']!r}: "
+          f"{len(task.train)} training / {len(task.heldout)} held-out examples on {device}; run folder {run_dir}")
+    preds = None
+    while epoch < cfg["epochs"]:
+        start = time.perf_counter()
+        done_before = loader.state_dict()["batches_consumed"]
+        bar = progress(loader, steps_per_epoch - done_before, f"epoch {epoch + 1}/{cfg['epochs']}",
+                       disable=args.quiet)
+        running = None
+        for src, tgt_in, tgt_out in bar:
+            loss = model.loss(model(src, tgt_in), tgt_out)
+            opt.zero_grad()
+            loss.backward()
+            clip_grad_norm_(model.parameters(), cfg["grad_clip"])
+            opt.step()
+            sched.step()
+            step += 1
+            value = loss.item()
+            running = value if running is None else 0.95 * running + 0.05 * value
+            if step % 10 == 0:
+                metrics["steps"].append([step, running])
+                bar.set_postfix(loss=f"{running:.4f}", refresh=False)
+        elapsed = time.perf_counter() - start
+        scores, preds = evaluate(model, task.heldout, task.vocab, device)
+        epoch += 1
+        metrics["epochs"].append({"epoch": epoch, "step": step, "train_loss": running, **scores,
+                                  "epoch_time_s": elapsed})
+        print(f"epoch {epoch}: train loss {running:.4f}, held-out loss {scores['eval_loss']:.4f}, "
+              f"token accuracy {100 * scores['heldout_token_accuracy']:.2f}%, "
+              f"exact match {100 * scores['heldout_exact_match']:.2f}% ({elapsed:.1f} s)")
+        checkpoint()
+        write_json(run_dir / "metrics.json", metrics)
+    if preds is None:
+        _, preds = evaluate(model, task.heldout, task.vocab, device)
+    plot_curves(run_dir, metrics, f"Seq2SeqTransformer on {cfg['task']}", score="heldout_exact_match",
+                score_label="held-out exact match (%)")
+    final = metrics["epochs"][-1]["heldout_exact_match"] if metrics["epochs"] else 0.0
+    print(f"held-out exact match: {100 * final:.2f}%")
+    print("held-out examples (source -> prediction, target):")
+    for (src, tgt), pred in list(zip(task.heldout.pairs, preds))[:args.examples]:
+        print(f"  {src:>12} -> {pred:<12} {'ok' if pred == tgt else f'WRONG, want {tgt}'}")
+    print(f"checkpoint, metrics and plot in {run_dir}")
+    return 0
+
+
+def add_train_parser(sub):
+    p = sub.add_parser("seq2seq", help="T5-style encoder-decoder on a synthetic task (reverse digits, add numbers)")
+    p.add_argument("--task", choices=TASKS, default="reverse")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate of the one-cycle schedule")
+    p.add_argument("--n-train", type=int, default=None, help="training examples")
+    p.add_argument("--n-heldout", type=int, default=None, help="held-out examples (distinct, unseen sources)")
+    p.add_argument("--min-len", type=int, default=None, help="reverse: shortest digit string")
+    p.add_argument("--max-len", type=int, default=None, help="reverse: longest digit string")
+    p.add_argument("--max-digits", type=int, default=None, help="add: most digits per operand")
+    p.add_argument("--d-model", type=int, default=None)
+    p.add_argument("--nhead", type=int, default=None)
+    p.add_argument("--num-encoder-layers", type=int, default=None)
+    p.add_argument("--num-decoder-layers", type=int, default=None)
+    p.add_argument("--dim-feedforward", type=int, default=None)
+    p.add_argument("--dropout", type=float, default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--examples", type=int, default=8, help="held-out examples to print at the end")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", default=None, help="run folder (default runs/seq2seq-<task>-<time>)")
+    p.add_argument("--resume", default=None, metavar="RUN_OR_CKPT")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=train)
