@@ -8,13 +8,20 @@ from .base import Op, promote, unbroadcast
 
 class MatMul(Op):
     name = "matmul"
+
     def forward(self, a, b):
+        if b.ndim == 2 and a.ndim > 2:  # one 2-D GEMM instead of one per leading index
+            return (a.reshape(-1, a.shape[-1]) @ b).reshape(a.shape[:-1] + (b.shape[1],))
         return a @ b
 
     def backward(self, g, a, b):
         na, nb = self.needs_input_grad
         if a.ndim == 1 and b.ndim == 1:
             return (g * b if na else None), (g * a if nb else None)
+        if b.ndim == 2 and a.ndim >= 2:  # a weight-like right operand: fold a's batch dims
+            ga = g @ b.mT if na else None
+            gb = a.reshape(-1, a.shape[-1]).mT @ g.reshape(-1, g.shape[-1]) if nb else None
+            return ga, gb
         a2 = a.unsqueeze(0) if a.ndim == 1 else a
         b2 = b.unsqueeze(-1) if b.ndim == 1 else b
         g2 = g
