@@ -2,6 +2,8 @@
 (numerically stable), dropout (seeded, train/eval) and embedding lookup."""
 from __future__ import annotations
 
+import math
+
 from .. import backend
 from ..tensor import Tensor, _wrap
 from .base import Op, check_float, normalize_dim, xp_of
@@ -139,34 +141,47 @@ class LayerNorm(Op):
 
     def forward(self, x, w=None, b=None):
         xp = xp_of(x)
-        dims = tuple(range(x.ndim - self.k, x.ndim))
-        mean = x.mean(axis=dims, keepdims=True)
-        centered = x - mean
-        var = (centered * centered).mean(axis=dims, keepdims=True)
-        rstd = 1.0 / xp.sqrt(var + x.dtype.type(self.eps))
-        y = centered
-        y *= rstd
+        features = math.prod(x.shape[x.ndim - self.k:])
+        rows = x.size // features
+        X = x.reshape(rows, features)
+        W = w.reshape(features) if w is not None else None
+        B = b.reshape(features) if b is not None else None
+        y = xp.empty_like(X)
+        mean = xp.empty((rows, 1), dtype=x.dtype)
+        rstd = xp.empty((rows, 1), dtype=x.dtype)
+        eps = x.dtype.type(self.eps)
+        step = max(1, (1 << 18) // features)  # a block of rows at a time: temporaries stay in cache
+        for r0 in range(0, rows, step):
+            r1 = min(rows, r0 + step)
+            m = X[r0:r1].mean(axis=1, keepdims=True)
+            c = X[r0:r1] - m
+            s = (c * c).mean(axis=1, keepdims=True)
+            s += eps
+            xp.sqrt(s, out=s)
+            xp.reciprocal(s, out=s)
+            c *= s
+            if W is not None:
+                c *= W
+            if B is not None:
+                c += B
+            y[r0:r1] = c
+            mean[r0:r1], rstd[r0:r1] = m, s
         if self.needs_input_grad is not None:
             self.saved = (mean, rstd)
-        if w is not None:
-            y = y * w
-        if b is not None:
-            y += b
-        return y
+        return y.reshape(x.shape)
 
     def backward(self, g, x, w=None, b=None):
         from ..autograd import _mode
         dims = tuple(range(x.ndim - self.k, x.ndim))
         batch = tuple(range(x.ndim - self.k))
         needs = self.needs_input_grad
-        if _mode.enabled:  # building a graph of this backward: everything from differentiable ops
-            mean = x.mean(dim=dims, keepdim=True)
-            centered = x - mean
-            rstd = (((centered * centered).mean(dim=dims, keepdim=True)) + self.eps).rsqrt()
-            xhat = centered * rstd
-        else:
-            mean, rstd = (_wrap(a) for a in self.saved)
-            xhat = (x - mean) * rstd
+        if not _mode.enabled:
+            return self._backward_arrays(g.data, x.data, w, b)
+        # building a graph of this backward: everything from differentiable ops
+        mean = x.mean(dim=dims, keepdim=True)
+        centered = x - mean
+        rstd = (((centered * centered).mean(dim=dims, keepdim=True)) + self.eps).rsqrt()
+        xhat = centered * rstd
         gx = gw = gb = None
         if needs[0]:
             dxhat = g * w if w is not None else g
@@ -178,6 +193,43 @@ class LayerNorm(Op):
         if b is not None and needs[2]:
             gb = g.sum(dim=batch) if batch else g
         return (gx,) + ((gw,) if w is not None else ()) + ((gb,) if b is not None else ())
+
+    def _backward_arrays(self, g, x, w, b):
+        """First-order gradients on raw arrays, a block of rows at a time so the temporaries stay
+        in cache: gx = rstd (dxhat - mean(dxhat) - xhat mean(dxhat xhat)) with dxhat = g w."""
+        xp = xp_of(x)
+        mean, rstd = self.saved
+        features = math.prod(x.shape[x.ndim - self.k:])
+        rows = x.size // features
+        G, X = g.reshape(rows, features), x.reshape(rows, features)
+        M, S = mean.reshape(rows, 1), rstd.reshape(rows, 1)
+        W = w.data.reshape(features) if w is not None else None
+        needs = self.needs_input_grad
+        gx = xp.empty_like(X) if needs[0] else None
+        gw = xp.zeros(features, dtype=x.dtype) if w is not None and needs[1] else None
+        gb = G.sum(axis=0) if b is not None and needs[2] else None
+        step = max(1, (1 << 18) // features)  # ~1 MB of float32 per temporary
+        for r0 in range(0, rows, step):
+            r1 = min(rows, r0 + step)
+            xhat = X[r0:r1] - M[r0:r1]
+            xhat *= S[r0:r1]
+            if gw is not None:
+                gw += (G[r0:r1] * xhat).sum(axis=0)
+            if gx is not None:
+                dxhat = G[r0:r1] * W if W is not None else G[r0:r1].copy()
+                m2 = (dxhat * xhat).mean(axis=1, keepdims=True)
+                dxhat -= dxhat.mean(axis=1, keepdims=True)
+                xhat *= m2
+                dxhat -= xhat
+                dxhat *= S[r0:r1]
+                gx[r0:r1] = dxhat
+        shape_w = x.shape[x.ndim - self.k:]
+        out = (_wrap(gx.reshape(x.shape)) if gx is not None else None,)
+        if w is not None:
+            out += (_wrap(gw.reshape(shape_w)) if gw is not None else None,)
+        if b is not None:
+            out += (_wrap(gb.reshape(shape_w)) if gb is not None else None,)
+        return out
 
 
 def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
