@@ -206,13 +206,12 @@ def _execute(tensors, seeds, retain_graph, create_graph, targets):
         slot[idx] = g if slot[idx] is None else slot[idx] + g
 
     deps = _dependencies(roots)
-    wanted = None
-    if grad_mode:
-        needed = _needed_nodes(_topological_order(roots), leaf_targets, node_targets)
+    needed = _needed_nodes(_topological_order(roots), leaf_targets, node_targets) if grad_mode else None
 
-        def wanted(t):
-            n = t._node
-            return id(t) in leaf_targets if n is None else (n in needed or (n, t._out_idx) in node_targets)
+    def wanted(t):
+        """Whether ``grad`` needs the gradient of input ``t`` (only consulted in grad mode)."""
+        n = t._node
+        return id(t) in leaf_targets if n is None else (n in needed or (n, t._out_idx) in node_targets)
 
     ready = [n for n in roots if n not in deps]
     anomaly = _mode.anomaly
@@ -234,7 +233,7 @@ def _execute(tensors, seeds, retain_graph, create_graph, targets):
         if grads is None or (grad_mode and node not in needed):
             in_grads = None
         else:
-            in_grads = _call_backward(node, grads, wanted, anomaly)
+            in_grads = _call_backward(node, grads, wanted if grad_mode else None, anomaly)
         if not retain_graph:
             node.release()
         for i, t in enumerate(inputs):

@@ -10,8 +10,8 @@ from .. import backend, io, no_grad, optim, tensor
 from ..data import MNIST, DataLoader, TensorDataset
 from ..models import LeNet5
 from ..nn import functional as F
-from .run import (UserError, load_run_checkpoint, new_run_dir, pick_device, plot_curves, progress,
-                  save_run_checkpoint, write_json)
+from .run import (UserError, load_run_checkpoint, pick_device, plot_curves, progress, save_run_checkpoint,
+                  start_run, write_json)
 
 MODEL_NAME = "lenet5"
 MEAN, STD = 0.1307, 0.3081  # MNIST pixel statistics: inputs are standardised with these
@@ -61,16 +61,13 @@ def evaluate(model, images, labels, device, batch_size=1000):
 
 def train(args) -> int:
     device = pick_device(args.device)
-    resume = None
-    if args.resume:
-        resume = load_run_checkpoint(args.resume, MODEL_NAME, device)
-        config = resume["config"]
-        run_dir = Path(args.resume) if Path(args.resume).is_dir() else Path(args.resume).parent
-    else:
+
+    def new_config():
         lr = args.lr if args.lr is not None else DEFAULT_LR.get(args.optimizer, 1e-3)
-        config = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": lr, "optimizer": args.optimizer,
-                  "seed": args.seed, "schedule": "onecycle", "data_dir": args.data_dir}
-        run_dir = new_run_dir(args.out, "lenet")
+        return {"epochs": args.epochs, "batch_size": args.batch_size, "lr": lr, "optimizer": args.optimizer,
+                "seed": args.seed, "schedule": "onecycle", "data_dir": args.data_dir}
+
+    config, run_dir, resume = start_run(args, MODEL_NAME, new_config, lambda c: "lenet", device)
 
     import lamina
     lamina.manual_seed(config["seed"])

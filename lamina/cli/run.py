@@ -57,6 +57,17 @@ def load_run_checkpoint(run_or_ckpt: str, model_name, device=None) -> dict:
     return state
 
 
+def start_run(args, model_name, new_config, prefix, device):
+    """(config, run folder, checkpoint state) for ``--resume RUN_OR_CKPT``, or (``new_config()``,
+    a new run folder named after ``prefix(config)``, None) for a fresh run."""
+    if args.resume:
+        state = load_run_checkpoint(args.resume, model_name, device)
+        p = Path(args.resume)
+        return state["config"], (p if p.is_dir() else p.parent), state
+    config = new_config()
+    return config, new_run_dir(args.out, prefix(config)), None
+
+
 def save_run_checkpoint(run_dir: Path, state: dict) -> Path:
     path = run_dir / "checkpoint.safetensors"
     io.save_checkpoint(path, {**state, "rng": io.rng_state()})

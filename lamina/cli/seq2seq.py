@@ -4,7 +4,6 @@ held-out split whose sources never occur in training."""
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -13,8 +12,7 @@ from ..data import DataLoader, TensorDataset
 from ..data.synthetic import TASKS, SyntheticSeq2Seq
 from ..models.seq2seq import Seq2SeqTransformer
 from ..nn.utils import clip_grad_norm_
-from .run import (UserError, load_run_checkpoint, new_run_dir, pick_device, plot_curves, progress,
-                  save_run_checkpoint, write_json)
+from .run import UserError, pick_device, plot_curves, progress, save_run_checkpoint, start_run, write_json
 
 MODEL_NAME = "seq2seq"
 
@@ -87,14 +85,8 @@ def _config(args) -> dict:
 
 def train(args) -> int:
     device = pick_device(args.device)
-    resume = None
-    if args.resume:
-        resume = load_run_checkpoint(args.resume, MODEL_NAME, device)
-        cfg = resume["config"]
-        run_dir = Path(args.resume) if Path(args.resume).is_dir() else Path(args.resume).parent
-    else:
-        cfg = _config(args)
-        run_dir = new_run_dir(args.out, f"seq2seq-{cfg['task']}")
+    cfg, run_dir, resume = start_run(args, MODEL_NAME, lambda: _config(args), lambda c: f"seq2seq-{c['task']}",
+                                     device)
 
     task = make_task(cfg)
     manual_seed(cfg["seed"])

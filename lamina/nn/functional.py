@@ -8,7 +8,6 @@ from ..ops import (  # noqa: F401  (re-exported: these primitives are the functi
     conv_transpose1d, conv_transpose2d, dropout, embedding, gelu, layer_norm, leaky_relu, linear,
     log_softmax, max_pool1d, max_pool2d, one_hot, pad, relu, sigmoid, silu, softmax, tanh,
 )
-from ..tensor import Tensor
 from .losses import (  # noqa: F401
     binary_cross_entropy, binary_cross_entropy_with_logits, cross_entropy, huber_loss, kl_div, l1_loss,
     mse_loss, nll_loss, smooth_l1_loss,

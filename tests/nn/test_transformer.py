@@ -3,7 +3,6 @@ gradients of inputs and all parameters, weights copied by name), in post-norm an
 in eval and in train mode with dropout 0; dropout > 0 checked against eval mode instead."""
 from __future__ import annotations
 
-import copy
 import math
 
 import numpy as np
