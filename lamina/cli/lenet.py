@@ -6,12 +6,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import backend, io, no_grad, optim, tensor
+from .. import backend, no_grad, optim, tensor
 from ..data import MNIST, DataLoader, TensorDataset
 from ..models import LeNet5
 from ..nn import functional as F
-from .run import (UserError, load_run_checkpoint, pick_device, plot_curves, progress, save_run_checkpoint,
-                  start_run, write_json)
+from .run import (UserError, load_run_checkpoint, pick_device, plot_curves, progress, restore_run,
+                  save_run_checkpoint, start_run, write_json)
 
 MODEL_NAME = "lenet5"
 MEAN, STD = 0.1307, 0.3081  # MNIST pixel statistics: inputs are standardised with these
@@ -84,13 +84,8 @@ def train(args) -> int:
     metrics = {"config": config, "epochs": [], "steps": []}
     epoch, step = 0, 0
     if resume is not None:
-        model.load_state_dict(resume["model"])
-        opt.load_state_dict(resume["optimizer"])
-        sched.load_state_dict(resume["scheduler"])
-        loader.load_state_dict(resume["loader"])
-        metrics = resume["metrics"]
-        epoch, step = resume["epoch"], resume["step"]
-        io.set_rng_state(resume["rng"])
+        restore_run(resume, model=model, optimizer=opt, scheduler=sched, loader=loader)
+        metrics, epoch, step = resume["metrics"], resume["epoch"], resume["step"]
         print(f"resuming {run_dir} at epoch {epoch + 1}, step {step}")
 
     def checkpoint():

@@ -68,6 +68,17 @@ def start_run(args, model_name, new_config, prefix, device):
     return config, new_run_dir(args.out, prefix(config)), None
 
 
+def restore_run(state: dict, **parts) -> None:
+    """Put every named part (model, optimizer, scheduler, loader, generators, ...) back into the
+    state saved under its name, then the global RNG state, so a resumed run continues exactly."""
+    for key, obj in parts.items():
+        if hasattr(obj, "load_state_dict"):
+            obj.load_state_dict(state[key])
+        else:
+            obj.set_state(state[key])
+    io.set_rng_state(state["rng"])
+
+
 def save_run_checkpoint(run_dir: Path, state: dict) -> Path:
     path = run_dir / "checkpoint.safetensors"
     io.save_checkpoint(path, {**state, "rng": io.rng_state()})

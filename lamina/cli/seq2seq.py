@@ -7,12 +7,13 @@ import time
 
 import numpy as np
 
-from .. import Generator, backend, io, manual_seed, no_grad, optim, tensor
+from .. import Generator, backend, manual_seed, no_grad, optim, tensor
 from ..data import DataLoader, TensorDataset
 from ..data.synthetic import TASKS, SyntheticSeq2Seq
 from ..models.seq2seq import Seq2SeqTransformer
 from ..nn.utils import clip_grad_norm_
-from .run import UserError, pick_device, plot_curves, progress, save_run_checkpoint, start_run, write_json
+from .run import (UserError, pick_device, plot_curves, progress, restore_run, save_run_checkpoint, start_run,
+                  write_json)
 
 MODEL_NAME = "seq2seq"
 
@@ -104,12 +105,8 @@ def train(args) -> int:
     metrics = {"config": cfg, "epochs": [], "steps": []}
     epoch, step = 0, 0
     if resume is not None:
-        model.load_state_dict(resume["model"])
-        opt.load_state_dict(resume["optimizer"])
-        sched.load_state_dict(resume["scheduler"])
-        loader.load_state_dict(resume["loader"])
+        restore_run(resume, model=model, optimizer=opt, scheduler=sched, loader=loader)
         metrics, epoch, step = resume["metrics"], resume["epoch"], resume["step"]
-        io.set_rng_state(resume["rng"])
         print(f"resuming {run_dir} at epoch {epoch + 1}, step {step}")
 
     def checkpoint():

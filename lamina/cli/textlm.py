@@ -8,12 +8,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import Generator, io, manual_seed, no_grad, optim, tensor
+from .. import Generator, manual_seed, no_grad, optim, tensor
 from ..data import CharTokenizer, load_text, random_blocks, shakespeare_text, split_tokens
 from ..models import GPT, CharRNN, CharRNNConfig, GPTConfig
 from ..nn.utils import clip_grad_norm_
-from .run import (UserError, load_run_checkpoint, pick_device, plot_curves, progress, save_run_checkpoint,
-                  start_run, write_json)
+from .run import (UserError, load_run_checkpoint, pick_device, plot_curves, progress, restore_run,
+                  save_run_checkpoint, start_run, write_json)
 
 # nanoGPT's "baby GPT" for a CPU: config/train_shakespeare_char.py with the overrides its README gives
 BABY = dict(n_layer=4, n_head=4, n_embd=128, block_size=64, batch_size=12, dropout=0.0, bias=True,
@@ -96,12 +96,8 @@ def train(args) -> int:
     metrics = {"config": cfg, "epochs": [], "steps": []}
     it = 0
     if resume is not None:
-        model.load_state_dict(resume["model"])
-        opt.load_state_dict(resume["optimizer"])
-        batches.set_state(resume["batches"])
-        evals.set_state(resume["evals"])
+        restore_run(resume, model=model, optimizer=opt, batches=batches, evals=evals)
         metrics, it = resume["metrics"], resume["iter"]
-        io.set_rng_state(resume["rng"])
         print(f"resuming {run_dir} at iteration {it}")
 
     def checkpoint(done):

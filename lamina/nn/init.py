@@ -131,3 +131,14 @@ def orthogonal_(t: Tensor, gain: float = 1.0, generator=None) -> Tensor:
         q = q.T
     t._write("orthogonal_", backend.to_device((gain * q).reshape(t.shape).astype(t.dtype), t.device))
     return t
+
+
+def default_layer_init_(weight: Tensor, bias: Tensor | None = None) -> None:
+    """PyTorch's default for Linear and Conv layers: kaiming_uniform_(a=sqrt(5)) on the weight,
+    which is U(-1/sqrt(fan_in), 1/sqrt(fan_in)), and the same bound for the bias."""
+    kaiming_uniform_(weight, a=math.sqrt(5))
+    if bias is not None:
+        fan_in, _ = _calculate_fan_in_and_fan_out(weight)
+        if fan_in:
+            bound = 1 / math.sqrt(fan_in)
+            uniform_(bias, -bound, bound)
