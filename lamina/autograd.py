@@ -208,10 +208,10 @@ def _execute(tensors, seeds, retain_graph, create_graph, targets):
     deps = _dependencies(roots)
     needed = _needed_nodes(_topological_order(roots), leaf_targets, node_targets) if grad_mode else None
 
-    def wanted(t):
-        """Whether ``grad`` needs the gradient of input ``t`` (only consulted in grad mode)."""
-        n = t._node
-        return id(t) in leaf_targets if n is None else (n in needed or (n, t._out_idx) in node_targets)
+    def wanted(t, n, j):
+        """Whether ``grad`` needs the gradient of input ``t`` made by output ``j`` of node ``n``
+        (only consulted in grad mode)."""
+        return id(t) in leaf_targets if n is None else (n in needed or (n, j) in node_targets)
 
     ready = [n for n in roots if n not in deps]
     anomaly = _mode.anomaly
@@ -234,10 +234,11 @@ def _execute(tensors, seeds, retain_graph, create_graph, targets):
             in_grads = None
         else:
             in_grads = _call_backward(node, grads, wanted if grad_mode else None, anomaly)
+        in_nodes, in_idx = node.in_nodes, node.in_idx
         if not retain_graph:
             node.release()
         for i, t in enumerate(inputs):
-            n = t._node
+            n = in_nodes[i]
             g = in_grads[i] if in_grads is not None else None
             if n is None:
                 if g is not None:
@@ -247,7 +248,7 @@ def _execute(tensors, seeds, retain_graph, create_graph, targets):
                 slot = pending.get(n)
                 if slot is None:
                     slot = pending[n] = [None] * n.n_outputs
-                j = t._out_idx
+                j = in_idx[i]
                 slot[j] = g if slot[j] is None else slot[j] + g
             d = deps[n] - 1
             if d:
@@ -264,8 +265,7 @@ def _dependencies(roots):
     stack = list(roots)
     seen = set(roots)
     while stack:
-        for t in stack.pop().inputs or ():
-            n = t._node
+        for n in stack.pop().in_nodes or ():
             if n is not None:
                 if n in deps:
                     deps[n] += 1
@@ -284,14 +284,13 @@ def _topological_order(roots):
         if root in seen:
             continue
         seen.add(root)
-        stack = [(root, iter(root.inputs or ()))]
+        stack = [(root, iter(root.in_nodes or ()))]
         while stack:
             node, it = stack[-1]
-            for t in it:
-                n = t._node
+            for n in it:
                 if n is not None and n not in seen:
                     seen.add(n)
-                    stack.append((n, iter(n.inputs or ())))
+                    stack.append((n, iter(n.in_nodes or ())))
                     break
             else:
                 stack.pop()
@@ -304,9 +303,8 @@ def _needed_nodes(order, leaf_targets, node_targets):
     """Nodes from which some target is reachable: the only ones ``grad`` has to run."""
     needed = set()
     for node in reversed(order):  # producers before consumers
-        for t in node.inputs or ():
-            n = t._node
-            if (id(t) in leaf_targets) if n is None else (n in needed or (n, t._out_idx) in node_targets):
+        for t, n, j in zip(node.inputs or (), node.in_nodes or (), node.in_idx or ()):
+            if (id(t) in leaf_targets) if n is None else (n in needed or (n, j) in node_targets):
                 needed.add(node)
                 break
     return needed
@@ -318,7 +316,8 @@ def _call_backward(node, grads, wanted, anomaly):
         node.check_versions()
     full_mask = node.needs_input_grad
     if wanted is not None:
-        node.needs_input_grad = tuple([m and wanted(t) for m, t in zip(full_mask, inputs)])
+        node.needs_input_grad = tuple([m and wanted(t, n, j) for m, t, n, j
+                                       in zip(full_mask, inputs, node.in_nodes, node.in_idx)])
     mask = node.needs_input_grad
     if anomaly:
         # the ops inside a backward are checked as one: the gradients it returns are checked below
@@ -404,7 +403,7 @@ def _retain(node, grads):
 
 # ---------------------------------------------------------------- showing the recorded graph
 
-_NODE_FIELDS = {"inputs", "needs_input_grad", "saved", "outputs", "n_outputs", "generator"}
+_NODE_FIELDS = {"inputs", "in_nodes", "in_idx", "needs_input_grad", "saved", "outputs", "n_outputs", "generator"}
 
 
 def format_graph(tensor) -> str:
@@ -421,13 +420,13 @@ def format_graph(tensor) -> str:
         if node.inputs is None:
             raise RuntimeError(f"format_graph: the graph was freed by backward at {node.name}; "
                                "call it before backward or use retain_graph=True")
-        for t in node.inputs:
-            if t._node is not None:
-                meta.setdefault((t._node, t._out_idx), (t.shape, t.dtype))
+        for t, n, j in zip(node.inputs, node.in_nodes, node.in_idx):
+            if n is not None:
+                meta.setdefault((n, j), (t.shape, t.dtype))
     names, lines = {}, []
 
-    def name_of_input(t):
-        key = id(t) if t._node is None else (t._node, t._out_idx)
+    def name_of_input(t, n, j):
+        key = id(t) if n is None else (n, j)
         if key not in names:
             names[key] = f"%{len(names)}"
             kind = "param" if t.requires_grad else "input"
@@ -435,7 +434,7 @@ def format_graph(tensor) -> str:
         return names[key]
 
     for node in reversed(order):
-        args = ", ".join(name_of_input(t) for t in node.inputs)
+        args = ", ".join(name_of_input(*e) for e in zip(node.inputs, node.in_nodes, node.in_idx))
         attrs = ", ".join(f"{k}={v!r}" for k, v in vars(node).items()
                           if k not in _NODE_FIELDS and not k.startswith("_")
                           and isinstance(v, (int, float, str, bool, tuple, type(None))))

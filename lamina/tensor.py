@@ -6,10 +6,12 @@ version counter (shared by views), which ops check at backward time.
 """
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 
 from . import backend
-from .autograd import _mode, backward as _backward
+from .autograd import _mode, backward as _backward, no_grad as _no_grad
 
 _ndarray = np.ndarray
 
@@ -21,8 +23,10 @@ class Tensor:
     ``lamina.tensor``. Tensors made by ops carry ``grad_fn``, the op node that made them.
     """
 
+    # ``_base`` (a view's (root tensor, replay)) and ``_views`` (a root's weak references to its
+    # views) are set only on tensors that take part in views under grad mode; read with getattr.
     __slots__ = ("data", "requires_grad", "grad", "_node", "_out_idx", "_version", "_hooks",
-                 "_post_hooks", "__weakref__")
+                 "_post_hooks", "_base", "_views", "__weakref__")
     __array_priority__ = 1000  # NumPy defers to Tensor's reflected operators
 
     def __init__(self, data, dtype=None, device=None, requires_grad=False):
@@ -203,7 +207,6 @@ class Tensor:
         """Keep ``.grad`` for this non-leaf tensor during backward."""
         if self._node is None:
             return
-        import weakref
         if self._node._retained is None:
             self._node._retained = {}
         self._node._retained[self._out_idx] = weakref.ref(self)
@@ -244,17 +247,30 @@ class Tensor:
     def _inplace(self, name, fn, *args, **kwargs):
         """Compute ``fn(self, *args)`` and write it into this tensor's memory.
 
-        Under grad mode the write is recorded like an op whose output replaces this tensor in the
-        graph; the version bump makes any node that saved the old value refuse to backward.
+        Under grad mode the write is recorded as PyTorch does: the op that computed the new value
+        becomes this tensor's producer (its history is rebased onto it), a view's root gets a node
+        that puts the new values into its region, and the other views of that root are replayed
+        from it. A node that reads this tensor's old value in backward keeps a copy of it; every
+        other node that saved this tensor sees the version bump and refuses to backward.
         """
         recording = _mode.enabled and (self.requires_grad or any(
             isinstance(a, Tensor) and a.requires_grad for a in args))
+        view = getattr(self, "_base", None) if recording else None
         if recording:
             if self._node is None and self.requires_grad:
                 raise RuntimeError(
                     f"{name}: a leaf tensor that requires grad (shape {self.shape}) cannot be changed "
                     "in place while grad mode is on; do it inside lamina.no_grad()")
-            res = fn(self._alias(), *args, **kwargs)
+            if view is not None and view[0]._node is None and view[0].requires_grad:
+                raise RuntimeError(
+                    f"{name}: a view (shape {self.shape}) of a leaf tensor that requires grad (shape "
+                    f"{view[0].shape}) cannot be changed in place while grad mode is on; do it inside "
+                    "lamina.no_grad() or clone() the leaf first")
+            alias = self._alias()
+            res = fn(alias, *args, **kwargs)
+            if res._node is None:  # a constant was written: keep a (zero-gradient) edge to the history
+                res = _ops.where(_wrap(backend.xp_of(res.data).asarray(True)), res, alias)
+            _keep_old_value(res._node, alias)
         else:
             prev = _mode.enabled
             _mode.enabled = False
@@ -264,7 +280,12 @@ class Tensor:
                 _mode.enabled = prev
         self._write(name, res.data)
         if recording:
+            root = self if view is None else view[0]
+            old_root = root._alias() if view is not None else None
             self._node, self._out_idx, self.requires_grad = res._node, res._out_idx, True
+            if view is not None:
+                _rebase_root(root, old_root, view[1], res)
+            _replay_views(root, self)
         return self
 
     def _alias(self) -> "Tensor":
@@ -320,6 +341,30 @@ class Tensor:
     def masked_fill_(self, mask, value):
         return self._inplace("masked_fill_", _ops.masked_fill, mask, value)
 
+    def index_put_(self, indices, values, accumulate=False):
+        return self._inplace("index_put_", lambda s, v: _ops.index_put(s, tuple(indices), v, accumulate), values)
+
+    def addcmul_(self, tensor1, tensor2, value=1):
+        return self._inplace("addcmul_", lambda s, a, b: _ops.add(s, a * b if value == 1 else a * b * value),
+                             tensor1, tensor2)
+
+    def addcdiv_(self, tensor1, tensor2, value=1):
+        return self._inplace("addcdiv_", lambda s, a, b: _ops.add(s, a / b if value == 1 else a / b * value),
+                             tensor1, tensor2)
+
+    def lerp_(self, end, weight):
+        """``self += weight * (end - self)``."""
+        return self._inplace("lerp_", lambda s, e: _ops.add(s, _ops.mul(weight, _ops.sub(e, s))), end)
+
+    def sigmoid_(self):
+        return self._inplace("sigmoid_", _ops.sigmoid)
+
+    def tanh_(self):
+        return self._inplace("tanh_", _ops.tanh)
+
+    def abs_(self):
+        return self._inplace("abs_", _ops.abs)
+
     def copy_(self, src):
         """Copy ``src`` (broadcast to this shape, cast to this dtype) into this tensor."""
         if not isinstance(src, Tensor):
@@ -336,6 +381,8 @@ class Tensor:
     def fill_(self, value):
         if isinstance(value, Tensor):
             value = value.item()
+        if self._node is not None and _mode.enabled:
+            return self._inplace("fill_", lambda s: _creation.full_like(s, value))
         if self._node is None and self.requires_grad and _mode.enabled:
             raise RuntimeError(f"fill_: a leaf tensor that requires grad (shape {self.shape}) "
                                "cannot be changed in place while grad mode is on")
@@ -601,6 +648,99 @@ def _wrap(data, node=None, idx=0) -> Tensor:
     t._hooks = None
     t._post_hooks = None
     return t
+
+
+# ---------------------------------------------------------------- views and in-place history
+
+def _register_view(out: Tensor, x: Tensor, replay) -> Tensor:
+    """Note that ``out`` is a view of ``x`` made by ``replay(x)`` (a function of Tensors), so an
+    in-place change of either can rebase the other's history. Only under grad mode."""
+    base = getattr(x, "_base", None)
+    if base is None:
+        root, fn = x, replay
+    else:
+        root, outer = base
+        fn = lambda b: replay(outer(b))  # noqa: E731
+    out._base = (root, fn)
+    views = getattr(root, "_views", None)
+    if views is None:
+        views = root._views = []
+    elif len(views) > 64:
+        views[:] = [r for r in views if r() is not None]
+    views.append(weakref.ref(out))
+    return out
+
+
+def _keep_old_value(node, alias) -> None:
+    """``node`` was recorded on ``alias``, whose memory is about to be overwritten: where the
+    node's backward reads that value it gets a copy; elsewhere it stops watching the version."""
+    if node is None or node.inputs is None or node._versions is None:
+        return
+    inputs, versions = list(node.inputs), list(node._versions)
+    for i, t in enumerate(inputs):
+        if t is not alias:
+            continue
+        data = t.data.copy() if node.reads_input(i) else t.data
+        kept = _wrap(data, t._node, t._out_idx)
+        kept.requires_grad = t.requires_grad
+        inputs[i], versions[i] = kept, 0
+    node.inputs, node._versions = tuple(inputs), tuple(versions)
+
+
+class _ViewWrite:
+    """Graph node of an in-place write through a view: the root's new value is its old value
+    with the view's region replaced. It is recorded after the fact (the write already happened)."""
+
+    n_outputs = 1
+    name = "view_write"
+    differentiable = True
+    _versions = None
+    _retained = None
+    _trace = None
+
+    def __init__(self, old_root, new_view, replay):
+        self.inputs = (old_root, new_view)
+        self.in_nodes = (old_root._node, new_view._node)
+        self.in_idx = (old_root._out_idx, new_view._out_idx)
+        self.needs_input_grad = (old_root.requires_grad, True)
+        self.replay = replay
+
+    def backward(self, g, old_root, new_view):
+        g_root = None
+        if self.needs_input_grad[0]:
+            xp = backend.xp_of(g.data)
+            mask = xp.ones(g.shape, dtype=g.dtype)
+            with _no_grad():
+                region = self.replay(_wrap(mask)).data
+            if not xp.may_share_memory(region, mask):
+                raise RuntimeError("view_write: cannot locate the written region of the view in its base")
+            region[...] = 0
+            g_root = g * _wrap(mask)
+        return g_root, self.replay(g)
+
+    def release(self):
+        self.inputs = self.in_nodes = None
+
+    def __repr__(self):
+        return "<ViewWrite node>"
+
+
+def _rebase_root(root: Tensor, old_root: Tensor, replay, new_view: Tensor) -> None:
+    node = _ViewWrite(old_root, new_view, replay)
+    root._node, root._out_idx, root.requires_grad = node, 0, True
+
+
+def _replay_views(root: Tensor, written: Tensor) -> None:
+    """Give every live view of ``root`` (but the one just written) a history from root's new one."""
+    for ref in getattr(root, "_views", None) or ():
+        v = ref()
+        if v is None or v is written:
+            continue
+        base = getattr(v, "_base", None)
+        if base is None or base[0] is not root:
+            continue
+        fresh = base[1](root)
+        v._node, v._out_idx, v.requires_grad = fresh._node, fresh._out_idx, fresh.requires_grad
 
 
 class _HookHandle:

@@ -46,6 +46,8 @@ class Op:
 
     # per-node state (class defaults keep unrecorded instances cheap)
     inputs = None
+    in_nodes = None
+    in_idx = None
     needs_input_grad = None
     saved = None
     outputs = None
@@ -110,6 +112,10 @@ class Op:
                 return _wrap(out)
             return tuple([_wrap(o) for o in out])
         self.inputs = inputs
+        # the producers of the inputs as they are now: a later in-place op may give an input tensor
+        # a new history, but this node stays on the one it was computed from
+        self.in_nodes = tuple([t._node for t in inputs])
+        self.in_idx = tuple([t._out_idx for t in inputs])
         if self.needs_inputs:
             self._versions = tuple([t._version[0] for t in inputs])
         if mode.anomaly:
@@ -126,6 +132,11 @@ class Op:
             self._out_versions = tuple([r._version for r in res])
         return res
 
+    def reads_input(self, i: int) -> bool:
+        """Whether this node's backward reads input ``i``'s value (not only its shape). An in-place
+        write to that input then makes the input keep a copy of its old value."""
+        return self.needs_inputs
+
     def output(self, i: int = 0) -> Tensor:
         """The forward output ``i`` as a Tensor, connected to this node when building a graph."""
         data = self.outputs if self.n_outputs == 1 else self.outputs[i]
@@ -139,7 +150,7 @@ class Op:
         if self._versions is None:
             return
         for i, (t, v) in enumerate(zip(self.inputs, self._versions)):
-            if t._version[0] != v:
+            if t._version[0] != v and self.reads_input(i):
                 raise RuntimeError(
                     f"{self.name}: input {i} (shape {t.shape}, dtype {t.dtype}) was modified by an "
                     f"in-place operation after {self.name} used it (version {t._version[0]}, expected "
@@ -148,6 +159,7 @@ class Op:
     def release(self):
         """Drop everything the node holds for backward, so activation memory can be freed."""
         self.inputs = None
+        self.in_nodes = None
         self.saved = None
         self.outputs = None
 

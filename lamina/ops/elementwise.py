@@ -335,6 +335,9 @@ class Mul(Op):
     def forward(self, a, b):
         return a * b
 
+    def reads_input(self, i):
+        return self.needs_input_grad[1 - i]  # each gradient reads only the other operand
+
     def backward(self, g, a, b):
         na, nb = self.needs_input_grad
         return (unbroadcast(g * b, a.shape) if na else None), (unbroadcast(g * a, b.shape) if nb else None)
@@ -343,6 +346,9 @@ class Mul(Op):
 class Div(Op):
     def forward(self, a, b):
         return a / b
+
+    def reads_input(self, i):
+        return i == 1 or self.needs_input_grad[1]
 
     def backward(self, g, a, b):
         na, nb = self.needs_input_grad

@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 from .. import backend
-from ..tensor import Tensor
+from ..autograd import _mode
+from ..tensor import Tensor, _register_view
 from .base import Op, normalize_dim, unbroadcast, xp_of
 
 _TENSOR = object()  # marks the place of an index tensor in a stored index spec
@@ -124,6 +125,8 @@ def getitem(x, index):
     out = GetItem(spec)(x, *tensors)
     if not tensors and xp_of(x.data).may_share_memory(out.data, x.data):
         out._version = x._version  # a basic index gives a view
+        if _mode.enabled:
+            _register_view(out, x, lambda b: GetItem(spec)(b))
     return out
 
 

@@ -11,13 +11,18 @@ import math
 import numpy as np
 
 from .. import backend
-from ..tensor import Tensor
+from ..autograd import _mode
+from ..tensor import Tensor, _register_view
 from .base import Op, normalize_dim, unbroadcast, xp_of
 
 
-def _share_version(out: Tensor, x: Tensor) -> Tensor:
+def _share_version(out: Tensor, x: Tensor, replay=None) -> Tensor:
+    """Give a view its input's version counter; under grad mode also note how to remake the view
+    from its input (``replay``), so in-place writes through either rebase the other's history."""
     if xp_of(x.data).may_share_memory(out.data, x.data):
         out._version = x._version
+        if replay is not None and _mode.enabled:
+            _register_view(out, x, replay)
     return out
 
 
@@ -85,7 +90,7 @@ def reshape(x, *shape):
         raise ValueError(f"reshape: cannot reshape a tensor of shape {x.shape} ({n} elements) into shape {shape}")
     if unknown:
         shape = tuple(n // known if s == -1 else s for s in shape)
-    return _share_version(Reshape(shape)(x), x)
+    return _share_version(Reshape(shape)(x), x, lambda b: Reshape(shape)(b))
 
 
 view = reshape
@@ -100,7 +105,7 @@ def permute(x, *dims):
         raise ValueError(f"permute: dims {dims} are not a permutation of 0..{x.ndim - 1}")
     if dims == tuple(range(x.ndim)):
         return x
-    return _share_version(Permute(dims)(x), x)
+    return _share_version(Permute(dims)(x), x, lambda b: Permute(dims)(b))
 
 
 def transpose(x, dim0, dim1):
@@ -110,7 +115,8 @@ def transpose(x, dim0, dim1):
         return x
     dims = list(range(nd))
     dims[d0], dims[d1] = d1, d0
-    return _share_version(Permute(tuple(dims))(x), x)
+    dims = tuple(dims)
+    return _share_version(Permute(dims)(x), x, lambda b: Permute(dims)(b))
 
 
 def expand(x, *shape):
@@ -277,7 +283,9 @@ def split(x, split_size_or_sections, dim=0):
             raise ValueError(f"split: sizes {sizes} do not add up to dim {dim}'s size {n} (shape {x.shape})")
     if len(sizes) == 1:
         return (x,)
-    return tuple(_share_version(p, x) for p in Split(tuple(sizes), d)(x))
+    sizes = tuple(sizes)
+    return tuple(_share_version(p, x, lambda b, i=i: Split(sizes, d)(b)[i])
+                 for i, p in enumerate(Split(sizes, d)(x)))
 
 
 def chunk(x, chunks, dim=0):
