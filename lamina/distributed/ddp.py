@@ -345,7 +345,7 @@ def _check_same_model(g, module):
     """One error on every rank when the replicas differ in parameter/buffer names, shapes or dtypes."""
     if g.size == 1:
         return
-    desc = ";".join(f"{n}:{backend.dtype_name(t.dtype)}{tuple(t.shape)}"
+    desc = ";".join(f"{n}:{dist.dtype_str(t.dtype)}{tuple(t.shape)}"
                     for n, t in list(module.named_parameters()) + list(module.named_buffers()))
     mine = np.array([zlib.crc32(desc.encode()), len(desc)], dtype=np.int64)
     everyone = np.empty((g.size, 2), dtype=np.int64)

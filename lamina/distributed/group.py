@@ -252,8 +252,13 @@ def barrier() -> None:
 
 # ---------------------------------------------------------------- checks
 
+def dtype_str(dtype) -> str:
+    """The NumPy name of a dtype ("float32", "bfloat16", "bool")."""
+    return str(np.dtype(dtype))
+
+
 def _dtype_code(dtype):
-    name = backend.dtype_name(dtype)
+    name = dtype_str(dtype)
     return _DTYPES.index(name) if name in _DTYPES else -1 - dtype.itemsize
 
 
@@ -311,7 +316,7 @@ def _is_cuda(a):
 
 def _mpi_dtype_ok(dtype):
     """Whether MPI reduces this dtype natively; float16 and bfloat16 are reduced in float32."""
-    return backend.dtype_name(dtype) not in ("float16", "bfloat16")
+    return dtype_str(dtype) not in ("float16", "bfloat16")
 
 
 # ---------------------------------------------------------------- collectives
@@ -354,7 +359,7 @@ def all_reduce(tensor, op=ReduceOp.SUM, group=None, async_op=False):
     op = _op_name(fname, op)
     g = group or current_group()
     a = t.data
-    if op == "avg" and a.dtype.kind != "f" and backend.dtype_name(a.dtype) != "bfloat16":
+    if op == "avg" and a.dtype.kind != "f" and dtype_str(a.dtype) != "bfloat16":
         raise TypeError(f"{fname}: ReduceOp.AVG needs a floating tensor, got {t.dtype}")
     check_same(g, fname, [a])
     work = start_all_reduce(g, a, op, on_done=lambda res: _write_back(t, res))
@@ -475,7 +480,7 @@ def reduce_scatter(output, input_list, op=ReduceOp.SUM, group=None, async_op=Fal
     g = group or current_group()
     _check_list(fname, "input_list", input_list, g.size, t)
     a = t.data
-    if op == "avg" and a.dtype.kind != "f" and backend.dtype_name(a.dtype) != "bfloat16":
+    if op == "avg" and a.dtype.kind != "f" and dtype_str(a.dtype) != "bfloat16":
         raise TypeError(f"{fname}: ReduceOp.AVG needs a floating tensor, got {t.dtype}")
     check_same(g, fname, [a])
     xp = backend.xp_of(a)

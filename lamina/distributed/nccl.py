@@ -64,7 +64,7 @@ class Communicator:
                      "product": n.NCCL_PROD}
 
     def _dtype(self, a):
-        name = backend.dtype_name(a.dtype)
+        name = str(a.dtype)
         if name not in self._dtypes:
             raise TypeError(f"NCCL collectives: dtype {name} is not supported "
                             f"(supported: {', '.join(self._dtypes)})")
