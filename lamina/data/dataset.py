@@ -1,5 +1,5 @@
-"""Map-style datasets: the ``Dataset`` protocol, ``TensorDataset``, ``Subset``, ``ConcatDataset``
-and ``random_split``.
+"""Datasets: the map-style ``Dataset`` protocol, ``TensorDataset``, ``Subset``, ``ConcatDataset``,
+``random_split``, and the stream-style ``IterableDataset`` with ``ChainDataset``.
 
 A dataset maps an index in ``range(len(dataset))`` to a sample. It may also define
 ``__getitems__(indices)`` returning the batch for a 1-d int64 NumPy array of indices, already
@@ -28,6 +28,44 @@ class Dataset:
 
     def __add__(self, other: Dataset) -> ConcatDataset:
         return ConcatDataset([self, other])
+
+
+class IterableDataset(Dataset):
+    """Base class of datasets that are streams: subclasses define ``__iter__``.
+
+    A ``DataLoader`` with worker processes gives each worker its own copy of the dataset; each
+    copy's ``__iter__`` should then yield only its share, which it can find from
+    ``lamina.utils.data.get_worker_info()`` (``id``, ``num_workers``), or every worker yields the
+    whole stream and the batches repeat ``num_workers`` times, as in PyTorch.
+    """
+
+    def __iter__(self):
+        raise NotImplementedError(f"{type(self).__name__} must define __iter__")
+
+    def __getitem__(self, index):
+        raise TypeError(f"{type(self).__name__} is an IterableDataset: iterate over it instead of "
+                        "indexing it")
+
+    def __add__(self, other):
+        return ChainDataset([self, other])
+
+
+class ChainDataset(IterableDataset):
+    """Several iterable datasets one after another."""
+
+    def __init__(self, datasets):
+        self.datasets = list(datasets)
+        for i, d in enumerate(self.datasets):
+            if not isinstance(d, IterableDataset):
+                raise TypeError(f"ChainDataset: dataset {i} is a {type(d).__name__}, expected an "
+                                "IterableDataset")
+
+    def __iter__(self):
+        for d in self.datasets:
+            yield from d
+
+    def __len__(self):
+        return sum(len(d) for d in self.datasets)
 
 
 class TensorDataset(Dataset):
@@ -95,6 +133,10 @@ class ConcatDataset(Dataset):
         self.datasets = list(datasets)
         if not self.datasets:
             raise ValueError("ConcatDataset: expected at least one dataset")
+        for i, d in enumerate(self.datasets):
+            if isinstance(d, IterableDataset):
+                raise TypeError(f"ConcatDataset: dataset {i} is an IterableDataset; use ChainDataset "
+                                "to chain streams")
         self.cumulative_sizes = []
         total = 0
         for d in self.datasets:

@@ -3,16 +3,20 @@ import collections
 
 import numpy as np
 import pytest
+import torch
 
 import lamina
-from lamina.data import (
+from lamina.utils.data import (
+    ChainDataset,
     ConcatDataset,
     Dataset,
+    IterableDataset,
     Subset,
     TensorDataset,
     default_collate,
     random_split,
 )
+from lamina.utils.data import default_convert
 
 
 class Squares(Dataset):
@@ -74,6 +78,38 @@ def test_concat_dataset_and_add():
         both[5]
 
 
+class Stream(IterableDataset):
+    def __init__(self, items):
+        self.items = items
+
+    def __iter__(self):
+        return iter(self.items)
+
+    def __len__(self):
+        return len(self.items)
+
+
+def test_iterable_dataset_chains_and_refuses_indexing_and_concat():
+    chained = Stream([1, 2]) + Stream([3])
+    assert isinstance(chained, ChainDataset) and list(chained) == [1, 2, 3] and len(chained) == 3
+    with pytest.raises(TypeError, match="Stream is an IterableDataset: iterate over it"):
+        Stream([1])[0]
+    with pytest.raises(TypeError, match="ConcatDataset: dataset 1 is an IterableDataset"):
+        ConcatDataset([Squares(2), Stream([1])])
+    with pytest.raises(TypeError, match="ChainDataset: dataset 0 is a Squares"):
+        ChainDataset([Squares(2)])
+
+
+@pytest.mark.parametrize("lengths", [[3, 7], [0.3, 0.7], [0.33, 0.33, 0.34], [0.5, 0.5], [0.1] * 10, [1.0, 0.0]])
+@pytest.mark.parametrize("n", [10, 11, 7])
+def test_random_split_lengths_match_pytorch(n, lengths):
+    if all(isinstance(x, int) for x in lengths) and sum(lengths) != n:
+        pytest.skip("counts must sum to n")
+    theirs = torch.utils.data.random_split(range(n), lengths, generator=torch.Generator().manual_seed(0))
+    ours = random_split(Squares(n), lengths, generator=lamina.Generator(seed=0))
+    assert [len(p) for p in ours] == [len(p) for p in theirs]
+
+
 def test_random_split_sizes_cover_everything_once():
     parts = random_split(Squares(10), [3, 7], generator=lamina.Generator(seed=1))
     assert [len(p) for p in parts] == [3, 7]
@@ -104,30 +140,59 @@ def test_random_split_rejects_bad_lengths():
         random_split(Squares(10), [0.5, 0.2])
 
 
-def test_default_collate_numbers_arrays_tensors():
-    ints = default_collate([1, 2, 3])
-    assert ints.dtype == lamina.int64 and ints.numpy().tolist() == [1, 2, 3]
-    assert default_collate([0.5, 1.0]).dtype == lamina.float32
-    assert default_collate([True, False]).dtype == lamina.bool
-    assert default_collate([np.float64(1), np.float64(2)]).dtype == lamina.float64
-    arrays = default_collate([np.ones((2, 3), np.float32), np.zeros((2, 3), np.float32)])
-    assert arrays.shape == (2, 2, 3)
-    tensors = default_collate([lamina.ones(4), lamina.zeros(4)])
+def _like_torch(ours, theirs):
+    """Same structure, types of containers, dtypes and values as PyTorch's collated batch."""
+    if isinstance(theirs, torch.Tensor):
+        assert isinstance(ours, lamina.Tensor)
+        assert str(ours.dtype) == str(theirs.dtype).replace("torch.", "")
+        np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+    elif isinstance(theirs, dict):
+        assert type(ours) is type(theirs) and list(ours) == list(theirs)
+        for k in theirs:
+            _like_torch(ours[k], theirs[k])
+    elif isinstance(theirs, (list, tuple)):
+        assert type(ours).__name__ == type(theirs).__name__ and len(ours) == len(theirs)
+        for a, b in zip(ours, theirs):
+            _like_torch(a, b)
+    else:
+        assert ours == theirs
+
+
+Pair = collections.namedtuple("Pair", "x y")
+
+COLLATE_CASES = {
+    "ints": [1, 2, 3],
+    "floats": [0.5, 1.0],
+    "bools": [True, False],
+    "numpy scalars": [np.float32(1), np.float32(2)],
+    "numpy int64 scalars": [np.int64(4), np.int64(5)],
+    "arrays": [np.ones((2, 3), np.float32), np.zeros((2, 3), np.float32)],
+    "strings": ["a", "b"],
+    "tuples": [(1, 2.0), (3, 4.0)],
+    "lists": [[1, "x"], [2, "y"]],
+    "dicts": [{"x": np.ones(2), "meta": (1, [2.0, "s"])}, {"x": np.zeros(2), "meta": (3, [4.0, "t"])}],
+    "namedtuples": [Pair(1, np.ones(2, np.int32)), Pair(3, np.zeros(2, np.int32))],
+    "ordered dicts": [collections.OrderedDict(a=1, b=2.5), collections.OrderedDict(a=3, b=4.5)],
+}
+
+
+@pytest.mark.parametrize("case", list(COLLATE_CASES))
+def test_default_collate_matches_pytorch(case):
+    from torch.utils.data import default_collate as torch_collate
+    samples = COLLATE_CASES[case]
+    _like_torch(default_collate(samples), torch_collate(samples))
+
+
+def test_default_collate_of_tensors_records_no_history():
+    tensors = default_collate([lamina.ones(4, requires_grad=True), lamina.zeros(4)])
     assert tensors.shape == (2, 4) and not tensors.requires_grad
-    assert default_collate(["a", "b"]) == ["a", "b"]
 
 
-def test_default_collate_recurses_into_tuples_lists_dicts():
-    Pair = collections.namedtuple("Pair", "x y")
-    batch = default_collate([{"x": np.ones(2), "meta": (1, [2.0, "s"])},
-                             {"x": np.zeros(2), "meta": (3, [4.0, "t"])}])
-    assert batch["x"].shape == (2, 2)
-    ids, (values, names) = batch["meta"]
-    assert isinstance(batch["meta"], tuple) and isinstance(batch["meta"][1], list)
-    assert ids.numpy().tolist() == [1, 3] and values.numpy().tolist() == [2.0, 4.0]
-    assert names == ["s", "t"]
-    pairs = default_collate([Pair(1, 2), Pair(3, 4)])
-    assert isinstance(pairs, Pair) and pairs.y.numpy().tolist() == [2, 4]
+@pytest.mark.parametrize("case", ["ints", "arrays", "tuples", "dicts", "namedtuples", "strings"])
+def test_default_convert_matches_pytorch(case):
+    from torch.utils.data import default_convert as torch_convert
+    sample = COLLATE_CASES[case][0]
+    _like_torch(default_convert(sample), torch_convert(sample))
 
 
 def test_default_collate_errors_are_clear():
@@ -137,3 +202,5 @@ def test_default_collate_errors_are_clear():
         default_collate([(1, 2), (1,)])
     with pytest.raises(TypeError, match="cannot batch samples of type object"):
         default_collate([object()])
+    with pytest.raises(TypeError, match="cannot batch NumPy arrays of dtype <U1"):
+        default_collate([np.array(["a"]), np.array(["b"])])

@@ -226,7 +226,7 @@ def test_load_state_dict_rejects_mismatched_states():
 
 
 def test_bad_arguments():
-    with pytest.raises(ValueError, match="DataLoader: batch_size must be a positive int, got 0"):
+    with pytest.raises(ValueError, match="DataLoader: batch_size must be a positive int or None, got 0"):
         DataLoader(numbered(3), batch_size=0)
     with pytest.raises(ValueError, match="DataLoader: prefetch must be an int >= 0, got -1"):
         DataLoader(numbered(3), prefetch=-1)
