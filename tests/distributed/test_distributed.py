@@ -21,7 +21,7 @@ def test_collectives_syncbatchnorm_and_ddp_paths_on_two_ranks():
     proc, _ = run_mpi("collectives.py")
     for check in ("all_reduce", "broadcast", "all_gather", "reduce_scatter", "mismatch errors", "SyncBatchNorm",
                   "all_reduce_sum backward", "DDP find_unused_parameters", "DDP no_sync", "DDP misuse errors",
-                  "DistributedSampler on the group"):
+                  "DistributedSampler on the group", "DataParallel"):
         assert f"OK {check}\n" in proc.stdout, (check, proc.stdout, proc.stderr)
 
 
@@ -51,6 +51,20 @@ def test_a_failing_rank_ends_the_job_and_is_named(mode, tmp_path):
     # rank 0's checkpoint writes are atomic: whatever was last written loads
     state = lamina.io.load(ckpt)
     assert set(state) == {"layers.0.weight", "layers.0.bias", "layers.2.weight", "layers.2.bias"}
+
+
+@pytest.mark.gpu
+def test_nccl_collectives_and_ddp_on_cuda():
+    if not lamina.cuda_is_available():
+        pytest.skip("needs CUDA and CuPy")
+    try:
+        from cupy.cuda import nccl  # noqa: F401
+    except ImportError:
+        pytest.skip("needs CuPy built with NCCL")
+    import cupy
+    ranks = min(2, cupy.cuda.runtime.getDeviceCount())
+    proc, _ = run_mpi("nccl_worker.py", n=ranks, timeout=120)
+    assert "OK nccl collectives" in proc.stdout and "OK nccl ddp" in proc.stdout, proc.stdout + proc.stderr
 
 
 # ---------------------------------------------------------------- one process
@@ -94,6 +108,21 @@ def test_single_process_collectives_are_identity(single):
         dist.all_gather([lamina.zeros(3), lamina.zeros(3)], t)
     with pytest.raises(TypeError, match="AVG needs a floating tensor"):
         dist.all_reduce(lamina.tensor([1, 2]), op="avg")
+
+
+def test_data_parallel_alone_is_the_plain_loop(single):
+    dp = dist.DataParallel.setup(10)
+    assert (dp.rank, dp.world_size, dp.per_rank_batch, dp.is_main, dp.distributed) == (0, 1, 10, True, False)
+    model = lamina.nn.Linear(2, 2)
+    assert dp.wrap(model) is model and dp.sampler(range(5)) is None and dp.mean(2.5) == 2.5
+    dp.barrier()
+    with pytest.raises(ValueError, match="global_batch must be a positive int"):
+        dist.DataParallel.setup(0)
+
+
+def test_ddp_is_importable_by_pytorch_path():
+    from lamina.nn.parallel import DistributedDataParallel
+    assert DistributedDataParallel is dist.DistributedDataParallel
 
 
 def test_init_errors_and_aliases(single):
