@@ -28,8 +28,9 @@ _STATE_KEYS = ("generator_state", "batches_consumed", "num_samples", "batch_size
 SHM_MIN_BYTES = 64 * 1024
 # How long a waiting main process sleeps between checks that its workers are alive (seconds).
 WORKER_CHECK_INTERVAL = 0.1
-# How long shutdown waits for a worker to finish its current batch before terminating it.
-WORKER_JOIN_TIMEOUT = 5.0
+# How long shutdown waits for a worker to finish its current batch before terminating it. Short:
+# whatever a busy worker is making will not be used, and its files are removed either way.
+WORKER_JOIN_TIMEOUT = 1.0
 
 _pool_ids = itertools.count()
 
