@@ -1,0 +1,28 @@
+"""Compiled CPU kernels (Numba) on raw NumPy arrays: fused elementwise activations,
+softmax/log_softmax and cross-entropy, layer_norm, convolution packing around one BLAS GEMM per
+direction, pooling, optimiser updates over flat buffers, embedding backward, dropout masks and
+large reductions.
+
+Every kernel function takes plain arrays and returns its result, or None when it does not
+take the input (kernels switched off, Numba missing, a dtype other than float32/float64, a
+non-contiguous layout): the caller then runs its NumPy/CuPy path, which stays the reference.
+
+- Switches: ``LAMINA_KERNELS=0`` in the environment, or ``set_enabled(False)``; ``enabled()``.
+- Compilation: lazy, on a kernel's first call; Numba itself is imported then, not here. Compiled
+  code is cached on disk in ``$NUMBA_CACHE_DIR`` if set, else ``$LAMINA_HOME/numba-cache``
+  (``~/.cache/lamina/numba-cache``); an unwritable directory means compiling in memory in every
+  process. ``warmup()`` compiles everything ahead of time. One line goes to stderr when
+  compiling takes longer than a second in a process.
+- Threads: ``set_num_threads(n)`` sets the kernels' and BLAS's threads together. Parallel
+  kernels never call BLAS inside their parallel loops; small inputs run serial kernels.
+"""
+from __future__ import annotations
+
+from ._runtime import cache_dir, cache_enabled, enabled, get_num_threads, set_enabled, set_num_threads
+from .activation import (bias_act_backward, bias_act_forward, gelu_backward, gelu_forward,
+                         leaky_relu_backward, leaky_relu_forward, relu_backward, relu_forward,
+                         sigmoid_backward, sigmoid_forward, silu_backward, silu_forward,
+                         tanh_backward, tanh_forward)
+from .norm import layer_norm_backward, layer_norm_forward
+from .softmax import (cross_entropy, log_softmax_backward, log_softmax_forward, softmax_backward,
+                      softmax_forward)

@@ -1,0 +1,35 @@
+"""The checks every kernel wrapper makes before calling compiled code: CPU NumPy arrays of
+float32 or float64, C-contiguous, all of one dtype. Anything else makes the wrapper return None
+so the caller takes its NumPy/CuPy path."""
+from __future__ import annotations
+
+import numpy as np
+
+from . import _runtime
+
+FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+# Elements below which a kernel runs serially: starting the thread pool costs a few
+# microseconds per call, more than the work saved on small arrays.
+PARALLEL_MIN = 1 << 15
+
+
+def floats(*arrays) -> bool:
+    """Kernels on, and every array a C-contiguous CPU float32/float64 ndarray of the first's dtype."""
+    if not _runtime.enabled():
+        return False
+    dtype = arrays[0].dtype if type(arrays[0]) is np.ndarray else None
+    if dtype not in FLOATS:
+        return False
+    for a in arrays:
+        if type(a) is not np.ndarray or a.dtype != dtype or not a.flags.c_contiguous:
+            return False
+    return True
+
+
+def parallel(work: int) -> int:
+    """How many parts to split ``work`` elements into: 1 (serial) below ``PARALLEL_MIN`` or with
+    one thread, else the thread count."""
+    if work < PARALLEL_MIN:
+        return 1
+    return _runtime.numba_threads()

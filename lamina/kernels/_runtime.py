@@ -1,0 +1,215 @@
+"""The kernel layer's switches and machinery: whether kernels run, where Numba's on-disk cache
+lives, loading the compiled modules (and importing Numba) on first use, the one-line compile
+notice, and the thread count shared by Numba and BLAS.
+
+Nothing here imports Numba at module import: importing it costs 0.2-0.4 s, and a process that
+never runs a kernel (kernels off, GPU only, a quick CLI command) should not pay that.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+_OFF_VALUES = ("0", "false", "off", "no")
+
+_enabled = os.environ.get("LAMINA_KERNELS", "1").strip().lower() not in _OFF_VALUES
+_numba_found = None      # whether Numba can be imported, decided once
+_numba = None            # the numba module once loaded
+_cache = None            # (use the on-disk cache?, its directory, why not) decided before Numba loads
+_modules: dict = {}      # name -> loaded module of lamina.kernels.compiled
+_threads = None          # requested thread count, applied to Numba when it loads
+_lock = threading.RLock()
+
+# How long compiling may take, in total, before the one-line notice is printed.
+NOTICE_AFTER_S = 1.0
+
+
+def enabled() -> bool:
+    """Whether compiled kernels run: on unless ``LAMINA_KERNELS=0`` or ``set_enabled(False)``, and
+    only when Numba is installed."""
+    global _numba_found
+    if not _enabled:
+        return False
+    if _numba_found is None:
+        _numba_found = importlib.util.find_spec("numba") is not None
+    return _numba_found
+
+
+def set_enabled(on: bool) -> bool:
+    """Switch the kernels on or off for this process; returns the previous setting. With kernels
+    off every kernel function returns None and the ops take their NumPy path."""
+    global _enabled
+    if not isinstance(on, bool):
+        raise TypeError(f"lamina.kernels.set_enabled: expected a bool, got {type(on).__name__}")
+    previous, _enabled = _enabled, on
+    return previous
+
+
+def lamina_home() -> Path:
+    """``$LAMINA_HOME``, by default ``~/.cache/lamina`` (the same rule as ``lamina.data``)."""
+    return Path(os.environ.get("LAMINA_HOME") or "~/.cache/lamina").expanduser()
+
+
+def _writable(path: Path) -> bool:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".probe-"):
+            pass
+        return True
+    except OSError:
+        return False
+
+
+def _decide_cache():
+    """Pick the cache directory: ``NUMBA_CACHE_DIR`` when the user set it, else
+    ``$LAMINA_HOME/numba-cache``. A directory that cannot be written turns caching off (kernels
+    then compile in memory in every process) instead of failing or writing next to the sources."""
+    global _cache
+    if _cache is not None:
+        return _cache
+    user = os.environ.get("NUMBA_CACHE_DIR")
+    path = Path(user).expanduser() if user else lamina_home() / "numba-cache"
+    if _writable(path):
+        if not user:
+            os.environ["NUMBA_CACHE_DIR"] = str(path)
+            numba = sys.modules.get("numba")
+            if numba is not None and not numba.config.CACHE_DIR:
+                # Numba was imported before us: its config already read the environment
+                numba.config.CACHE_DIR = str(path)
+        _cache = (True, path, "")
+    else:
+        _cache = (False, path, f"{path} is not writable")
+    return _cache
+
+
+def cache_enabled() -> bool:
+    """Whether compiled kernels are written to (and loaded from) the on-disk cache."""
+    return _decide_cache()[0]
+
+
+def cache_dir() -> Path:
+    """The directory of the on-disk kernel cache (which may be unusable: see ``cache_enabled``)."""
+    return _decide_cache()[1]
+
+
+class _CompileNotice:
+    """Prints one line to stderr once the kernels' compile time in this process passes
+    ``NOTICE_AFTER_S``, so a cold start says why it is slow; loads from the cache stay silent
+    (Numba raises its compile event only for real compilations)."""
+
+    def __init__(self):
+        self.spent = 0.0
+        self.depth = 0
+        self.started = 0.0
+        self.timer = None
+        self.printed = False
+
+    def message(self) -> str:
+        use, path, why = _decide_cache()
+        where = f"cached in {path}" if use else f"not cached: {why}"
+        return f"lamina: compiling CPU kernels (once; {where})"
+
+    def _fire(self):
+        if not self.printed:
+            self.printed = True
+            print(self.message(), file=sys.stderr, flush=True)
+
+    def on_start(self, event):
+        dispatcher = event.data.get("dispatcher")
+        module = getattr(getattr(dispatcher, "py_func", None), "__module__", "") or ""
+        if not module.startswith("lamina.kernels"):
+            return
+        self.depth += 1
+        if self.depth == 1:
+            self.started = time.perf_counter()
+            if not self.printed:
+                self.timer = threading.Timer(max(0.0, NOTICE_AFTER_S - self.spent), self._fire)
+                self.timer.daemon = True
+                self.timer.start()
+
+    def on_end(self, event):
+        dispatcher = event.data.get("dispatcher")
+        module = getattr(getattr(dispatcher, "py_func", None), "__module__", "") or ""
+        if not module.startswith("lamina.kernels") or self.depth == 0:
+            return
+        self.depth -= 1
+        if self.depth == 0:
+            self.spent += time.perf_counter() - self.started
+            if self.timer is not None:
+                self.timer.cancel()
+                self.timer = None
+
+
+notice = _CompileNotice()
+
+
+def _load_numba():
+    global _numba
+    if _numba is None:
+        _decide_cache()
+        # Numba's default threading layer here is OpenMP (GNU libgomp), whose idle workers spin
+        # after every parallel loop; on a machine with few cores they starve the main thread,
+        # BLAS and PyTorch (a layer_norm step measured 15x slower). Sleeping workers cost a few
+        # microseconds per launch, which the serial kernels for small inputs avoid anyway.
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        import numba
+        from numba.core import event
+
+        class _Listener(event.Listener):
+            def on_start(self, ev):
+                notice.on_start(ev)
+
+            def on_end(self, ev):
+                notice.on_end(ev)
+
+        event.register("numba:compile", _Listener())
+        _numba = numba
+        if _threads is not None:
+            numba.set_num_threads(min(_threads, numba.config.NUMBA_NUM_THREADS))
+    return _numba
+
+
+def load(name: str):
+    """The compiled module ``lamina.kernels.compiled.<name>``, importing Numba first if needed.
+    Its kernels compile (or load from the cache) on their first call."""
+    module = _modules.get(name)
+    if module is None:
+        with _lock:
+            module = _modules.get(name)
+            if module is None:
+                _load_numba()
+                module = _modules[name] = importlib.import_module(f"lamina.kernels.compiled.{name}")
+    return module
+
+
+def numba_threads() -> int:
+    """Threads a parallel kernel uses now (1 until Numba is loaded and told otherwise)."""
+    if _numba is None:
+        return _threads or (os.cpu_count() or 1)
+    return _numba.get_num_threads()
+
+
+def set_num_threads(n: int) -> None:
+    """Use ``n`` threads in compiled kernels and in BLAS (through threadpoolctl) together.
+
+    Numba cannot use more threads than it started with (``NUMBA_NUM_THREADS``, by default the
+    number of cores), so a larger ``n`` is clamped there for the kernels."""
+    global _threads
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"set_num_threads: expected an int >= 1, got {n!r}")
+    from threadpoolctl import threadpool_limits
+    threadpool_limits(n)
+    _threads = n
+    if _numba is not None:
+        _numba.set_num_threads(min(n, _numba.config.NUMBA_NUM_THREADS))
+
+
+def get_num_threads() -> int:
+    """The thread count set by ``set_num_threads`` (or the kernels' default)."""
+    return _threads if _threads is not None else numba_threads()

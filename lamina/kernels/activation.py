@@ -1,0 +1,153 @@
+"""Fused elementwise activations on raw CPU arrays: exact and tanh GELU, SiLU, sigmoid, tanh,
+ReLU and leaky ReLU, forward and backward in one pass each, and bias + activation over the last
+axis. Each function returns None when it does not take the input (kernels off, not a
+C-contiguous float32/float64 NumPy array, mixed dtypes); the caller then uses its NumPy path."""
+from __future__ import annotations
+
+import numpy as np
+
+from . import _checks, _runtime
+
+_k = None
+_CHUNK = 1 << 14  # elements per parallel task: a few of L1/L2's worth
+
+
+def _lib():
+    global _k
+    if _k is None:
+        _k = _runtime.load("activation")
+    return _k
+
+
+def _kind(name: str) -> int:
+    k = _lib()
+    kinds = {"gelu": k.GELU, "gelu_tanh": k.GELU_TANH, "silu": k.SILU, "sigmoid": k.SIGMOID,
+             "tanh": k.TANH, "relu": k.RELU, "leaky_relu": k.LEAKY_RELU, "identity": k.IDENTITY}
+    try:
+        return kinds[name]
+    except KeyError:
+        raise ValueError(f"lamina.kernels: unknown activation {name!r}; expected one of {sorted(kinds)}") from None
+
+
+def _forward(x, name, alpha=0.0):
+    if not _checks.floats(x):
+        return None
+    k = _lib()
+    kind = _kind(name)
+    y = np.empty_like(x)
+    xf, yf = x.reshape(-1), y.reshape(-1)
+    a = x.dtype.type(alpha)
+    if _checks.parallel(xf.size) > 1:
+        k.forward_parallel(xf, yf, kind, a, _CHUNK)
+    else:
+        k.forward(xf, yf, kind, a)
+    return y
+
+
+def _backward(g, s, name, alpha=0.0):
+    if not _checks.floats(g, s) or g.shape != s.shape:
+        return None
+    k = _lib()
+    kind = _kind(name)
+    dx = np.empty_like(g)
+    gf, sf, df = g.reshape(-1), s.reshape(-1), dx.reshape(-1)
+    a = g.dtype.type(alpha)
+    if _checks.parallel(gf.size) > 1:
+        k.backward_parallel(gf, sf, df, kind, a, _CHUNK)
+    else:
+        k.backward(gf, sf, df, kind, a)
+    return dx
+
+
+def _gelu_name(approximate):
+    if approximate not in ("none", "tanh"):
+        raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+    return "gelu" if approximate == "none" else "gelu_tanh"
+
+
+def gelu_forward(x, approximate="none"):
+    """x Phi(x) (exact, with erf) or its tanh approximation; backward recomputes from x."""
+    return _forward(x, _gelu_name(approximate))
+
+
+def gelu_backward(g, x, approximate="none"):
+    return _backward(g, x, _gelu_name(approximate))
+
+
+def silu_forward(x):
+    return _forward(x, "silu")
+
+
+def silu_backward(g, x):
+    return _backward(g, x, "silu")
+
+
+def sigmoid_forward(x):
+    return _forward(x, "sigmoid")
+
+
+def sigmoid_backward(g, y):
+    """Gradient from the forward's output y: g y (1 - y)."""
+    return _backward(g, y, "sigmoid")
+
+
+def tanh_forward(x):
+    return _forward(x, "tanh")
+
+
+def tanh_backward(g, y):
+    """Gradient from the forward's output y: g (1 - y^2)."""
+    return _backward(g, y, "tanh")
+
+
+def relu_forward(x):
+    return _forward(x, "relu")
+
+
+def relu_backward(g, x):
+    """g where x > 0, else 0 (the input or the output gives the same mask)."""
+    return _backward(g, x, "relu")
+
+
+def leaky_relu_forward(x, negative_slope=0.01):
+    return _forward(x, "leaky_relu", negative_slope)
+
+
+def leaky_relu_backward(g, x, negative_slope=0.01):
+    return _backward(g, x, "leaky_relu", negative_slope)
+
+
+def bias_act_forward(x, bias, activation="identity", alpha=0.0):
+    """act(x + bias) with ``bias`` broadcast over the last axis, in one pass; ``activation`` is
+    one of gelu, gelu_tanh, silu, sigmoid, tanh, relu, leaky_relu (slope ``alpha``), identity."""
+    if not _checks.floats(x, bias) or x.ndim < 1 or bias.shape != x.shape[-1:]:
+        return None
+    k = _lib()
+    kind = _kind(activation)
+    x2 = x.reshape(-1, x.shape[-1])
+    y = np.empty_like(x2)
+    a = x.dtype.type(alpha)
+    parts = min(_checks.parallel(x2.size), x2.shape[0])
+    if parts > 1:
+        k.bias_forward_parallel(x2, bias, y, kind, a, parts)
+    else:
+        k.bias_forward_serial(x2, bias, y, kind, a)
+    return y.reshape(x.shape)
+
+
+def bias_act_backward(g, x, bias, activation="identity", alpha=0.0):
+    """(dx, dbias) of act(x + bias) for upstream gradient g, recomputing x + bias on the fly;
+    dbias is summed over every leading axis in float64 per thread, then rounded once."""
+    if not _checks.floats(g, x, bias) or x.ndim < 1 or g.shape != x.shape or bias.shape != x.shape[-1:]:
+        return None
+    k = _lib()
+    kind = _kind(activation)
+    x2, g2 = x.reshape(-1, x.shape[-1]), g.reshape(-1, x.shape[-1])
+    dx = np.empty_like(x2)
+    a = x.dtype.type(alpha)
+    parts = min(_checks.parallel(x2.size), x2.shape[0])
+    if parts > 1:
+        db = k.bias_backward(g2, x2, bias, dx, kind, a, parts)
+    else:
+        db = k.bias_backward_serial(g2, x2, bias, dx, kind, a)
+    return dx.reshape(x.shape), db.astype(x.dtype)

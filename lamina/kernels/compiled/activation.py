@@ -1,0 +1,184 @@
+"""Elementwise activations, forward and backward, one pass each, over flat C-contiguous arrays;
+and bias + activation over the rows of a 2-D array, with the bias gradient from per-thread
+partial sums. ``kind`` picks the activation (the constants below); the branch on it sits outside
+each inner loop so every loop vectorises on its own. Inner loops run over ``range(len)`` of
+whole arrays (slices of the caller's): a loop from an arbitrary start keeps Numba's
+negative-index check in the loop and stops LLVM from vectorising it."""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from .scalar import JIT, fexp, ftanh, like, ncdf, sigmoid_of
+
+GELU, GELU_TANH, SILU, SIGMOID, TANH, RELU, LEAKY_RELU, IDENTITY = range(8)
+
+_INV_SQRT_2PI = 0.39894228040143267794
+_SQRT_2_OVER_PI = 0.79788456080286535588
+
+
+@njit(error_model="numpy")
+def _gelu_tanh_s(v):
+    # 0.5 (1 + tanh(u)) = sigmoid(2u): no cancellation for large negative v
+    u2 = like(v, 2.0 * _SQRT_2_OVER_PI) * (v + like(v, 0.044715) * v * v * v)
+    return like(v, 1.0) / (like(v, 1.0) + fexp(-u2))
+
+
+@njit(**JIT)
+def forward(x, y, kind, alpha):
+    """y[i] = f(x[i]) over flat arrays; ``alpha`` (leaky ReLU's slope) has the arrays' dtype."""
+    n = x.shape[0]
+    if kind == GELU:
+        for i in range(n):
+            v = x[i]
+            y[i] = v * ncdf(v)
+    elif kind == GELU_TANH:
+        for i in range(n):
+            v = x[i]
+            y[i] = v * _gelu_tanh_s(v)
+    elif kind == SILU:
+        for i in range(n):
+            v = x[i]
+            y[i] = v * sigmoid_of(v)
+    elif kind == SIGMOID:
+        for i in range(n):
+            y[i] = sigmoid_of(x[i])
+    elif kind == TANH:
+        for i in range(n):
+            y[i] = ftanh(x[i])
+    elif kind == RELU:
+        for i in range(n):
+            v = x[i]
+            y[i] = like(v, 0.0) if v < like(v, 0.0) else v  # NaN passes through, as in PyTorch
+    elif kind == LEAKY_RELU:
+        for i in range(n):
+            v = x[i]
+            y[i] = v if v > like(v, 0.0) else v * alpha
+    else:
+        for i in range(n):
+            y[i] = x[i]
+
+
+@njit(**JIT)
+def backward(g, s, dx, kind, alpha):
+    """dx[i] = g[i] f'(.) over flat arrays, with ``s`` the input x (GELU, SiLU, ReLU, leaky
+    ReLU) or the output y (sigmoid, tanh), whichever the derivative is cheaper from."""
+    n = g.shape[0]
+    if kind == GELU:
+        for i in range(n):
+            v = s[i]
+            pdf = like(v, _INV_SQRT_2PI) * fexp(like(v, -0.5) * v * v)
+            dx[i] = g[i] * (ncdf(v) + v * pdf)
+    elif kind == GELU_TANH:
+        for i in range(n):
+            v = s[i]
+            sg = _gelu_tanh_s(v)
+            du = like(v, 2.0 * _SQRT_2_OVER_PI) * (like(v, 1.0) + like(v, 3 * 0.044715) * v * v)
+            dx[i] = g[i] * (sg + v * sg * (like(v, 1.0) - sg) * du)
+    elif kind == SILU:
+        for i in range(n):
+            v = s[i]
+            sg = sigmoid_of(v)
+            dx[i] = g[i] * (sg * (like(v, 1.0) + v * (like(v, 1.0) - sg)))
+    elif kind == SIGMOID:
+        for i in range(n):
+            yv = s[i]
+            dx[i] = g[i] * (yv * (like(yv, 1.0) - yv))
+    elif kind == TANH:
+        for i in range(n):
+            yv = s[i]
+            dx[i] = g[i] * (like(yv, 1.0) - yv * yv)
+    elif kind == RELU:
+        for i in range(n):
+            v = s[i]
+            dx[i] = like(v, 0.0) if v <= like(v, 0.0) else g[i]  # PyTorch's threshold_backward
+    elif kind == LEAKY_RELU:
+        for i in range(n):
+            v = s[i]
+            dx[i] = g[i] if v > like(v, 0.0) else g[i] * alpha
+    else:
+        for i in range(n):
+            dx[i] = g[i]
+
+
+@njit(parallel=True, **JIT)
+def forward_parallel(x, y, kind, alpha, chunk):
+    n = x.shape[0]
+    for c in prange((n + chunk - 1) // chunk):
+        lo, hi = c * chunk, min(n, (c + 1) * chunk)
+        forward(x[lo:hi], y[lo:hi], kind, alpha)
+
+
+@njit(parallel=True, **JIT)
+def backward_parallel(g, s, dx, kind, alpha, chunk):
+    n = g.shape[0]
+    for c in prange((n + chunk - 1) // chunk):
+        lo, hi = c * chunk, min(n, (c + 1) * chunk)
+        backward(g[lo:hi], s[lo:hi], dx[lo:hi], kind, alpha)
+
+
+@njit(**JIT)
+def bias_forward_rows(x, b, y, r0, r1, kind, alpha, pre):
+    """y[r] = f(x[r] + b) for rows r0 <= r < r1 (``pre`` is a row-sized scratch buffer)."""
+    f = x.shape[1]
+    for r in range(r0, r1):
+        for j in range(f):
+            pre[j] = x[r, j] + b[j]
+        forward(pre, y[r], kind, alpha)
+
+
+@njit(**JIT)
+def bias_backward_rows(g, x, b, dx, db, r0, r1, kind, alpha, pre, act):
+    """dx[r] = g[r] f'(x[r] + b) and db += dx[r] (db: float64 partial sums) for r0 <= r < r1."""
+    f = x.shape[1]
+    for r in range(r0, r1):
+        for j in range(f):
+            pre[j] = x[r, j] + b[j]
+        if kind == SIGMOID or kind == TANH:  # their derivative is written in the output
+            forward(pre, act, kind, alpha)
+            backward(g[r], act, dx[r], kind, alpha)
+        else:
+            backward(g[r], pre, dx[r], kind, alpha)
+        for j in range(f):
+            db[j] += dx[r, j]
+
+
+@njit(**JIT)
+def bias_forward_serial(x, b, y, kind, alpha):
+    pre = np.empty(x.shape[1], x.dtype)
+    bias_forward_rows(x, b, y, 0, x.shape[0], kind, alpha, pre)
+
+
+@njit(parallel=True, **JIT)
+def bias_forward_parallel(x, b, y, kind, alpha, parts):
+    rows, f = x.shape
+    for p in prange(parts):
+        pre = np.empty(f, x.dtype)
+        bias_forward_rows(x, b, y, p * rows // parts, (p + 1) * rows // parts, kind, alpha, pre)
+
+
+@njit(parallel=True, **JIT)
+def bias_backward(g, x, b, dx, kind, alpha, parts):
+    """Returns db (float64); ``parts`` blocks of rows, each with its own partial bias sum."""
+    rows, f = x.shape
+    partial = np.zeros((parts, f), np.float64)
+    for p in prange(parts):
+        pre = np.empty(f, x.dtype)
+        act = np.empty(f, x.dtype)
+        bias_backward_rows(g, x, b, dx, partial[p], p * rows // parts, (p + 1) * rows // parts,
+                           kind, alpha, pre, act)
+    db = np.zeros(f, np.float64)
+    for p in range(parts):
+        for j in range(f):
+            db[j] += partial[p, j]
+    return db
+
+
+@njit(**JIT)
+def bias_backward_serial(g, x, b, dx, kind, alpha):
+    f = x.shape[1]
+    db = np.zeros(f, np.float64)
+    pre = np.empty(f, x.dtype)
+    act = np.empty(f, x.dtype)
+    bias_backward_rows(g, x, b, dx, db, 0, x.shape[0], kind, alpha, pre, act)
+    return db

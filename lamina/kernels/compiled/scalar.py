@@ -1,0 +1,179 @@
+"""Scalar math shared by the kernels, inlined into their loops.
+
+The pip wheels of Numba have no vector math library, so ``math.exp``/``math.erf`` in a loop are
+scalar library calls that stop vectorisation. For float32 these are polynomial versions written
+with float32 constants only (a float64 constant silently turns the arithmetic into float64);
+they vectorise, and are accurate to a few float32 ulps. float64 keeps ``math``'s functions.
+
+``like(v, c)`` makes the constant ``c`` in the type of ``v``, so one kernel body serves both dtypes.
+No fast-math flags: ``-inf`` and NaN must go through exactly. Every kernel compiles with
+``error_model="numpy"``: Python's model checks each float division for zero, and that branch
+alone keeps LLVM from vectorising a loop (sigmoid ran 15x slower with it).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic, overload
+
+from .. import _runtime
+
+# Options of every compiled kernel: on-disk cache when usable, NumPy's float error model.
+JIT = dict(cache=_runtime.cache_enabled(), error_model="numpy")
+# Fast-math flags for loops that sum: reassociation lets LLVM vectorise a reduction (and sum in
+# several lanes, which is no less accurate). Never nnan/ninf: -inf and NaN must stay exact.
+REDUCE = dict(error_model="numpy", fastmath={"reassoc", "nsz", "contract"})
+
+
+@intrinsic
+def _f32_from_bits(typingctx, bits):
+    """The float32 whose bit pattern is the int32 ``bits``."""
+    sig = types.float32(types.int32)
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.FloatType())
+    return sig, codegen
+
+
+def like(v, c):
+    """``c`` converted to the floating type of ``v`` (compiled code only)."""
+    raise NotImplementedError("like() is only defined inside compiled kernels")
+
+
+@overload(like)
+def _like(v, c):
+    if v == types.float32:
+        return lambda v, c: np.float32(c)
+    return lambda v, c: np.float64(c)
+
+
+@njit(error_model="numpy")
+def exp32(x):
+    """exp for float32: x = n ln2 + r (ln2 split in two for exactness), a degree-6 polynomial
+    for exp(r) on |r| <= ln2/2, and 2^n built from its exponent bits. Exactly 0 below -87.3
+    (so exp(-inf) == 0), NaN in NaN out, max relative error ~1e-7."""
+    xc = min(max(x, np.float32(-87.3)), np.float32(88.7))
+    n = np.floor(xc * np.float32(1.44269504088896341) + np.float32(0.5))
+    r = xc - n * np.float32(0.693359375)
+    r = r + n * np.float32(2.12194440e-4)
+    p = np.float32(1.9875691500e-4)
+    p = p * r + np.float32(1.3981999507e-3)
+    p = p * r + np.float32(8.3334519073e-3)
+    p = p * r + np.float32(4.1665795894e-2)
+    p = p * r + np.float32(1.6666665459e-1)
+    p = p * r + np.float32(5.0000001201e-1)
+    p = p * r * r + r + np.float32(1.0)
+    y = p * _f32_from_bits((np.int32(n) + np.int32(127)) << np.int32(23))
+    if x < np.float32(-87.3):
+        y = np.float32(0.0)
+    if x != x:
+        y = x
+    return y
+
+
+def fexp(x):
+    raise NotImplementedError("fexp() is only defined inside compiled kernels")
+
+
+@overload(fexp)
+def _fexp(x):
+    if x == types.float32:
+        return lambda x: exp32(x)
+    return lambda x: math.exp(x)
+
+
+@njit(error_model="numpy")
+def erfc32_pos(z):
+    """erfc(z) for float32 z >= 0: erfc(z) = t exp(-z^2 + P(t)), t = 1/(1 + z/2), with the
+    Chebyshev-fitted P of Numerical Recipes (fractional error < 1.2e-7 for every z >= 0)."""
+    t = np.float32(1.0) / (np.float32(1.0) + np.float32(0.5) * z)
+    p = np.float32(0.17087277)
+    p = p * t + np.float32(-0.82215223)
+    p = p * t + np.float32(1.48851587)
+    p = p * t + np.float32(-1.13520398)
+    p = p * t + np.float32(0.27886807)
+    p = p * t + np.float32(-0.18628806)
+    p = p * t + np.float32(0.09678418)
+    p = p * t + np.float32(0.37409196)
+    p = p * t + np.float32(1.00002368)
+    p = p * t + np.float32(-1.26551223)
+    return t * exp32(p - z * z)
+
+
+def ncdf(x):
+    """Phi(x), the standard normal CDF (compiled code only)."""
+    raise NotImplementedError("ncdf() is only defined inside compiled kernels")
+
+
+@njit(error_model="numpy")
+def _ncdf32(x):
+    # Phi(x) = erfc(-x/sqrt 2)/2: through erfc of |x| on both sides, so the lower tail keeps its
+    # relative accuracy (1 + erf(x) would cancel to nothing below x ~ -4)
+    z = abs(x) * np.float32(0.70710678118654752)
+    h = np.float32(0.5) * erfc32_pos(z)
+    r = np.float32(1.0) - h if x > np.float32(0.0) else h
+    if x != x:
+        r = x
+    return r
+
+
+@njit(error_model="numpy")
+def _ncdf64(x):
+    return 0.5 * math.erfc(-x * 0.70710678118654752)
+
+
+@overload(ncdf)
+def _ncdf(x):
+    if x == types.float32:
+        return lambda x: _ncdf32(x)
+    return lambda x: _ncdf64(x)
+
+
+@njit(error_model="numpy")
+def sigmoid_of(x):
+    """1/(1 + exp(-x)) in the type of x; exact 0 and 1 at -inf and +inf."""
+    return like(x, 1.0) / (like(x, 1.0) + fexp(-x))
+
+
+@njit(error_model="numpy")
+def _tanh32(x):
+    # |x| < 0.625: Cephes' odd minimax polynomial (no cancellation near 0); beyond it
+    # 1 - 2/(exp(2|x|) + 1), which saturates to exactly +-1.
+    a = abs(x)
+    z = x * x
+    p = np.float32(-5.70498872745e-3)
+    p = p * z + np.float32(2.06390887954e-2)
+    p = p * z + np.float32(-5.37397155531e-2)
+    p = p * z + np.float32(1.33314422036e-1)
+    p = p * z + np.float32(-3.33332819422e-1)
+    small = x + x * z * p
+    big = np.float32(1.0) - np.float32(2.0) / (exp32(np.float32(2.0) * a) + np.float32(1.0))
+    if x < np.float32(0.0):
+        big = -big
+    return small if a < np.float32(0.625) else big
+
+
+def ftanh(x):
+    raise NotImplementedError("ftanh() is only defined inside compiled kernels")
+
+
+@overload(ftanh)
+def _ftanh(x):
+    if x == types.float32:
+        return lambda x: _tanh32(x)
+    return lambda x: math.tanh(x)
+
+
+def flog(x):
+    raise NotImplementedError("flog() is only defined inside compiled kernels")
+
+
+@overload(flog)
+def _flog(x):
+    # once per row, not per element: the library log is fine
+    if x == types.float32:
+        return lambda x: np.float32(math.log(x))
+    return lambda x: math.log(x)

@@ -1,0 +1,77 @@
+"""layer_norm over the trailing features on raw CPU arrays: forward (saving mean and 1/std per
+row) and a fused backward for the input, weight and bias gradients. None when the input is not
+taken (kernels off, not C-contiguous float32/float64 NumPy arrays of one dtype)."""
+from __future__ import annotations
+
+import numpy as np
+
+from . import _checks, _runtime
+
+_k = None
+
+
+def _lib():
+    global _k
+    if _k is None:
+        _k = _runtime.load("norm")
+    return _k
+
+
+def _features(x, weight, bias, features):
+    if weight is not None and weight.size != features or bias is not None and bias.size != features:
+        return False
+    return bool(features) and x.size > 0
+
+
+def layer_norm_forward(x, features, weight=None, bias=None, eps=1e-5):
+    """Normalise x over its last ``features`` elements (the flattened normalized_shape), then
+    scale by ``weight`` and shift by ``bias`` (same number of elements, or None). Returns
+    ``(y, mean, rstd)`` with mean and rstd of shape (rows,), or None."""
+    arrays = [a for a in (x, weight, bias) if a is not None]
+    if not _checks.floats(*arrays) or not _features(x, weight, bias, features) or x.size % features:
+        return None
+    if weight is None and bias is not None:
+        return None
+    k = _lib()
+    x2 = x.reshape(-1, features)
+    rows = x2.shape[0]
+    y = np.empty_like(x2)
+    mean = np.empty(rows, x.dtype)
+    rstd = np.empty(rows, x.dtype)
+    empty = np.empty(0, x.dtype)
+    w = weight.reshape(-1) if weight is not None else empty
+    b = bias.reshape(-1) if bias is not None else empty
+    e = x.dtype.type(eps)
+    parts = min(_checks.parallel(x.size), rows)
+    if parts > 1:
+        k.forward_parallel(x2, w, b, y, mean, rstd, e, weight is not None, bias is not None, parts)
+    else:
+        k.forward_serial(x2, w, b, y, mean, rstd, e, weight is not None, bias is not None)
+    return y.reshape(x.shape), mean, rstd
+
+
+def layer_norm_backward(g, x, mean, rstd, features, weight=None, need_input=True, need_weight=True,
+                        need_bias=True):
+    """``(dx, dweight, dbias)`` from the saved mean and rstd (each None where not needed or
+    where there is no weight/bias), or None. dweight and dbias have weight's shape."""
+    arrays = [a for a in (g, x, mean, rstd, weight) if a is not None]
+    if (not _checks.floats(*arrays) or g.shape != x.shape or not _features(x, weight, None, features)
+            or x.size % features or mean.size * features != x.size or rstd.size != mean.size):
+        return None
+    k = _lib()
+    x2, g2 = x.reshape(-1, features), g.reshape(-1, features)
+    rows = x2.shape[0]
+    need_weight = need_weight and weight is not None
+    dx = np.empty_like(x2) if need_input else np.empty((0, features), x.dtype)
+    w = weight.reshape(-1) if weight is not None else np.empty(0, x.dtype)
+    parts = min(_checks.parallel(x.size), rows)
+    args = (g2, x2, w, mean.reshape(-1), rstd.reshape(-1), dx if need_input else np.empty_like(x2),
+            weight is not None, need_input, need_weight, need_bias)
+    if parts > 1:
+        dw, db = k.backward(*args, parts)
+    else:
+        dw, db = k.backward_serial(*args)
+    shape = weight.shape if weight is not None else (features,)
+    return (dx.reshape(x.shape) if need_input else None,
+            dw.astype(x.dtype).reshape(shape) if need_weight else None,
+            db.astype(x.dtype).reshape(shape) if need_bias else None)
