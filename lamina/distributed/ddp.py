@@ -183,7 +183,9 @@ class _Bucket:
         # MPI reduces float16/bfloat16 in float32; NCCL reduces them natively
         self.wire_dtype = ref.dtype if (self.device.type == "cuda" or dist._mpi_dtype_ok(ref.dtype)) else np.dtype(np.float32)
         self.flags = flags  # one "used here" slot per member after the gradients
-        self.nbytes = (self.offsets[-1] + (len(members) if flags else 0)) * self.wire_dtype.itemsize
+        self.length = self.offsets[-1] + (len(members) if flags else 0)
+        self.nbytes = self.length * self.wire_dtype.itemsize
+        self.buffer = None  # the flat buffer, allocated on first use and reused every step
 
 
 def _make_buckets(params, bucket_mb, flags):
@@ -287,10 +289,12 @@ class _Reduction:
     def _launch(self, b):
         ddp, bk = self.ddp, self.ddp._buckets[b]
         params = ddp._params
-        xp = backend.xp_of(params[bk.members[0]].data)
         n = bk.offsets[-1]
-        with backend.device_context(bk.device):
-            buf = xp.empty(n + (len(bk.members) if bk.flags else 0), dtype=bk.wire_dtype)
+        if bk.buffer is None:
+            xp = backend.xp_of(params[bk.members[0]].data)
+            with backend.device_context(bk.device):
+                bk.buffer = xp.empty(bk.length, dtype=bk.wire_dtype)
+        buf = bk.buffer
         for k, j in enumerate(bk.members):
             g = params[j].grad
             lo, hi = bk.offsets[k], bk.offsets[k + 1]
@@ -301,7 +305,8 @@ class _Reduction:
             if bk.flags:
                 buf[n + k] = 1 if self.used[j] else 0
         holder = {}
-        work = dist.start_all_reduce(ddp._comm_group, buf, "sum", on_done=lambda res: holder.setdefault("res", res))
+        work = dist.start_all_reduce(ddp._comm_group, buf, "sum", on_done=lambda res: holder.setdefault("res", res),
+                                     inplace=True)
         self.works.append((bk, holder, work))
 
     def _finish(self):

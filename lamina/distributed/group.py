@@ -369,22 +369,23 @@ def all_reduce(tensor, op=ReduceOp.SUM, group=None, async_op=False):
     return None
 
 
-def start_all_reduce(g, a, op, on_done):
+def start_all_reduce(g, a, op, on_done, inplace=False):
     """Start reducing array ``a`` (not checked across ranks); ``on_done(result)`` gets the
-    reduced array (possibly ``a`` itself) when the returned ``Work`` finishes."""
+    reduced array when the returned ``Work`` finishes. With ``inplace`` the caller hands over
+    ``a`` (contiguous, of a dtype MPI/NCCL reduce natively) and the result is ``a`` itself."""
     if g.comm is None:
         return Work(finish=lambda: on_done(a))
     if _is_cuda(a):
         comm = g.nccl(a.device.id)
         if comm is not None:
-            buf = a.copy()
+            buf = a if inplace else a.copy()
             comm.all_reduce(buf, op)
             return Work(finish=lambda: on_done(buf))
         host = backend.to_device(a, backend.cpu)
         return start_all_reduce(g, host, op, lambda res: on_done(backend.to_device(res, backend.device_of(a))))
     MPI = g.mpi()
     native = _mpi_dtype_ok(a.dtype)
-    buf = np.array(a, dtype=a.dtype if native else np.float32, order="C", copy=True)
+    buf = a if inplace and native else np.array(a, dtype=a.dtype if native else np.float32, order="C", copy=True)
     mpi_op = {"sum": MPI.SUM, "avg": MPI.SUM, "max": MPI.MAX, "min": MPI.MIN, "product": MPI.PROD}[op]
     request = g.comm.Iallreduce(MPI.IN_PLACE, buf, op=mpi_op)
 
