@@ -3,6 +3,9 @@
     python bench/distributed.py                      # LeNet-5 and an MLP, 2 ranks vs 1 process
     python bench/distributed.py --ranks 4 --steps 40 --bandwidth-gbs 25 --latency-us 2
 
+Each configuration runs ``--repeats`` times, alternating, and per model the run with the median
+step time is reported: on a shared machine the load changes between runs.
+
 The driver starts the same worker twice, alone (a group of one: DDP adds nothing) and under
 ``mpiexec -n R python -m mpi4py``, with one BLAS/Numba thread per process, and prints a
 Markdown table. Per model, with the global batch fixed (strong scaling), the worker measures:
@@ -222,7 +225,8 @@ def main(argv=None):
     ap.add_argument("--ranks", type=int, default=2)
     ap.add_argument("--steps", type=int, default=20, help="timed steps (after --warmup)")
     ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--bucket-mb", type=float, default=1.0,
+    ap.add_argument("--repeats", type=int, default=3, help="alternating runs of each configuration (median kept)")
+    ap.add_argument("--bucket-mb", type=float, default=0.1,
                     help="DDP bucket bound; small enough that these small models get several buckets")
     ap.add_argument("--bandwidth-gbs", type=float, default=10.0, help="network bandwidth of the estimate, GB/s")
     ap.add_argument("--latency-us", type=float, default=5.0, help="per-message latency of the estimate, us")
@@ -234,10 +238,21 @@ def main(argv=None):
     if args.worker:
         _worker(args)
         return
+    ones, manys = [], []
     with tempfile.TemporaryDirectory() as tmp:
-        one = _run(args, 1, str(Path(tmp) / "one.json"))
-        many = _run(args, args.ranks, str(Path(tmp) / "many.json"))
-    print(report(one, many, args))
+        for k in range(args.repeats):  # alternated, so a change in the machine's load hits both alike
+            ones.append(_run(args, 1, str(Path(tmp) / f"one{k}.json")))
+            manys.append(_run(args, args.ranks, str(Path(tmp) / f"many{k}.json")))
+    print(report(_median_run(ones, args.cases), _median_run(manys, args.cases), args))
+
+
+def _median_run(runs, cases):
+    """Per model, the run whose step time is the median of the repeats."""
+    out = {}
+    for name in cases:
+        ordered = sorted((r[name] for r in runs), key=lambda r: r["step_ms"])
+        out[name] = ordered[(len(ordered) - 1) // 2]
+    return out
 
 
 if __name__ == "__main__":
