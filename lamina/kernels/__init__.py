@@ -23,6 +23,8 @@ from .activation import (bias_act_backward, bias_act_forward, gelu_backward, gel
                          leaky_relu_backward, leaky_relu_forward, relu_backward, relu_forward,
                          sigmoid_backward, sigmoid_forward, silu_backward, silu_forward,
                          tanh_backward, tanh_forward)
+from .conv import (avg_pool2d_backward, avg_pool2d_forward, col2im, conv2d_backward, conv2d_forward,
+                   im2col, max_pool2d_backward, max_pool2d_forward)
 from .norm import layer_norm_backward, layer_norm_forward
 from .softmax import (cross_entropy, log_softmax_backward, log_softmax_forward, softmax_backward,
                       softmax_forward)

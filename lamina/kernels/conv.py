@@ -1,0 +1,221 @@
+"""2-D convolution and pooling on raw NCHW CPU arrays.
+
+A convolution packs the input into columns with compiled parallel loops and multiplies them
+with one BLAS GEMM per group (NumPy's matmul, called between the compiled loops, never inside
+them, so Numba's and BLAS's threads never run at once). The batch is processed in blocks whose
+columns stay under ``COLUMN_BUDGET`` elements, so memory does not grow with the batch.
+Backward recomputes the columns rather than keeping them from the forward.
+
+Functions return None when they do not take the input (kernels off, not C-contiguous
+float32/float64 NumPy arrays of one dtype, not 4-D); the caller then uses its NumPy path.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import _checks, _runtime
+
+_k = None
+COLUMN_BUDGET = 1 << 22  # elements of one block's columns (16 MiB in float32)
+
+
+def _lib():
+    global _k
+    if _k is None:
+        _k = _runtime.load("conv")
+    return _k
+
+
+def _pair(v, name):
+    if isinstance(v, int):
+        return (v, v)
+    v = tuple(int(i) for i in v)
+    if len(v) != 2:
+        raise ValueError(f"conv2d: {name} must be an int or a pair of ints, got {v}")
+    return v
+
+
+def _geometry(x_shape, w_shape, stride, padding, dilation, groups):
+    n, c, h, w = x_shape
+    o, cg, kh, kw = w_shape
+    (sh, sw), (ph, pw), (dh, dw) = _pair(stride, "stride"), _pair(padding, "padding"), _pair(dilation, "dilation")
+    if cg * groups != c or o % groups:
+        raise ValueError(f"conv2d: weight {tuple(w_shape)} with groups={groups} does not fit input {tuple(x_shape)}")
+    oh = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    ow = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    if oh <= 0 or ow <= 0:
+        raise ValueError(f"conv2d: input {tuple(x_shape)} is smaller than the kernel {tuple(w_shape)} "
+                         f"with padding {(ph, pw)} and dilation {(dh, dw)}")
+    return (kh, kw, sh, sw, ph, pw, dh, dw, oh, ow)
+
+
+def _block(n, ck, p):
+    return max(1, min(n, COLUMN_BUDGET // max(1, ck * p)))
+
+
+def _parts(rows, work):
+    return max(1, min(rows, _checks.parallel(work)))
+
+
+def im2col(x, kernel_size, stride=1, padding=0, dilation=1, n0=0, n1=None):
+    """Columns (C*kh*kw, (n1-n0)*oh*ow) of samples n0..n1-1 of x (N, C, H, W), or None."""
+    if not _checks.floats(x) or x.ndim != 4:
+        return None
+    kh, kw = _pair(kernel_size, "kernel_size")
+    g = _geometry(x.shape, (1, x.shape[1], kh, kw), stride, padding, dilation, 1)
+    n1 = x.shape[0] if n1 is None else n1
+    cols = np.empty((x.shape[1] * kh * kw, (n1 - n0) * g[8] * g[9]), x.dtype)
+    _lib().im2col(x, cols, n0, n1, *g, _parts(cols.shape[0], cols.size))
+    return cols
+
+
+def col2im(cols, x_shape, kernel_size, stride=1, padding=0, dilation=1):
+    """The adjoint of im2col over a whole batch: an array of ``x_shape`` with every column
+    added back at its window, or None."""
+    if not _checks.floats(cols) or cols.ndim != 2 or len(x_shape) != 4:
+        return None
+    kh, kw = _pair(kernel_size, "kernel_size")
+    g = _geometry(x_shape, (1, x_shape[1], kh, kw), stride, padding, dilation, 1)
+    if cols.shape != (x_shape[1] * kh * kw, x_shape[0] * g[8] * g[9]):
+        return None
+    dx = np.zeros(x_shape, cols.dtype)
+    _lib().col2im(cols, dx, 0, x_shape[0], *g, _parts(x_shape[0] * x_shape[1], cols.size))
+    return dx
+
+
+def conv2d_forward(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """Cross-correlation of x (N, C, H, W) with weight (O, C/groups, kh, kw), plus bias (O,)."""
+    arrays = (x, weight) if bias is None else (x, weight, bias)
+    if not _checks.floats(*arrays) or x.ndim != 4 or weight.ndim != 4 or x.size == 0:
+        return None
+    k = _lib()
+    geo = _geometry(x.shape, weight.shape, stride, padding, dilation, groups)
+    n, o = x.shape[0], weight.shape[0]
+    oh, ow = geo[8], geo[9]
+    p = oh * ow
+    ck = weight[0].size * groups
+    og, ckg = o // groups, ck // groups
+    wmat = weight.reshape(groups, og, ckg)
+    out = np.empty((n, o, p), x.dtype)
+    b = bias if bias is not None else np.empty(0, x.dtype)
+    nb = _block(n, ck, p)
+    cols = np.empty((ck, nb * p), x.dtype)
+    ymat = np.empty((o, nb * p), x.dtype)
+    for n0 in range(0, n, nb):
+        n1 = min(n, n0 + nb)
+        c = cols[:, :(n1 - n0) * p] if n1 - n0 < nb else cols
+        y = ymat[:, :(n1 - n0) * p] if n1 - n0 < nb else ymat
+        if n1 - n0 < nb:
+            c, y = np.ascontiguousarray(c), np.ascontiguousarray(y)
+        k.im2col(x, c, n0, n1, *geo, _parts(ck, c.size))
+        for gi in range(groups):
+            np.matmul(wmat[gi], c[gi * ckg:(gi + 1) * ckg], out=y[gi * og:(gi + 1) * og])
+        k.to_nchw(y, out, n0, n1, b, bias is not None)
+    return out.reshape(n, o, oh, ow)
+
+
+def conv2d_backward(g, x, weight, stride=1, padding=0, dilation=1, groups=1, need_input=True,
+                    need_weight=True, need_bias=True):
+    """``(dx, dweight, dbias)`` of conv2d_forward for upstream gradient g (N, O, oh, ow); each is
+    None where not asked for. Returns None for inputs it does not take."""
+    if not _checks.floats(g, x, weight) or x.ndim != 4 or weight.ndim != 4 or g.ndim != 4 or x.size == 0:
+        return None
+    k = _lib()
+    geo = _geometry(x.shape, weight.shape, stride, padding, dilation, groups)
+    n, o = x.shape[0], weight.shape[0]
+    oh, ow = geo[8], geo[9]
+    if g.shape != (n, o, oh, ow):
+        return None
+    p = oh * ow
+    ck = weight[0].size * groups
+    og, ckg = o // groups, ck // groups
+    wmat = weight.reshape(groups, og, ckg)
+    g3 = g.reshape(n, o, p)
+    dx = np.zeros_like(x) if need_input else None
+    dw = np.zeros((groups, og, ckg), x.dtype) if need_weight else None
+    db = np.zeros(o, np.float64)
+    nb = _block(n, ck, p)
+    for n0 in range(0, n, nb):
+        n1 = min(n, n0 + nb)
+        m = (n1 - n0) * p
+        dyt = np.empty((o, m), x.dtype)
+        k.from_nchw(g3, n0, n1, dyt, db, need_bias)
+        if need_weight:
+            cols = np.empty((ck, m), x.dtype)
+            k.im2col(x, cols, n0, n1, *geo, _parts(ck, cols.size))
+            for gi in range(groups):
+                dw[gi] += dyt[gi * og:(gi + 1) * og] @ cols[gi * ckg:(gi + 1) * ckg].T
+        if need_input:
+            dcols = np.empty((ck, m), x.dtype)
+            for gi in range(groups):
+                np.matmul(wmat[gi].T, dyt[gi * og:(gi + 1) * og], out=dcols[gi * ckg:(gi + 1) * ckg])
+            k.col2im(dcols, dx, n0, n1, *geo, _parts((n1 - n0) * x.shape[1], dcols.size))
+    return (dx, dw.reshape(weight.shape) if need_weight else None,
+            db.astype(x.dtype) if need_bias else None)
+
+
+def _pool_out(size, k, s, p, d, ceil_mode):
+    out = (size + 2 * p - d * (k - 1) - 1 + (s - 1 if ceil_mode else 0)) // s + 1
+    if ceil_mode and (out - 1) * s >= size + p:  # the last window must start inside the input
+        out -= 1
+    return out
+
+
+def _pool_geometry(x, kernel_size, stride, padding, dilation, ceil_mode, name):
+    kh, kw = _pair(kernel_size, "kernel_size")
+    sh, sw = _pair(stride if stride is not None else (kh, kw), "stride")
+    ph, pw = _pair(padding, "padding")
+    dh, dw = _pair(dilation, "dilation")
+    if ph * 2 > kh or pw * 2 > kw:
+        raise ValueError(f"{name}: padding {(ph, pw)} must be at most half the kernel {(kh, kw)}")
+    oh = _pool_out(x.shape[2], kh, sh, ph, dh, ceil_mode)
+    ow = _pool_out(x.shape[3], kw, sw, pw, dw, ceil_mode)
+    if oh <= 0 or ow <= 0:
+        raise ValueError(f"{name}: input {x.shape} is too small for kernel {(kh, kw)}")
+    return kh, kw, sh, sw, ph, pw, dh, dw, oh, ow
+
+
+def max_pool2d_forward(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
+    """``(y, indices)`` of 2-D max pooling of x (N, C, H, W); indices are flat positions in each
+    input plane (PyTorch's return_indices), int64. None if not taken."""
+    if not _checks.floats(x) or x.ndim != 4 or x.size == 0:
+        return None
+    kh, kw, sh, sw, ph, pw, dh, dw, oh, ow = _pool_geometry(x, kernel_size, stride, padding, dilation,
+                                                            ceil_mode, "max_pool2d")
+    y = np.empty(x.shape[:2] + (oh, ow), x.dtype)
+    idx = np.empty(y.shape, np.int64)
+    _lib().max_pool2d(x, y, idx, kh, kw, sh, sw, ph, pw, dh, dw)
+    return y, idx
+
+
+def max_pool2d_backward(g, indices, x_shape):
+    """Input gradient of max pooling: g added at the saved indices. None if not taken."""
+    if (not _checks.floats(g) or g.ndim != 4 or type(indices) is not np.ndarray or indices.dtype != np.int64
+            or indices.shape != g.shape or not indices.flags.c_contiguous or len(x_shape) != 4):
+        return None
+    dx = np.zeros(x_shape, g.dtype)
+    _lib().max_pool2d_backward(g, indices, dx)
+    return dx
+
+
+def avg_pool2d_forward(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
+    if not _checks.floats(x) or x.ndim != 4 or x.size == 0:
+        return None
+    kh, kw, sh, sw, ph, pw, _, _, oh, ow = _pool_geometry(x, kernel_size, stride, padding, 1, ceil_mode,
+                                                          "avg_pool2d")
+    y = np.empty(x.shape[:2] + (oh, ow), x.dtype)
+    _lib().avg_pool2d(x, y, kh, kw, sh, sw, ph, pw, count_include_pad)
+    return y
+
+
+def avg_pool2d_backward(g, x_shape, kernel_size, stride=None, padding=0, ceil_mode=False,
+                        count_include_pad=True):
+    if not _checks.floats(g) or g.ndim != 4 or len(x_shape) != 4:
+        return None
+    dx = np.zeros(x_shape, g.dtype)
+    kh, kw, sh, sw, ph, pw, _, _, oh, ow = _pool_geometry(dx, kernel_size, stride, padding, 1, ceil_mode,
+                                                          "avg_pool2d")
+    if g.shape != x_shape[:2] + (oh, ow):
+        return None
+    _lib().avg_pool2d_backward(g, dx, kh, kw, sh, sw, ph, pw, count_include_pad)
+    return dx
