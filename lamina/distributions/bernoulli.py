@@ -32,7 +32,7 @@ class Bernoulli(Distribution):
         if self._given == "probs":
             check_all("Bernoulli", "probs", (raw >= 0) & (raw <= 1), raw, "in [0, 1]")
         else:
-            check_all("Bernoulli", "logits", raw == raw, raw, "real numbers (not NaN)")
+            check_all("Bernoulli", "logits", ~raw.isnan(), raw, "real numbers (not NaN)")
 
     @cached_property
     def probs(self):

@@ -51,7 +51,7 @@ class Categorical(Distribution):
             total = raw.sum(-1)
             check_all("Categorical", "probs (sum over the last dim)", total > 0, total, "positive")
         else:
-            check_all("Categorical", "logits", raw == raw, raw, "real numbers (not NaN)")
+            check_all("Categorical", "logits", ~raw.isnan(), raw, "real numbers (not NaN)")
 
     @cached_property
     def probs(self):

@@ -23,7 +23,7 @@ class Normal(Distribution):
         super().__init__(self.loc.shape, (), validate_args)
 
     def _check_parameters(self):
-        check_all("Normal", "loc", self.loc == self.loc, self.loc, "a real number (not NaN)")
+        check_all("Normal", "loc", ~self.loc.isnan(), self.loc, "a real number (not NaN)")
         check_all("Normal", "scale", self.scale > 0, self.scale, "positive")
 
     @property
@@ -50,7 +50,7 @@ class Normal(Distribution):
     def log_prob(self, value):
         value = self._value_tensor(value, self.loc)
         if self._validate_args:
-            check_all("Normal.log_prob", "value", value == value, value, "a real number (not NaN)")
+            check_all("Normal.log_prob", "value", ~value.isnan(), value, "a real number (not NaN)")
         var = self.scale * self.scale
         return -((value - self.loc) ** 2) / (2 * var) - log(self.scale) - LOG_SQRT_2PI
 

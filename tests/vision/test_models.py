@@ -14,7 +14,6 @@ import torch.nn as tnn
 import lamina
 from lamina.vision import models
 
-
 # ---- the torch twins (torchvision's layer names and structure) ------------------------------
 
 class TBasicBlock(tnn.Module):

@@ -2,7 +2,7 @@
 so state dicts published for torchvision load with ``load_state_dict``: ResNet-18/34/50, VGG-11/16
 (with and without batch norm), MobileNetV2, and LeNet-5. No pretrained weights are shipped:
 ``weights`` must be None."""
-from ...models.lenet import LeNet5  # noqa: F401
+from ...models.lenet import LeNet5
 from ._utils import Conv2dNormActivation, ReLU6  # noqa: F401
 from .mobilenetv2 import InvertedResidual, MobileNetV2, mobilenet_v2  # noqa: F401
 from .resnet import BasicBlock, Bottleneck, ResNet, resnet18, resnet34, resnet50  # noqa: F401
