@@ -93,7 +93,7 @@ def _worker(args):
         y = lamina.tensor(rng.integers(0, 10, per_rank))
         params = [p for p in model.parameters()]
 
-        def sequential_step():
+        def sequential_step(opt, ddp, x, y, params):
             """The same step without overlap: backward, then one blocking all-reduce of all grads."""
             opt.zero_grad()
             with ddp.no_sync():
@@ -122,7 +122,7 @@ def _worker(args):
             if size > 1:  # interleaved with the overlapped step, so both see the same machine
                 dist.barrier()
                 t4 = time.perf_counter()
-                sequential_step()
+                sequential_step(opt, ddp, x, y, params)
                 t5 = time.perf_counter()
             if step >= args.warmup:
                 rows.append((t3 - t0, t1 - t0, t2 - t1, t3 - t2, waited[0]))
@@ -187,12 +187,12 @@ def ring_allreduce_s(nbytes, p, bandwidth, latency):
 def report(one, many, args):
     bw, lat = args.bandwidth_gbs * 1e9, args.latency_us * 1e-6
     p_meas = many[args.cases[0]]["world_size"]
-    lines = ["| model | ranks | global batch | step ms | fwd / bwd / opt ms | samples/s | vs 1 process | "
-             "all-reduce alone ms (share of step) | step without overlap ms | all-reduce hidden by backward | "
-             "wait at end of backward ms |",
+    lines = [("| model | ranks | global batch | step ms | fwd / bwd / opt ms | samples/s | vs 1 process | "
+              "all-reduce alone ms (share of step) | step without overlap ms | all-reduce hidden by backward | "
+              "wait at end of backward ms |"),
              "|---|---|---|---|---|---|---|---|---|---|---|"]
-    est = ["", f"Weak-scaling estimate (per-rank batch fixed; ring all-reduce at {args.bandwidth_gbs:g} GB/s and "
-               f"{args.latency_us:g} us per message; compute per rank and hidden share as measured on {p_meas} ranks):",
+    est = ["", (f"Weak-scaling estimate (per-rank batch fixed; ring all-reduce at {args.bandwidth_gbs:g} GB/s and "
+                f"{args.latency_us:g} us per message; compute per rank and hidden share as measured on {p_meas} ranks):"),
            "", "| model | bytes per step | buckets | ranks | all-reduce ms | exposed ms | step ms | efficiency | samples/s |",
            "|---|---|---|---|---|---|---|---|---|"]
     for name in args.cases:
@@ -206,8 +206,8 @@ def report(one, many, args):
                 f"| {name} | {r['world_size']} | {r['global_batch']} | {r['step_ms']:.2f} | "
                 f"{r['forward_ms']:.2f} / {r['backward_ms']:.2f} / {r['optimizer_ms']:.2f} | "
                 f"{r['samples_per_s']:.0f} | {r['samples_per_s'] / a['samples_per_s']:.2f}x | "
-                + (f"{alone:.2f} ({100 * alone / r['step_ms']:.0f}%) | {r['sequential_step_ms']:.2f} | "
-                   f"{100 * hidden:.0f}% | {r['exposed_allreduce_ms']:.2f} |" if multi else "- | - | - | - |"))
+                + ((f"{alone:.2f} ({100 * alone / r['step_ms']:.0f}%) | {r['sequential_step_ms']:.2f} | "
+                    f"{100 * hidden:.0f}% | {r['exposed_allreduce_ms']:.2f} |") if multi else "- | - | - | - |"))
         compute = (b["step_ms"] - alone * (1 - hidden)) * 1e-3
         for p in (p_meas, 8, 64):
             comm = sum(ring_allreduce_s(n, p, bw, lat) for n in b["bucket_bytes"])

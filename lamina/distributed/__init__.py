@@ -16,9 +16,26 @@ imported on ``init()`` only, so importing this package costs nothing.
 """
 from .ddp import DistributedDataParallel  # noqa: F401
 from .group import (  # noqa: F401
-    Group, ReduceOp, Work, all_gather, all_reduce, barrier, broadcast, current_group, destroy_process_group,
-    get_backend, get_local_rank, get_local_world_size, get_rank, get_world_size, init, init_process_group,
-    is_available, is_initialized, launched_by_mpi, reduce_scatter,
+    Group,
+    ReduceOp,
+    Work,
+    all_gather,
+    all_reduce,
+    barrier,
+    broadcast,
+    current_group,
+    destroy_process_group,
+    get_backend,
+    get_local_rank,
+    get_local_world_size,
+    get_rank,
+    get_world_size,
+    init,
+    init_process_group,
+    is_available,
+    is_initialized,
+    launched_by_mpi,
+    reduce_scatter,
 )
 from .sampler import DistributedSampler  # noqa: F401
 from .sync_batchnorm import SyncBatchNorm, all_reduce_sum  # noqa: F401

@@ -28,7 +28,7 @@ class DataParallel:
         self.per_rank_batch = global_batch // group.size
 
     @classmethod
-    def setup(cls, global_batch: int, backend: str | None = None) -> "DataParallel":
+    def setup(cls, global_batch: int, backend: str | None = None) -> DataParallel:
         """Join the group (``lamina.distributed.init``) and split ``global_batch`` over its ranks."""
         if isinstance(global_batch, bool) or not isinstance(global_batch, numbers.Integral) or global_batch < 1:
             raise ValueError(f"DataParallel.setup: global_batch must be a positive int, got {global_batch!r}")

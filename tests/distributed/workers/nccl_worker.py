@@ -1,5 +1,6 @@
 """Run on 1 or more ranks with one GPU each: collectives on CUDA tensors go through NCCL and
 match NumPy; DDP on CUDA averages gradients like one process on the global batch."""
+import cupy
 import numpy as np
 
 import lamina
@@ -8,7 +9,6 @@ from lamina.nn import functional as F
 
 dist.init("nccl")
 rank, size = dist.get_rank(), dist.get_world_size()
-import cupy  # noqa: E402
 
 dev = f"cuda:{dist.get_local_rank() % cupy.cuda.runtime.getDeviceCount()}"
 
