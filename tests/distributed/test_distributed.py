@@ -28,7 +28,7 @@ def test_collectives_syncbatchnorm_and_ddp_paths_on_two_ranks():
 def test_two_ranks_train_like_one_process_with_the_global_batch():
     proc, _ = run_mpi("train_equivalence.py")
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("OK ")]
-    assert [ln.split()[1] for ln in lines] == ["mlp", "mlp", "lenet", "gpt"], proc.stdout
+    assert [ln.split()[1] for ln in lines] == ["mlp", "mlp", "lenet", "gpt", "convbn"], proc.stdout
     for ln in lines:
         assert float(ln.rsplit("=", 1)[1]) <= 1e-10, ln
 
