@@ -238,11 +238,15 @@ def main(argv=None):
     if args.worker:
         _worker(args)
         return
+    load = os.getloadavg()[0]
     ones, manys = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for k in range(args.repeats):  # alternated, so a change in the machine's load hits both alike
             ones.append(_run(args, 1, str(Path(tmp) / f"one{k}.json")))
             manys.append(_run(args, args.ranks, str(Path(tmp) / f"many{k}.json")))
+    print(f"Machine: {os.cpu_count()} cores, load average {load:.2f} before the runs, {os.getloadavg()[0]:.2f} after "
+          f"(other processes on the cores slow the multi-rank runs most); one thread per rank; float32; "
+          f"buckets of at most {args.bucket_mb:g} MB; {args.steps} timed steps, median of {args.repeats} runs.\n")
     print(report(_median_run(ones, args.cases), _median_run(manys, args.cases), args))
 
 
