@@ -183,3 +183,26 @@ def remove_files(prefix: str) -> int:
     for p in paths:
         _unlink(p)
     return len(paths)
+
+
+def tiled_view(arrays):
+    """One flat array over ``arrays`` when they lie back to back, in order, in one segment (a
+    module shared by ``module_share_memory``), else None. An optimiser that keeps its parameters
+    in one flat buffer adopts this view instead of copying them out of shared memory, so its
+    in-place updates reach every process that maps the segment."""
+    if not arrays or any(type(a) is not np.ndarray or not a.flags.c_contiguous for a in arrays):
+        return None
+    found = segment_of(arrays[0])
+    if found is None:
+        return None
+    seg, offset = found
+    dtype = arrays[0].dtype
+    ptr = arrays[0].__array_interface__["data"][0]
+    for a in arrays:
+        if a.dtype != dtype or a.__array_interface__["data"][0] != ptr:
+            return None
+        f = segment_of(a)
+        if f is None or f[0] is not seg:
+            return None
+        ptr += a.nbytes
+    return array_view(seg, offset, (sum(a.size for a in arrays),), dtype)
