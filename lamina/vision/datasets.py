@@ -8,6 +8,7 @@ source), looked up under torchvision's folder layout ``root/<ClassName>/raw``.
 from __future__ import annotations
 
 import os
+from typing import ClassVar
 
 import numpy as np
 
@@ -67,7 +68,7 @@ class MNIST(VisionDataset):
     ``data`` is a uint8 Tensor (N, 28, 28), ``targets`` an int64 Tensor (N,).
     """
 
-    classes = ["0 - zero", "1 - one", "2 - two", "3 - three", "4 - four", "5 - five", "6 - six",
+    classes: ClassVar[list] = ["0 - zero", "1 - one", "2 - two", "3 - three", "4 - four", "5 - five", "6 - six",
                "7 - seven", "8 - eight", "9 - nine"]
 
     def __init__(self, root, train=True, transform=None, target_transform=None, download=False):
@@ -115,7 +116,7 @@ class FashionMNIST(MNIST):
     for Fashion-MNIST, so ``download=True`` cannot fetch it: the error says where to put the files.
     """
 
-    classes = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+    classes: ClassVar[list] = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                "Ankle boot"]
 
     def _source(self, download):
