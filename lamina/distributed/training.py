@@ -2,9 +2,11 @@
 
 ``DataParallel.setup(global_batch)`` joins the process group, checks that the global batch
 splits evenly over the ranks and gives each rank its share; ``wrap`` puts a model in
-``DistributedDataParallel``, ``sampler`` shards a dataset, ``mean`` averages a metric over ranks
-for logging, and ``is_main`` says whether this rank is the one that writes files (checkpoints,
-metrics, plots). Alone (no ``mpiexec``) the same code runs as one process: ``wrap`` returns the
+``DistributedDataParallel``; the data is split either by ``sampler`` (each rank loads only its
+shard of the dataset: the scalable way) or by ``shard`` (every rank draws the same global batch
+and keeps its rows: bit-for-bit the single-process run, for data that is cheap to load);
+``mean`` averages a metric over ranks for logging, and ``is_main`` says whether this rank is the
+one that writes files (checkpoints, metrics, plots). Alone (no ``mpiexec``) the same code runs as one process: ``wrap`` returns the
 model unchanged and ``sampler`` returns None (the loader shuffles by itself).
 """
 from __future__ import annotations
@@ -57,6 +59,20 @@ class DataParallel:
             return None
         return DistributedSampler(dataset, num_replicas=self.world_size, rank=self.rank, shuffle=shuffle,
                                   seed=seed, drop_last=drop_last)
+
+    def shard(self, batch):
+        """This rank's rows of a global batch (a Tensor or array, or a tuple/list of them): rows
+        ``rank * per_rank_batch`` up to the next rank's. When every rank draws the same global
+        batches (same seed), this trains exactly like one process, and resuming needs only the
+        global loader's position, whatever the number of ranks."""
+        if isinstance(batch, (tuple, list)):
+            return type(batch)(self.shard(b) for b in batch)
+        n = batch.shape[0]
+        if n != self.global_batch:
+            raise ValueError(f"DataParallel.shard: expected a global batch of {self.global_batch} rows, got shape "
+                             f"{tuple(batch.shape)}")
+        lo = self.rank * self.per_rank_batch
+        return batch[lo:lo + self.per_rank_batch]
 
     def mean(self, value: float) -> float:
         """The mean of a per-rank number (a loss, an accuracy) over all ranks, for logging."""

@@ -117,6 +117,10 @@ def test_data_parallel_alone_is_the_plain_loop(single):
     model = lamina.nn.Linear(2, 2)
     assert dp.wrap(model) is model and dp.sampler(range(5)) is None and dp.mean(2.5) == 2.5
     dp.barrier()
+    x = lamina.arange(10)
+    assert dp.shard(x).tolist() == x.tolist() and dp.shard([x])[0].tolist() == x.tolist()
+    with pytest.raises(ValueError, match=r"DataParallel.shard: expected a global batch of 10 rows, got shape \(9,\)"):
+        dp.shard(lamina.arange(9))
     with pytest.raises(ValueError, match="global_batch must be a positive int"):
         dist.DataParallel.setup(0)
 

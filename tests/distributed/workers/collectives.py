@@ -227,6 +227,8 @@ assert dp.per_rank_batch == 4 and dp.is_main == (rank == 0) and dp.distributed
 assert dp.mean(float(rank)) == (size - 1) / 2
 assert isinstance(dp.wrap(nn.Linear(2, 2)), dist.DistributedDataParallel)
 assert dp.sampler(range(10)).rank == rank
+xs, ys = dp.shard((lamina.arange(4 * size), np.arange(4 * size)))
+assert xs.tolist() == list(range(4 * rank, 4 * rank + 4)) and ys.tolist() == xs.tolist()
 try:
     dist.DataParallel.setup(2 * size + 1)
 except ValueError as e:
