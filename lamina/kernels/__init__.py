@@ -25,6 +25,9 @@ from .activation import (bias_act_backward, bias_act_forward, gelu_backward, gel
                          tanh_backward, tanh_forward)
 from .conv import (avg_pool2d_backward, avg_pool2d_forward, col2im, conv2d_backward, conv2d_forward,
                    im2col, max_pool2d_backward, max_pool2d_forward)
+from .misc import dropout_forward, embedding_backward, mean_all, sum_all, var_all
 from .norm import layer_norm_backward, layer_norm_forward
 from .softmax import (cross_entropy, log_softmax_backward, log_softmax_forward, softmax_backward,
                       softmax_forward)
+from .optim import adam_update, rmsprop_update, sgd_update
+from .warmup import warmup

@@ -13,6 +13,10 @@ FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 # microseconds per call, more than the work saved on small arrays.
 PARALLEL_MIN = 1 << 15
 
+# When set, every kernel splits its work into this many parts whatever the size (warm-up and
+# tests use it to reach the parallel kernels with small inputs).
+force_parts = None
+
 
 def floats(*arrays) -> bool:
     """Kernels on, and every array a C-contiguous CPU float32/float64 ndarray of the first's dtype."""
@@ -30,6 +34,8 @@ def floats(*arrays) -> bool:
 def parallel(work: int) -> int:
     """How many parts to split ``work`` elements into: 1 (serial) below ``PARALLEL_MIN`` or with
     one thread, else the thread count."""
+    if force_parts is not None:
+        return force_parts
     if work < PARALLEL_MIN:
         return 1
     return _runtime.numba_threads()

@@ -1,0 +1,97 @@
+"""Embedding backward, dropout masks and large whole-array reductions on raw CPU arrays. Each
+returns None when it does not take the input (kernels off, not C-contiguous float32/float64
+NumPy arrays, int64 indices for embedding)."""
+from __future__ import annotations
+
+import numpy as np
+
+from . import _checks, _runtime
+
+_k = None
+_CHUNK = 1 << 14
+
+
+def _lib():
+    global _k
+    if _k is None:
+        _k = _runtime.load("misc")
+    return _k
+
+
+def embedding_backward(g, index, num_embeddings, padding_idx=None):
+    """The weight gradient (num_embeddings, D) of an embedding lookup: rows of g (..., D) added
+    at their indices (repeated indices add up); rows of ``padding_idx`` get nothing."""
+    if (not _checks.floats(g) or g.ndim < 1 or type(index) is not np.ndarray or index.dtype != np.int64
+            or not index.flags.c_contiguous or g.shape[:-1] != index.shape):
+        return None
+    k = _lib()
+    d = g.shape[-1]
+    g2, idx = g.reshape(-1, d), index.reshape(-1)
+    if idx.size and (idx.min() < 0 or idx.max() >= num_embeddings):
+        raise IndexError(f"embedding_backward: index out of range [0, {num_embeddings}): got values in "
+                         f"[{int(idx.min())}, {int(idx.max())}]")
+    dw = np.zeros((num_embeddings, d), g.dtype)
+    pad = -1 if padding_idx is None else int(padding_idx)
+    parts = min(_checks.parallel(g.size), d)
+    if parts > 1:
+        k.embedding_backward(g2, idx, dw, pad, parts)
+    else:
+        k.embedding_backward_serial(g2, idx, dw, pad)
+    return dw
+
+
+def dropout_forward(x, p, seed):
+    """``(y, mask)``: mask is 1/(1-p) where kept and 0 where dropped, in x's dtype, y = x * mask.
+    Element i is dropped when the counter-based number for (seed, i) is below p (see
+    ``lamina.kernels.compiled.misc``); the caller draws ``seed`` from its generator."""
+    if not _checks.floats(x):
+        return None
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"dropout: p must be in [0, 1), got {p}")
+    k = _lib()
+    y, mask = np.empty_like(x), np.empty_like(x)
+    xf, yf, mf = x.reshape(-1), y.reshape(-1), mask.reshape(-1)
+    threshold = np.uint64(min(int(round(p * (1 << 24))), 1 << 24))
+    scale = x.dtype.type(1.0 / (1.0 - p))
+    s = np.uint64(int(seed) & (2 ** 64 - 1))
+    if _checks.parallel(x.size) > 1:
+        k.dropout(xf, yf, mf, s, threshold, scale, _CHUNK)
+    else:
+        k.dropout_serial(xf, yf, mf, s, threshold, scale)
+    return y, mask
+
+
+def _chunk(n):
+    return max(_CHUNK, -(-n // (4 * _runtime.numba_threads())))
+
+
+def sum_all(x):
+    """Sum of every element as a 0-d array of x's dtype (partial sums per thread, combined in
+    float64)."""
+    if not _checks.floats(x):
+        return None
+    if x.size == 0:
+        return np.zeros((), x.dtype)
+    return np.asarray(_lib().total(x.reshape(-1), _chunk(x.size)), x.dtype)
+
+
+def mean_all(x):
+    if not _checks.floats(x):
+        return None
+    if x.size == 0:
+        return np.asarray(np.nan, x.dtype)
+    return np.asarray(_lib().total(x.reshape(-1), _chunk(x.size)) / x.size, x.dtype)
+
+
+def var_all(x, correction=1):
+    """Variance of every element, two passes (mean, then squared deviations), divided by
+    N - correction (NaN when that is <= 0, as in PyTorch)."""
+    if not _checks.floats(x):
+        return None
+    n = x.size
+    if n - correction <= 0:
+        return np.asarray(np.nan, x.dtype)
+    k = _lib()
+    xf = x.reshape(-1)
+    m = k.total(xf, _chunk(n)) / n
+    return np.asarray(k.squared_deviation(xf, m, _chunk(n)) / (n - correction), x.dtype)

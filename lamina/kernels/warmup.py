@@ -1,0 +1,88 @@
+"""``warmup()``: compile every kernel (serial and parallel, float32 and float64) by running it
+once on small inputs, so the on-disk cache is full before a run needs it (the
+``lamina kernels warmup`` command)."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from . import _checks, _runtime, activation, conv, misc, norm, optim, softmax
+
+FAMILIES = ("activation", "softmax", "norm", "conv", "optim", "misc")
+
+
+def _activation(dt, rng):
+    x, g = rng.standard_normal((4, 8)).astype(dt), rng.standard_normal((4, 8)).astype(dt)
+    b = rng.standard_normal(8).astype(dt)
+    activation.gelu_backward(g, x)
+    activation.gelu_forward(x)
+    activation.bias_act_forward(x, b, "gelu")
+    activation.bias_act_backward(g, x, b, "gelu")
+
+
+def _softmax(dt, rng):
+    x, g = rng.standard_normal((4, 8)).astype(dt), rng.standard_normal((4, 8)).astype(dt)
+    softmax.softmax_backward(g, softmax.softmax_forward(x))
+    softmax.cross_entropy(x, np.arange(4, dtype=np.int64))
+
+
+def _norm(dt, rng):
+    x, g = rng.standard_normal((4, 8)).astype(dt), rng.standard_normal((4, 8)).astype(dt)
+    w = np.ones(8, dt)
+    y, mean, rstd = norm.layer_norm_forward(x, 8, w, w)
+    norm.layer_norm_backward(g, x, mean, rstd, 8, w)
+
+
+def _conv(dt, rng):
+    x, w = rng.standard_normal((2, 2, 6, 6)).astype(dt), rng.standard_normal((3, 2, 3, 3)).astype(dt)
+    b = rng.standard_normal(3).astype(dt)
+    y = conv.conv2d_forward(x, w, b, padding=1)
+    conv.conv2d_backward(y, x, w, padding=1)
+    y, idx = conv.max_pool2d_forward(x, 2)
+    conv.max_pool2d_backward(y, idx, x.shape)
+    conv.avg_pool2d_backward(conv.avg_pool2d_forward(x, 2), x.shape, 2)
+
+
+def _optim(dt, rng):
+    p, g = rng.standard_normal(16).astype(dt), rng.standard_normal(16).astype(dt)
+    s1, s2, s3 = np.zeros(16, dt), np.zeros(16, dt), np.zeros(16, dt)
+    optim.sgd_update(p, g, s1, 1, 0.1, momentum=0.9)
+    optim.adam_update(p, g, s1, s2, s3, 1, 1e-3)
+    optim.rmsprop_update(p, g, s1, s2, s3, 1e-2)
+
+
+def _misc(dt, rng):
+    x = rng.standard_normal((4, 8)).astype(dt)
+    misc.embedding_backward(x, np.arange(4, dtype=np.int64), 5)
+    misc.dropout_forward(x, 0.5, 0)
+    misc.var_all(x)
+
+
+_RUN = {"activation": _activation, "softmax": _softmax, "norm": _norm, "conv": _conv,
+        "optim": _optim, "misc": _misc}
+
+
+def warmup(families=FAMILIES, dtypes=("float32", "float64")) -> dict:
+    """Compile (or load from the cache) the kernels of ``families`` for ``dtypes``; returns
+    ``{family: seconds}``. Does nothing (returns {}) when kernels are off."""
+    if not _runtime.enabled():
+        return {}
+    unknown = set(families) - set(FAMILIES)
+    if unknown:
+        raise ValueError(f"lamina.kernels.warmup: unknown kernel families {sorted(unknown)}; "
+                         f"expected some of {FAMILIES}")
+    rng = np.random.default_rng(0)
+    times = {}
+    previous = _checks.force_parts
+    try:
+        for family in families:
+            start = time.perf_counter()
+            for parts in (1, 2):
+                _checks.force_parts = parts
+                for dt in dtypes:
+                    _RUN[family](np.dtype(dt), rng)
+            times[family] = time.perf_counter() - start
+    finally:
+        _checks.force_parts = previous
+    return times
