@@ -298,6 +298,11 @@ class _Reduction:
         for k, j in enumerate(bk.members):
             g = params[j].grad
             lo, hi = bk.offsets[k], bk.offsets[k + 1]
+            if g is not None and (g.data.dtype != bk.dtype or backend.device_of(g.data) != bk.device):
+                raise RuntimeError(
+                    f"DistributedDataParallel: the gradient of {ddp._names[j]} is {dist.dtype_str(g.data.dtype)} on "
+                    f"{backend.device_of(g.data)} but the parameter was {dist.dtype_str(bk.dtype)} on {bk.device} "
+                    "when wrapped; move or cast the model before wrapping it")
             if g is None or not self.used[j]:
                 buf[lo:hi] = 0
             else:

@@ -204,6 +204,17 @@ except RuntimeError as e:
     assert "after its bucket was all-reduced" in str(e), e
 else:
     raise AssertionError("a gradient arriving after the reduction was not reported")
+# a model cast after wrapping is refused with the reason, not reduced into the old buffers
+lamina.manual_seed(2)
+late = nn.Linear(3, 2).double()
+ddp_late = dist.DistributedDataParallel(late)
+late.float()
+try:
+    ddp_late(lamina.ones(2, 3)).sum().backward()
+except RuntimeError as e:
+    assert "is float32 on cpu but the parameter was float64 on cpu when wrapped" in str(e), e
+else:
+    raise AssertionError("a model cast after wrapping was not reported")
 ok("DDP misuse errors")
 
 # DistributedSampler on the real group: together the ranks cover every index once
