@@ -8,7 +8,11 @@ each sample once (plus the few padded repeats), and ``set_epoch`` reshuffles the
 
 Resuming: the position is kept as the number of indices of the epoch's permutation that all
 ranks together have consumed, which does not depend on the number of ranks; a run saved on 4
-ranks can continue on 2 (the rest of the epoch is evened out again for the new count).
+ranks can continue on 2 (the rest of the epoch is evened out again for the new count). With a
+``DataLoader(dataset, batch_size, sampler=sampler)``, save ``sampler.state_dict(batches_done *
+batch_size)`` and, to resume, load it into the new run's sampler and iterate a fresh loader: it
+yields the rest of the epoch (``len`` follows). The loader's own state, which counts batches of
+one size, only suits a resume on the same number of ranks.
 """
 from __future__ import annotations
 
@@ -67,7 +71,11 @@ class DistributedSampler:
         return self.num_samples * self.num_replicas
 
     def __len__(self) -> int:
-        return self.num_samples
+        """Indices the next ``iter()`` yields: ``num_samples``, or fewer in an epoch resumed by
+        ``load_state_dict`` (so a DataLoader over this sampler counts its batches right)."""
+        rest = len(self.dataset) - min(self._start, len(self.dataset))
+        w = self.num_replicas
+        return rest // w if self.drop_last else -(-rest // w)
 
     def set_epoch(self, epoch: int) -> None:
         """Pick the permutation of ``epoch`` (call before each epoch, on every rank, with the same

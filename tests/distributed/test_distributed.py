@@ -251,6 +251,36 @@ def json_roundtrip(state):
     return json.loads(json.dumps(state))
 
 
+def test_sampler_drives_the_data_loader_and_resumes_it_on_another_world_size():
+    n, batch = 26, 3
+    data = lamina.data.TensorDataset(lamina.arange(n))
+
+    def loaders(w, state=None):
+        out = []
+        for r in range(w):
+            s = DistributedSampler(data, num_replicas=w, rank=r, seed=4)
+            if state is not None:
+                s.load_state_dict(state)
+            s.set_epoch(1)
+            out.append((s, lamina.data.DataLoader(data, batch_size=batch, sampler=s)))
+        return out
+
+    seen = []
+    first = loaders(2)
+    for s, loader in first:  # every rank trains 2 batches, then the job stops
+        it = iter(loader)
+        seen += [i for _ in range(2) for i in next(it)[0].tolist()]
+    state = first[0][0].state_dict(samples_consumed=2 * batch)
+    assert state == first[1][0].state_dict(samples_consumed=2 * batch) and state["consumed"] == 12
+    rest = []
+    for s, loader in loaders(3, state):  # resumed on 3 ranks
+        assert len(s) == 5 and len(loader) == 2
+        rest += [i for (xb,) in loader for i in xb.tolist()]
+    assert set(seen) | set(rest) == set(range(n))
+    # the 14 samples not yet seen, plus one repeat padding 14 up to 3 ranks x 5
+    assert len(set(seen)) == len(seen) == 12 and len(rest) == 15 and len(set(rest) - set(seen)) == 14
+
+
 def test_sampler_state_counts_what_the_loader_consumed_and_checks_its_input():
     s = DistributedSampler(range(10), num_replicas=2, rank=1, seed=0, shuffle=False)
     assert list(s) == [1, 3, 5, 7, 9]
