@@ -7,6 +7,7 @@ import multiprocessing
 import multiprocessing.connection
 import numbers
 import os
+import sys
 import time
 import weakref
 
@@ -78,8 +79,8 @@ class DataLoader:
       one batch takes longer. Workers stop when the epoch ends, when the iterator is dropped or
       closed, on an error, and at exit (Ctrl-C included); ``persistent_workers=True`` keeps
       them for the next epoch.
-    - ``multiprocessing_context`` (a start method name or a context): default ``"fork"`` where
-      the OS has it. Like PyTorch on Linux, it starts a worker in milliseconds (``"forkserver"``:
+    - ``multiprocessing_context`` (a start method name or a context): default ``"fork"`` on
+      Linux (elsewhere the platform's default). Like PyTorch on Linux, it starts a worker in milliseconds (``"forkserver"``:
       about 20 ms each after a first ~1 s, ``"spawn"``: about 1 s each, measured here) and works
       with datasets and functions that cannot be pickled (lambdas, classes defined in a function,
       scripts without an ``if __name__ == "__main__"`` guard). The loader itself runs no thread
@@ -88,6 +89,7 @@ class DataLoader:
       dataset must then be picklable.
     - ``pin_memory`` / ``pin_memory_device`` are accepted and change nothing: batches stay in
       ordinary memory (page-locking only pays for host-to-GPU copies, which CuPy stages itself).
+      ``in_order=False`` is accepted too; batches still arrive in order (which it permits).
 
     Resuming mid-epoch: ``state_dict()`` returns a JSON-serialisable dict
     ``{"generator_state": state of the generator when the current epoch began (None without
@@ -132,9 +134,8 @@ class DataLoader:
             raise ValueError(f"{name}: prefetch_factor must be a positive int, got {prefetch_factor!r}")
         if persistent_workers and num_workers == 0:
             raise ValueError(f"{name}: persistent_workers=True needs num_workers > 0")
-        if in_order is not True:
-            raise ValueError(f"{name}: in_order={in_order!r} is not supported; batches always arrive "
-                             "in sampler order")
+        if not isinstance(in_order, bool):
+            raise TypeError(f"{name}: in_order must be a bool, got {in_order!r}")
         if worker_init_fn is not None and not callable(worker_init_fn):
             raise TypeError(f"{name}: worker_init_fn must be callable, got {type(worker_init_fn).__name__}")
         if generator is not None and (not isinstance(generator, backend.Generator)
@@ -206,13 +207,18 @@ class DataLoader:
     @staticmethod
     def _check_context(context):
         if context is None:
-            methods = multiprocessing.get_all_start_methods()
-            return multiprocessing.get_context("fork" if "fork" in methods else None)
+            # fork on Linux, as PyTorch there; elsewhere the platform's default (spawn on macOS,
+            # where fork is unsafe with the system's libraries).
+            context = "fork" if sys.platform.startswith("linux") else multiprocessing.get_start_method()
         if isinstance(context, str):
             if context not in multiprocessing.get_all_start_methods():
                 raise ValueError(f"DataLoader: multiprocessing_context={context!r} is not a start method "
                                  f"of this system; choose one of {multiprocessing.get_all_start_methods()}")
-            return multiprocessing.get_context(context)
+            context = multiprocessing.get_context(context)
+            if context.get_start_method() == "forkserver":
+                # The server imports Lamina once, so each worker forked from it starts warm.
+                context.set_forkserver_preload(["lamina"])
+            return context
         if not hasattr(context, "Process") or not hasattr(context, "get_start_method"):
             raise TypeError(f"DataLoader: multiprocessing_context must be a start method name or a "
                             f"multiprocessing context, got {type(context).__name__}")
@@ -376,8 +382,10 @@ class _SingleProcessIterator:
 
 
 # ---------------------------------------------------------------------- worker processes
-def _stop_workers(processes, index_queues, readers, shm_prefix) -> None:
+def _stop_workers(owner_pid, processes, index_queues, readers, shm_prefix) -> None:
     """Stop the workers, close the channels, and remove the shared-memory files nobody read."""
+    if os.getpid() != owner_pid:  # a forked worker's copy of a pool: not its to stop
+        return
     for q in index_queues:
         try:
             q.put(None)
@@ -411,8 +419,8 @@ class _WorkerPool:
         self.num_workers = n
         self.shm_prefix = f"lamina-dl-{os.getpid()}-{next(_pool_ids)}-"
         self.processes, self.index_queues, self.readers = [], [], []
-        self._finalizer = weakref.finalize(self, _stop_workers, self.processes, self.index_queues,
-                                           self.readers, self.shm_prefix)
+        self._finalizer = weakref.finalize(self, _stop_workers, os.getpid(), self.processes,
+                                           self.index_queues, self.readers, self.shm_prefix)
         self.epoch = 0
         try:
             for wid in range(n):
