@@ -112,10 +112,11 @@ class DistributedDataParallel(Module):
                     for b in self.module.buffers():
                         dist.broadcast_array(g, b.data, 0)
                         b._version[0] += 1
+        self._step = None
         out = self.module(*args, **kwargs)
         if g.size > 1 and self._sync and is_grad_enabled():
             counts = _count_edges(out, self._index, len(self._params))
-            if any(counts):
+            if any(counts):  # else nothing of this forward can send gradients to the parameters
                 unused = [self._names[j] for j, c in enumerate(counts) if c == 0]
                 if unused and not self.find_unused_parameters:
                     raise RuntimeError(
@@ -123,8 +124,6 @@ class DistributedDataParallel(Module):
                         f"{', '.join(unused[:10])}{' ...' if len(unused) > 10 else ''}; pass "
                         "find_unused_parameters=True to allow parameters without gradients")
                 self._step = _Reduction(self, counts)
-        else:
-            self._step = None
         return out
 
     def _check_previous_step(self):
@@ -256,7 +255,7 @@ class _Reduction:
         self.next = 0  # next bucket to launch
         self.started = False
         self.finished = False
-        self.works = []  # (bucket, buffer, Work)
+        self.works = []  # (bucket, {'res': reduced buffer once done}, Work) per launched bucket
 
     def deliver(self, j):
         ddp = self.ddp
@@ -267,13 +266,13 @@ class _Reduction:
                 "of the latest forward, once (compute extra loss terms inside forward)")
         self.started = True
         self.remaining[j] -= 1
-        if self.remaining[j]:
-            return
-        b = ddp._bucket_of[j]
-        self.bucket_left[b] -= 1
-        if self.bucket_left[b] == 0:
-            self._launch_ready()
-        elif self.works:
+        if self.remaining[j] == 0:
+            b = ddp._bucket_of[j]
+            self.bucket_left[b] -= 1
+            if self.bucket_left[b] == 0:
+                self._launch_ready()
+                return
+        if self.works:
             _progress(ddp._comm_group, self.works)
 
     def _launch_ready(self):
