@@ -303,3 +303,16 @@ def test_compose_lambda_and_a_seeded_pipeline():
         T.Lambda(3)
     with pytest.raises(TypeError, match="resize: expected a PIL Image or a Tensor, got list"):
         F.resize([1, 2], 3)
+
+
+def test_v2_functional_names():
+    v2f = T.v2.functional
+    img = rgb_image()
+    t = v2f.to_image(img)
+    assert t.dtype == lamina.uint8 and t.shape == (3, 9, 11)
+    np.testing.assert_array_equal(v2f.horizontal_flip(t).numpy(), img[:, ::-1].transpose(2, 0, 1))
+    np.testing.assert_array_equal(v2f.vertical_flip(t).numpy(), img[::-1].transpose(2, 0, 1))
+    np.testing.assert_allclose(v2f.to_dtype(t, lamina.float32, scale=True).numpy(), img.transpose(2, 0, 1) / 255,
+                               rtol=1e-6)
+    assert v2f.to_dtype(t, lamina.float32).numpy().max() == img.max()
+    assert v2f.resize(t, [4, 5]).shape == (3, 4, 5)
