@@ -217,7 +217,7 @@ class DataLoader:
             context = multiprocessing.get_context(context)
             if context.get_start_method() == "forkserver":
                 # The server imports Lamina once, so each worker forked from it starts warm.
-                context.set_forkserver_preload(["lamina"])
+                context.set_forkserver_preload(["lamina", "threadpoolctl"])
             return context
         if not hasattr(context, "Process") or not hasattr(context, "get_start_method"):
             raise TypeError(f"DataLoader: multiprocessing_context must be a start method name or a "
@@ -234,6 +234,13 @@ class DataLoader:
         if self.batch_sampler is not None:
             return len(self.batch_sampler)
         return len(self.sampler)
+
+    def _sized(self) -> bool:
+        try:
+            len(self)
+        except TypeError:
+            return False
+        return True
 
     def _units(self, start):
         """This epoch's units of work (index lists, or single indices), skipping ``start``."""
@@ -267,8 +274,8 @@ class DataLoader:
         units = iter(()) if self._iterable else self._units(start)
         self._serial += 1
         self._consumed = start
-        remaining = None
-        if not self._iterable:
+        remaining = None  # unknown for a stream, or a sampler without __len__
+        if not self._iterable and self._sized():
             remaining = len(self) - start
             if remaining == 0:
                 self._advance(self._serial, finished=True)
@@ -422,6 +429,7 @@ class _WorkerPool:
         self._finalizer = weakref.finalize(self, _stop_workers, os.getpid(), self.processes,
                                            self.index_queues, self.readers, self.shm_prefix)
         self.epoch = 0
+        _worker.preload_thread_control()  # imported once here, so forked workers start warm
         try:
             for wid in range(n):
                 q = ctx.Queue()

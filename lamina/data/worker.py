@@ -127,6 +127,14 @@ def _seed_everything(seed: int, base_seed: int, worker_id: int) -> None:
     backend.manual_seed(seed % 2**63)
 
 
+def preload_thread_control() -> None:
+    """Import threadpoolctl (if installed) in the main process, where forked workers inherit it."""
+    try:
+        import threadpoolctl  # noqa: F401
+    except ImportError:
+        pass
+
+
 def _limit_threads() -> None:
     # Like PyTorch, a worker runs its BLAS single-threaded: the workers already use the cores,
     # and one BLAS pool per worker would oversubscribe them.

@@ -424,3 +424,18 @@ def test_killed_main_process_leaves_no_worker(tmp_path):
         assert _wait_gone(kids) == []  # the workers notice their parent is gone
     finally:
         proc.kill()
+
+
+class Unsized:
+    """A sampler without __len__, as PyTorch allows."""
+
+    def __iter__(self):
+        return iter([4, 0, 2])
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_sampler_without_len(num_workers):
+    loader = DataLoader(Numbered(5), batch_size=2, sampler=Unsized(), num_workers=num_workers)
+    assert ys(loader) == [[4, 0], [2]]
+    with pytest.raises(TypeError):
+        len(loader)
