@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numbers
 from enum import Enum
+from functools import lru_cache
 
 import numpy as np
 
@@ -156,7 +157,7 @@ def to_pil_image(pic, mode=None):
         if expected is None:
             raise TypeError(f"to_pil_image: a 1-channel image of dtype {arr.dtype} has no PIL mode; "
                             "use uint8, int16, int32 or float32")
-        if mode is not None and mode != expected and not (mode == "L" and expected == "L"):
+        if mode is not None and mode != expected:
             raise ValueError(f"to_pil_image: mode {mode!r} does not fit a 1-channel {arr.dtype} image "
                              f"(expected {expected!r})")
         if expected == "I;16":
@@ -324,6 +325,14 @@ def resize_matrix(in_size: int, out_size: int, mode: InterpolationMode, antialia
     return m
 
 
+@lru_cache(maxsize=64)
+def _cached_resize_matrix(in_size, out_size, mode, antialias):
+    """``resize_matrix`` kept for reuse: a data pipeline resizes many images of the same size."""
+    m = resize_matrix(in_size, out_size, mode, antialias)
+    m.flags.writeable = False
+    return m
+
+
 def resize(img, size, interpolation=InterpolationMode.BILINEAR, max_size=None, antialias=True):
     """``img`` resized to ``size``: an int matches the smaller edge (aspect ratio kept), ``(h, w)``
     is exact. PIL images use Pillow's filters; tensors support nearest, nearest-exact, bilinear and
@@ -343,14 +352,13 @@ def resize(img, size, interpolation=InterpolationMode.BILINEAR, max_size=None, a
         raise ValueError(f"resize: tensor images support nearest, nearest-exact, bilinear and bicubic, got {mode.value}")
     if (oh, ow) == (h, w):
         return img
-    x = _float(img)
     if mode in (InterpolationMode.NEAREST, InterpolationMode.NEAREST_EXACT):
         rows = np.argmax(resize_matrix(h, oh, mode), axis=1)
         cols = np.argmax(resize_matrix(w, ow, mode), axis=1)
-        out = index_select(index_select(img, -2, _index(rows, img)), -1, _index(cols, img))
-        return out
-    mh = creation.tensor(resize_matrix(h, oh, mode, antialias), dtype=x.dtype, device=x.device)
-    mw = creation.tensor(resize_matrix(w, ow, mode, antialias).T, dtype=x.dtype, device=x.device)
+        return index_select(index_select(img, -2, _index(rows, img)), -1, _index(cols, img))
+    x = _float(img)
+    mh = creation.tensor(_cached_resize_matrix(h, oh, mode, antialias), dtype=x.dtype, device=x.device)
+    mw = creation.tensor(_cached_resize_matrix(w, ow, mode, antialias).T, dtype=x.dtype, device=x.device)
     return _back(mh @ x @ mw, img)
 
 
