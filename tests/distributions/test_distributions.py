@@ -249,3 +249,18 @@ def test_kl_categorical_and_bernoulli():
 def test_kl_unknown_pair_names_the_types():
     with pytest.raises(NotImplementedError, match=r"no formula for \(Normal, Bernoulli\)"):
         D.kl_divergence(D.Normal(0.0, 1.0), D.Bernoulli(0.5))
+
+
+def test_extreme_logits_stay_finite_and_match_torch():
+    logits = [-60.0, -5.0, 0.0, 5.0, 60.0]
+    value = [1.0, 0.0, 1.0, 0.0, 1.0]
+    d = D.Bernoulli(logits=lamina.tensor(logits, dtype=lamina.float64))
+    td = TD.Bernoulli(logits=torch.tensor(logits, dtype=torch.float64))
+    np.testing.assert_allclose(d.log_prob(lamina.tensor(value, dtype=lamina.float64)).numpy(),
+                               td.log_prob(torch.tensor(value, dtype=torch.float64)).numpy(), rtol=1e-12, atol=1e-20)
+    np.testing.assert_allclose(d.entropy().numpy(), td.entropy().numpy(), rtol=1e-12, atol=1e-20)
+    with_inf = [[0.0, -float("inf"), 1.0]]
+    c, tc = D.Categorical(logits=lamina.tensor(with_inf)), TD.Categorical(logits=torch.tensor(with_inf))
+    np.testing.assert_allclose(c.entropy().numpy(), tc.entropy().numpy(), rtol=1e-6)
+    np.testing.assert_allclose(c.log_prob(lamina.tensor([2])).numpy(), tc.log_prob(torch.tensor([2])).numpy(), rtol=1e-6)
+    assert not np.isnan(c.entropy().numpy()).any()
