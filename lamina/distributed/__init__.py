@@ -39,4 +39,4 @@ from .group import (  # noqa: F401
 )
 from .sampler import DistributedSampler  # noqa: F401
 from .sync_batchnorm import SyncBatchNorm, all_reduce_sum  # noqa: F401
-from .training import DataParallel  # noqa: F401
+from .training import DataParallelRun  # noqa: F401

@@ -1,6 +1,6 @@
 """What a training command needs to run data-parallel, in one object.
 
-``DataParallel.setup(global_batch)`` joins the process group, checks that the global batch
+``DataParallelRun.setup(global_batch)`` joins the process group, checks that the global batch
 splits evenly over the ranks and gives each rank its share; ``wrap`` puts a model in
 ``DistributedDataParallel``; the data is split either by ``sampler`` (each rank loads only its
 shard of the dataset: the scalable way) or by ``shard`` (every rank draws the same global batch
@@ -20,7 +20,7 @@ from .ddp import DistributedDataParallel
 from .sampler import DistributedSampler
 
 
-class DataParallel:
+class DataParallelRun:
     """Where this process stands in a data-parallel run (see the module docstring)."""
 
     def __init__(self, group, global_batch: int):
@@ -30,13 +30,13 @@ class DataParallel:
         self.per_rank_batch = global_batch // group.size
 
     @classmethod
-    def setup(cls, global_batch: int, backend: str | None = None) -> DataParallel:
+    def setup(cls, global_batch: int, backend: str | None = None) -> DataParallelRun:
         """Join the group (``lamina.distributed.init``) and split ``global_batch`` over its ranks."""
         if isinstance(global_batch, bool) or not isinstance(global_batch, numbers.Integral) or global_batch < 1:
-            raise ValueError(f"DataParallel.setup: global_batch must be a positive int, got {global_batch!r}")
+            raise ValueError(f"DataParallelRun.setup: global_batch must be a positive int, got {global_batch!r}")
         g = dist.init(backend)
         if global_batch % g.size:
-            raise ValueError(f"DataParallel.setup: the global batch {global_batch} does not split evenly over "
+            raise ValueError(f"DataParallelRun.setup: the global batch {global_batch} does not split evenly over "
                              f"{g.size} ranks; pick a multiple of {g.size}")
         return cls(g, int(global_batch))
 
@@ -69,7 +69,7 @@ class DataParallel:
             return type(batch)(self.shard(b) for b in batch)
         n = batch.shape[0]
         if n != self.global_batch:
-            raise ValueError(f"DataParallel.shard: expected a global batch of {self.global_batch} rows, got shape "
+            raise ValueError(f"DataParallelRun.shard: expected a global batch of {self.global_batch} rows, got shape "
                              f"{tuple(batch.shape)}")
         lo = self.rank * self.per_rank_batch
         return batch[lo:lo + self.per_rank_batch]

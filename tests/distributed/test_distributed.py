@@ -21,7 +21,7 @@ def test_collectives_syncbatchnorm_and_ddp_paths_on_two_ranks():
     proc, _ = run_mpi("collectives.py")
     for check in ("all_reduce", "broadcast", "all_gather", "reduce_scatter", "mismatch errors", "SyncBatchNorm",
                   "all_reduce_sum backward", "DDP find_unused_parameters", "DDP no_sync", "DDP misuse errors",
-                  "DistributedSampler on the group", "DataParallel"):
+                  "DistributedSampler on the group", "DataParallelRun"):
         assert f"OK {check}\n" in proc.stdout, (check, proc.stdout, proc.stderr)
 
 
@@ -112,17 +112,17 @@ def test_single_process_collectives_are_identity(single):
 
 
 def test_data_parallel_alone_is_the_plain_loop(single):
-    dp = dist.DataParallel.setup(10)
+    dp = dist.DataParallelRun.setup(10)
     assert (dp.rank, dp.world_size, dp.per_rank_batch, dp.is_main, dp.distributed) == (0, 1, 10, True, False)
     model = lamina.nn.Linear(2, 2)
     assert dp.wrap(model) is model and dp.sampler(range(5)) is None and dp.mean(2.5) == 2.5
     dp.barrier()
     x = lamina.arange(10)
     assert dp.shard(x).tolist() == x.tolist() and dp.shard([x])[0].tolist() == x.tolist()
-    with pytest.raises(ValueError, match=r"DataParallel.shard: expected a global batch of 10 rows, got shape \(9,\)"):
+    with pytest.raises(ValueError, match=r"DataParallelRun.shard: expected a global batch of 10 rows, got shape \(9,\)"):
         dp.shard(lamina.arange(9))
     with pytest.raises(ValueError, match="global_batch must be a positive int"):
-        dist.DataParallel.setup(0)
+        dist.DataParallelRun.setup(0)
 
 
 def test_ddp_is_importable_by_pytorch_path():

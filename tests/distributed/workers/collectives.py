@@ -233,7 +233,7 @@ for n, drop in ((10, False), (11, False), (11, True)):
 ok("DistributedSampler on the group")
 
 # the training commands' helper
-dp = dist.DataParallel.setup(4 * size)
+dp = dist.DataParallelRun.setup(4 * size)
 assert dp.per_rank_batch == 4 and dp.is_main == (rank == 0) and dp.distributed
 assert dp.mean(float(rank)) == (size - 1) / 2
 assert isinstance(dp.wrap(nn.Linear(2, 2)), dist.DistributedDataParallel)
@@ -241,12 +241,12 @@ assert dp.sampler(range(10)).rank == rank
 xs, ys = dp.shard((lamina.arange(4 * size), np.arange(4 * size)))
 assert xs.tolist() == list(range(4 * rank, 4 * rank + 4)) and ys.tolist() == xs.tolist()
 try:
-    dist.DataParallel.setup(2 * size + 1)
+    dist.DataParallelRun.setup(2 * size + 1)
 except ValueError as e:
     assert "does not split evenly" in str(e), e
 else:
     raise AssertionError("an uneven global batch was accepted")
-ok("DataParallel")
+ok("DataParallelRun")
 
 dist.destroy_process_group()
 assert not dist.is_initialized()
