@@ -9,9 +9,10 @@ non-contiguous layout): the caller then runs its NumPy/CuPy path, which stays th
 
 - Switches: ``LAMINA_KERNELS=0`` in the environment, or ``set_enabled(False)``; ``enabled()``.
 - Compilation: lazy, on a kernel's first call; Numba itself is imported then, not here. Compiled
-  code is cached on disk in ``$NUMBA_CACHE_DIR`` if set, else ``$LAMINA_HOME/numba-cache``
-  (``~/.cache/lamina/numba-cache``); an unwritable directory means compiling in memory in every
-  process. ``warmup()`` compiles everything ahead of time. One line goes to stderr when
+  code is cached on disk in ``$NUMBA_CACHE_DIR`` if set, else in
+  ``$LAMINA_HOME/numba-cache/<hash of the kernel sources>`` (``LAMINA_HOME`` defaults to
+  ``~/.cache/lamina``), so changed sources never load stale code; an unwritable directory means
+  compiling in memory in every process. ``warmup()`` compiles everything ahead of time. One line goes to stderr when
   compiling takes longer than a second in a process.
 - Threads: ``set_num_threads(n)`` sets the kernels' and BLAS's threads together. Parallel
   kernels never call BLAS inside their parallel loops; small inputs run serial kernels.

@@ -66,15 +66,29 @@ def _writable(path: Path) -> bool:
         return False
 
 
+def source_stamp() -> str:
+    """A hash of the compiled kernels' sources. Numba checks only the timestamp of the file
+    that defines a kernel, not of the helpers it inlines from other files (``scalar.py``), so
+    the cache lives in a directory named by this hash: any change to any kernel source starts
+    a fresh cache instead of loading stale code."""
+    import hashlib
+    digest = hashlib.sha256()
+    for f in sorted((Path(__file__).parent / "compiled").glob("*.py")):
+        digest.update(f.name.encode())
+        digest.update(f.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def _decide_cache():
     """Pick the cache directory: ``NUMBA_CACHE_DIR`` when the user set it, else
-    ``$LAMINA_HOME/numba-cache``. A directory that cannot be written turns caching off (kernels
-    then compile in memory in every process) instead of failing or writing next to the sources."""
+    ``$LAMINA_HOME/numba-cache/<source stamp>``. A directory that cannot be written turns
+    caching off (kernels then compile in memory in every process) instead of failing or writing
+    next to the sources."""
     global _cache
     if _cache is not None:
         return _cache
     user = os.environ.get("NUMBA_CACHE_DIR")
-    path = Path(user).expanduser() if user else lamina_home() / "numba-cache"
+    path = Path(user).expanduser() if user else lamina_home() / "numba-cache" / source_stamp()
     if _writable(path):
         if not user:
             os.environ["NUMBA_CACHE_DIR"] = str(path)

@@ -88,7 +88,9 @@ def _fexp(x):
 @njit(error_model="numpy")
 def erfc32_pos(z):
     """erfc(z) for float32 z >= 0: erfc(z) = t exp(-z^2 + P(t)), t = 1/(1 + z/2), with the
-    Chebyshev-fitted P of Numerical Recipes (fractional error < 1.2e-7 for every z >= 0)."""
+    Chebyshev-fitted P of Numerical Recipes (fractional error < 1.2e-7 for every z >= 0).
+    Rounding p - z^2 to float32 adds up to |z^2| * 6e-8 relative: measured max relative
+    error of Phi(x) 2e-6 for |x| < 5 and 2e-5 down to x = -12."""
     t = np.float32(1.0) / (np.float32(1.0) + np.float32(0.5) * z)
     p = np.float32(0.17087277)
     p = p * t + np.float32(-0.82215223)
