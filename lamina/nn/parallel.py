@@ -1,6 +1,9 @@
-"""``lamina.nn.parallel.DistributedDataParallel``: PyTorch's import path for the data-parallel
-wrapper, which lives in ``lamina.distributed`` (loaded on first use: ``lamina.distributed``
-builds on ``lamina.nn``)."""
+"""``lamina.nn.parallel``: PyTorch's import path for the data-parallel wrappers.
+
+``DataParallel`` is ``lamina.nn.data_parallel``'s; ``DistributedDataParallel`` lives in
+``lamina.distributed`` and is loaded on first use (``lamina.distributed`` builds on
+``lamina.nn``, so importing it here eagerly would be circular)."""
+from .data_parallel import DataParallel  # noqa: F401
 
 
 def __getattr__(name):

@@ -126,8 +126,9 @@ def test_data_parallel_alone_is_the_plain_loop(single):
 
 
 def test_ddp_is_importable_by_pytorch_path():
-    from lamina.nn.parallel import DistributedDataParallel
-    assert DistributedDataParallel is dist.DistributedDataParallel
+    from lamina.nn.data_parallel import DataParallel as single
+    from lamina.nn.parallel import DataParallel, DistributedDataParallel
+    assert DistributedDataParallel is dist.DistributedDataParallel and DataParallel is single
 
 
 def test_init_errors_and_aliases(single):
