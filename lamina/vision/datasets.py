@@ -72,6 +72,9 @@ class MNIST(VisionDataset):
                "7 - seven", "8 - eight", "9 - nine"]
 
     def __init__(self, root, train=True, transform=None, target_transform=None, download=False):
+        if not isinstance(root, (str, os.PathLike)):
+            raise TypeError(f"{type(self).__name__}: root must be a folder path (the data goes in "
+                            f"root/{type(self).__name__}/raw), got {type(root).__name__}")
         super().__init__(root, transform, target_transform)
         self.train = bool(train)
         images, labels = self._load(download)

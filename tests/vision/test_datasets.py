@@ -68,6 +68,8 @@ def test_mnist_missing_without_download_says_where(tmp_path):
         datasets.MNIST(tmp_path, train=True, download=False)
     assert str(tmp_path / "MNIST" / "raw" / "train-images-idx3-ubyte") in str(info.value)
     assert "download=False" in str(info.value)
+    with pytest.raises(TypeError, match=r"MNIST: root must be a folder path \(the data goes in root/MNIST/raw\), got NoneType"):
+        datasets.MNIST(None)
 
 
 def test_mnist_download_goes_through_lamina_offline_source(tmp_path, monkeypatch):
