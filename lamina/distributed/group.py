@@ -297,9 +297,12 @@ def check_same(g, fname, arrays, what="tensor"):
             raise ValueError(f"{fname}: shape or dtype differs across ranks;{which} {descs}")
 
 
-def _as_tensor(fname, t, argname="tensor"):
+def _as_tensor(fname, t, argname="tensor", written=True):
     if not isinstance(t, Tensor):
         raise TypeError(f"{fname}: {argname} must be a lamina.Tensor, got {type(t).__name__}")
+    if written and not t.data.flags.writeable:
+        raise ValueError(f"{fname}: {argname} (shape {t.shape}) is a read-only view, such as the result of "
+                         "expand(), and cannot receive the result; clone() it first")
     return t
 
 
@@ -449,7 +452,7 @@ def all_gather(tensor_list, tensor, group=None, async_op=False):
     """Fill ``tensor_list[r]`` with rank ``r``'s ``tensor`` on every rank (``tensor_list``: one
     tensor per rank, each of ``tensor``'s shape and dtype)."""
     fname = "all_gather"
-    t = _as_tensor(fname, tensor)
+    t = _as_tensor(fname, tensor, written=False)
     g = group or current_group()
     _check_list(fname, "tensor_list", tensor_list, g.size, t)
     check_same(g, fname, [t.data])
@@ -512,7 +515,7 @@ def _check_list(fname, argname, tensors, size, like):
         n = len(tensors) if isinstance(tensors, (list, tuple)) else type(tensors).__name__
         raise ValueError(f"{fname}: {argname} must be a list of one tensor per rank ({size}), got {n}")
     for i, x in enumerate(tensors):
-        _as_tensor(fname, x, f"{argname}[{i}]")
+        _as_tensor(fname, x, f"{argname}[{i}]", written=argname == "tensor_list")
         if x.shape != like.shape or x.dtype != like.dtype or x.device != like.device:
             raise ValueError(f"{fname}: {argname}[{i}] is {x.dtype}{list(x.shape)} on {x.device}, expected "
                              f"{like.dtype}{list(like.shape)} on {like.device} like the other argument")

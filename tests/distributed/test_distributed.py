@@ -107,6 +107,8 @@ def test_single_process_collectives_are_identity(single):
         dist.broadcast(t, src=1)
     with pytest.raises(ValueError, match="all_gather: tensor_list must be a list of one tensor per rank"):
         dist.all_gather([lamina.zeros(3), lamina.zeros(3)], t)
+    with pytest.raises(ValueError, match=r"all_reduce: tensor \(shape \(2, 3\)\) is a read-only view"):
+        dist.all_reduce(lamina.ones(3).expand(2, 3))
     with pytest.raises(TypeError, match="AVG needs a floating tensor"):
         dist.all_reduce(lamina.tensor([1, 2]), op="avg")
 
