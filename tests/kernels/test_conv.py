@@ -1,0 +1,114 @@
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as TF
+
+from lamina import kernels as K
+
+from .conftest import rand
+
+CONVS = [  # n, c, o, h, w, k, stride, padding, dilation, groups
+    (2, 3, 4, 9, 8, 3, 1, 1, 1, 1),
+    (2, 4, 6, 10, 11, 3, 2, 2, 1, 2),
+    (1, 2, 2, 11, 9, 3, 2, 0, 2, 1),
+    (3, 1, 6, 28, 28, 5, 1, 2, 1, 1),
+    (2, 6, 4, 7, 7, (3, 1), (1, 2), (0, 1), 1, 1),
+]
+
+
+@pytest.mark.parametrize("case", CONVS)
+def test_conv2d_forward_backward_match_torch(case, dtype, parts):
+    n, c, o, h, w, k, s, p, d, groups = case
+    kh, kw = (k, k) if isinstance(k, int) else k
+    rng = np.random.default_rng(8)
+    x, wt, b = rand(rng, (n, c, h, w), dtype), rand(rng, (o, c // groups, kh, kw), dtype), rand(rng, (o,), dtype)
+    tx, tw, tb = (torch.from_numpy(a).requires_grad_() for a in (x, wt, b))
+    ty = TF.conv2d(tx, tw, tb, stride=s, padding=p, dilation=d, groups=groups)
+    g = rand(rng, tuple(ty.shape), dtype)
+    tgrads = torch.autograd.grad(ty, (tx, tw, tb), torch.from_numpy(g))
+    rtol, atol = (2e-5, 2e-5) if dtype == np.float32 else (1e-12, 1e-12)
+    y = K.conv2d_forward(x, wt, b, s, p, d, groups)
+    np.testing.assert_allclose(y, ty.detach().numpy(), rtol=rtol, atol=atol)
+    grads = K.conv2d_backward(g, x, wt, s, p, d, groups)
+    for a, t in zip(grads, tgrads):
+        assert a.dtype == dtype
+        np.testing.assert_allclose(a, t.numpy(), rtol=rtol * 5, atol=atol * 10)
+    only_w = K.conv2d_backward(g, x, wt, s, p, d, groups, need_input=False, need_bias=False)
+    assert only_w[0] is None and only_w[2] is None
+    np.testing.assert_allclose(only_w[1], grads[1], rtol=0, atol=0)
+
+
+def test_conv2d_in_blocks_of_samples(monkeypatch):
+    from lamina.kernels import conv
+    rng = np.random.default_rng(9)
+    x, w, b = rand(rng, (5, 3, 6, 6), np.float64), rand(rng, (4, 3, 3, 3), np.float64), rand(rng, (4,), np.float64)
+    whole = conv.conv2d_forward(x, w, b, padding=1), conv.conv2d_backward(x[:, :1].repeat(4, 1), x, w, padding=1)
+    monkeypatch.setattr(conv, "COLUMN_BUDGET", 2 * 27 * 36)  # two samples per block: 3 blocks
+    blocked = conv.conv2d_forward(x, w, b, padding=1), conv.conv2d_backward(x[:, :1].repeat(4, 1), x, w, padding=1)
+    np.testing.assert_allclose(blocked[0], whole[0], rtol=1e-13)
+    for a, c in zip(blocked[1], whole[1]):
+        np.testing.assert_allclose(a, c, rtol=1e-13)
+
+
+def test_im2col_col2im_are_adjoint(dtype):
+    rng = np.random.default_rng(10)
+    x = rand(rng, (2, 3, 7, 6), dtype)
+    cols = K.im2col(x, 3, stride=2, padding=1, dilation=1)
+    r = rand(rng, cols.shape, dtype)
+    back = K.col2im(r, x.shape, 3, stride=2, padding=1)
+    # <im2col(x), r> == <x, col2im(r)>
+    lhs, rhs = float((cols.astype(np.float64) * r).sum()), float((x.astype(np.float64) * back).sum())
+    assert abs(lhs - rhs) <= 1e-4 * abs(lhs) + 1e-4
+
+
+def test_conv_declines():
+    x, w = np.ones((1, 2, 5, 5), np.float32), np.ones((3, 2, 3, 3), np.float32)
+    assert K.conv2d_forward(x.transpose(0, 1, 3, 2), w) is None
+    assert K.conv2d_forward(x, w.astype(np.float64)) is None
+    assert K.conv2d_forward(x[0], w) is None
+    with pytest.raises(ValueError, match="conv2d"):
+        K.conv2d_forward(x, np.ones((3, 4, 3, 3), np.float32))
+
+
+POOLS = [dict(kernel_size=2), dict(kernel_size=3, stride=2, padding=1), dict(kernel_size=3, stride=2, ceil_mode=True),
+         dict(kernel_size=(2, 3), stride=(1, 2), padding=(1, 1))]
+
+
+@pytest.mark.parametrize("kw", POOLS)
+def test_max_pool2d_matches_torch(kw, dtype):
+    rng = np.random.default_rng(11)
+    x = rand(rng, (2, 3, 9, 10), dtype)
+    x[0, 0, 0, 0] = np.nan
+    x[1, 1, :2, :2] = 1.0  # ties: the first index wins, as torch
+    tx = torch.from_numpy(x).requires_grad_()
+    ty, ti = TF.max_pool2d(tx, return_indices=True, **kw)
+    g = rand(rng, tuple(ty.shape), dtype)
+    tg, = torch.autograd.grad(ty, tx, torch.from_numpy(g))
+    y, idx = K.max_pool2d_forward(x, **kw)
+    np.testing.assert_array_equal(y, ty.detach().numpy())
+    np.testing.assert_array_equal(idx, ti.numpy())
+    np.testing.assert_allclose(K.max_pool2d_backward(g, idx, x.shape), tg.numpy(), rtol=1e-6)
+
+
+def test_max_pool2d_dilation(dtype):
+    x = rand(np.random.default_rng(12), (1, 2, 8, 8), dtype)
+    ty, ti = TF.max_pool2d(torch.from_numpy(x), 2, dilation=2, return_indices=True)
+    y, idx = K.max_pool2d_forward(x, 2, dilation=2)
+    np.testing.assert_array_equal(y, ty.numpy())
+    np.testing.assert_array_equal(idx, ti.numpy())
+
+
+@pytest.mark.parametrize("kw", POOLS)
+@pytest.mark.parametrize("count_include_pad", [True, False])
+def test_avg_pool2d_matches_torch(kw, count_include_pad, dtype):
+    rng = np.random.default_rng(13)
+    x = rand(rng, (2, 3, 9, 10), dtype)
+    tx = torch.from_numpy(x).requires_grad_()
+    ty = TF.avg_pool2d(tx, count_include_pad=count_include_pad, **kw)
+    g = rand(rng, tuple(ty.shape), dtype)
+    tg, = torch.autograd.grad(ty, tx, torch.from_numpy(g))
+    rtol = 1e-6 if dtype == np.float32 else 1e-14
+    np.testing.assert_allclose(K.avg_pool2d_forward(x, count_include_pad=count_include_pad, **kw), ty.detach().numpy(),
+                               rtol=rtol, atol=rtol)
+    np.testing.assert_allclose(K.avg_pool2d_backward(g, x.shape, count_include_pad=count_include_pad, **kw),
+                               tg.numpy(), rtol=rtol, atol=rtol)
