@@ -36,6 +36,17 @@ WORKER_JOIN_TIMEOUT = 1.0
 _pool_ids = itertools.count()
 
 
+def _numba_openmp_running() -> bool:
+    """Whether Numba has started its OpenMP thread pool in this process (never imports Numba)."""
+    numba = sys.modules.get("numba")
+    if numba is None:
+        return False
+    try:
+        return numba.threading_layer() == "omp"
+    except ValueError:  # no parallel kernel has run yet: no threads to worry about
+        return False
+
+
 def _is_int(value, low):
     return not isinstance(value, bool) and isinstance(value, numbers.Integral) and value >= low
 
@@ -79,14 +90,17 @@ class DataLoader:
       one batch takes longer. Workers stop when the epoch ends, when the iterator is dropped or
       closed, on an error, and at exit (Ctrl-C included); ``persistent_workers=True`` keeps
       them for the next epoch.
-    - ``multiprocessing_context`` (a start method name or a context): default ``"fork"`` on
-      Linux (elsewhere the platform's default). Like PyTorch on Linux, it starts a worker in milliseconds (``"forkserver"``:
-      about 20 ms each after a first ~1 s, ``"spawn"``: about 1 s each, measured here) and works
-      with datasets and functions that cannot be pickled (lambdas, classes defined in a function,
-      scripts without an ``if __name__ == "__main__"`` guard). The loader itself runs no thread
-      while workers exist. Choose ``"forkserver"`` or ``"spawn"`` when other threads of the
-      program may hold locks at the moment of the fork, or when the GPU was initialised; the
-      dataset must then be picklable.
+    - ``multiprocessing_context`` (a start method name or a context): by default ``"fork"`` on
+      Linux, as PyTorch there: a worker starts in milliseconds (``"forkserver"``: about 20 ms
+      each after a first ~1 s, ``"spawn"``: about 1 s each, measured here) and datasets and
+      functions need not be picklable (lambdas, classes defined in a function, scripts without an
+      ``if __name__ == "__main__"`` guard). The loader itself runs no thread while workers
+      exist. The exception: once Numba's OpenMP thread pool runs in this process (a parallel
+      kernel ran), a forked child that runs a parallel kernel is aborted by GNU OpenMP, so the
+      default becomes ``"forkserver"`` and the dataset must be picklable. Elsewhere than Linux
+      the platform's default applies. Choose ``"forkserver"`` or ``"spawn"`` yourself when other
+      threads of the program may hold locks at the moment of the fork, or when the GPU was
+      initialised.
     - ``pin_memory`` / ``pin_memory_device`` are accepted and change nothing: batches stay in
       ordinary memory (page-locking only pays for host-to-GPU copies, which CuPy stages itself).
       ``in_order=False`` is accepted too; batches still arrive in order (which it permits).
@@ -152,7 +166,7 @@ class DataLoader:
                              "the order)")
         if batch_sampler is not None and (batch_size != 1 or shuffle or sampler is not None or drop_last):
             raise ValueError(f"{name}: batch_sampler excludes batch_size, shuffle, sampler and drop_last")
-        self._mp_context = self._check_context(multiprocessing_context) if num_workers else None
+        self._mp_context = self._check_context(multiprocessing_context)
 
         self.dataset = dataset
         self.num_workers = int(num_workers)
@@ -206,10 +220,9 @@ class DataLoader:
 
     @staticmethod
     def _check_context(context):
+        """The multiprocessing context for ``context``; None: decided when workers start."""
         if context is None:
-            # fork on Linux, as PyTorch there; elsewhere the platform's default (spawn on macOS,
-            # where fork is unsafe with the system's libraries).
-            context = "fork" if sys.platform.startswith("linux") else multiprocessing.get_start_method()
+            return None
         if isinstance(context, str):
             if context not in multiprocessing.get_all_start_methods():
                 raise ValueError(f"DataLoader: multiprocessing_context={context!r} is not a start method "
@@ -223,6 +236,18 @@ class DataLoader:
             raise TypeError(f"DataLoader: multiprocessing_context must be a start method name or a "
                             f"multiprocessing context, got {type(context).__name__}")
         return context
+
+    def _worker_context(self):
+        if self._mp_context is not None:
+            return self._mp_context
+        if not sys.platform.startswith("linux"):
+            # the platform's default: spawn on macOS, where fork is unsafe with system libraries
+            return multiprocessing.get_context()
+        if _numba_openmp_running():
+            # GNU OpenMP aborts a forked child that starts a parallel region ("fork() called from
+            # a process already using GNU OpenMP"); a fork server never ran one.
+            return self._check_context("forkserver")
+        return multiprocessing.get_context("fork")
 
     # ------------------------------------------------------------------ sizes and order
     def __len__(self):
@@ -421,7 +446,8 @@ class _WorkerPool:
     """``num_workers`` processes, each with an index queue in and a result pipe out."""
 
     def __init__(self, loader, base_seed):
-        ctx = loader._mp_context
+        ctx = loader._worker_context()
+        self.start_method = ctx.get_start_method()
         n = loader.num_workers
         self.num_workers = n
         self.shm_prefix = f"lamina-dl-{os.getpid()}-{next(_pool_ids)}-"
@@ -579,8 +605,12 @@ class _MultiProcessIterator:
                 return
             for p in pool.processes:
                 if not p.is_alive():
+                    hint = ""
+                    if pool.start_method == "fork" and _numba_openmp_running():
+                        hint = ("; Numba's OpenMP threads ran in this process before the fork, which GNU "
+                                "OpenMP does not survive: use multiprocessing_context='forkserver'")
                     raise RuntimeError(f"DataLoader worker {pool.processes.index(p)} (pid {p.pid}) "
-                                       f"exited unexpectedly ({_exit_reason(p.exitcode)})")
+                                       f"exited unexpectedly ({_exit_reason(p.exitcode)}){hint}")
             if deadline is not None and time.monotonic() >= deadline:
                 raise RuntimeError(f"DataLoader timed out after {timeout:g} seconds waiting for a batch "
                                    "from its workers")

@@ -1,5 +1,6 @@
 """DataLoader with worker processes: order, shared-memory batches, seeding, iterable datasets,
 persistent workers, errors, dead workers, timeouts, and that no worker outlives its loader."""
+import functools
 import gc
 import glob
 import mmap
@@ -20,7 +21,6 @@ from lamina.data import loader as loader_module
 from lamina.multiprocessing.shared_memory import shm_dir
 from lamina.utils.data import (
     BatchSampler,
-    DataLoader,
     Dataset,
     IterableDataset,
     SequentialSampler,
@@ -28,6 +28,12 @@ from lamina.utils.data import (
     WeightedRandomSampler,
     get_worker_info,
 )
+from lamina.utils.data import DataLoader as _DataLoader
+
+# Fork explicitly: the default turns to forkserver once Numba's OpenMP pool runs in this process
+# (other test files run kernels), and some tests here use functions that cannot be pickled. The
+# default's choice has its own test in a fresh process below.
+DataLoader = functools.partial(_DataLoader, multiprocessing_context="fork")
 
 
 class Numbered(Dataset):
@@ -391,9 +397,8 @@ def _wait_gone(pids, seconds=10):
     return [p for p in pids if not _gone(p)]
 
 
-@pytest.mark.parametrize("method", ["fork", "forkserver"])
-def test_ctrl_c_in_the_main_process_leaves_no_worker(tmp_path, method):
-    proc, kids = _run_loader_process(tmp_path, "run", method)
+def test_ctrl_c_in_the_main_process_leaves_no_worker(tmp_path):
+    proc, kids = _run_loader_process(tmp_path, "run", "fork")
     try:
         assert len(kids) >= 2
         proc.send_signal(signal.SIGINT)
@@ -439,3 +444,40 @@ def test_sampler_without_len(num_workers):
     assert ys(loader) == [[4, 0], [2]]
     with pytest.raises(TypeError):
         len(loader)
+
+
+def test_default_start_method_avoids_forking_a_running_openmp_pool(tmp_path):
+    script = tmp_path / "omp_then_loader.py"
+    script.write_text(textwrap.dedent("""
+        import numpy as np
+        from numba import njit, prange
+        from lamina.utils.data import DataLoader, Dataset
+
+        @njit(parallel=True, cache=True)  # the worker loads what the main process compiled
+        def total(a):
+            s = 0.0
+            for i in prange(a.shape[0]):
+                s += a[i]
+            return s
+
+        class Parallel(Dataset):
+            def __len__(self):
+                return 2
+
+            def __getitem__(self, i):
+                return np.array([total(np.full(1000, float(i)))])
+
+        if __name__ == "__main__":
+            loader = DataLoader(Parallel(), batch_size=1, num_workers=1, timeout=60)
+            before = loader._worker_context().get_start_method()
+            total(np.ones(10))  # starts Numba's thread pool here
+            after = loader._worker_context().get_start_method()
+            import numba
+            print(before, after, numba.threading_layer(), [b.item() for b in loader])
+    """))
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba-cache")}
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    before, after, layer, batches = out.stdout.split(maxsplit=3)
+    assert before == "fork" and after == ("forkserver" if layer == "omp" else "fork")
+    assert batches.strip() == "[0.0, 1000.0]"
