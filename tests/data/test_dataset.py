@@ -100,11 +100,10 @@ def test_iterable_dataset_chains_and_refuses_indexing_and_concat():
         ChainDataset([Squares(2)])
 
 
-@pytest.mark.parametrize("lengths", [[3, 7], [0.3, 0.7], [0.33, 0.33, 0.34], [0.5, 0.5], [0.1] * 10, [1.0, 0.0]])
+@pytest.mark.filterwarnings("ignore:Length of split at index")  # PyTorch's note on empty parts
+@pytest.mark.parametrize("lengths", [[0.3, 0.7], [0.33, 0.33, 0.34], [0.5, 0.5], [0.1] * 10, [1.0, 0.0]])
 @pytest.mark.parametrize("n", [10, 11, 7])
 def test_random_split_lengths_match_pytorch(n, lengths):
-    if all(isinstance(x, int) for x in lengths) and sum(lengths) != n:
-        pytest.skip("counts must sum to n")
     theirs = torch.utils.data.random_split(range(n), lengths, generator=torch.Generator().manual_seed(0))
     ours = random_split(Squares(n), lengths, generator=lamina.Generator(seed=0))
     assert [len(p) for p in ours] == [len(p) for p in theirs]
