@@ -20,6 +20,7 @@ from .group import (  # noqa: F401
     ReduceOp,
     Work,
     all_gather,
+    all_gather_into_tensor,
     all_reduce,
     barrier,
     broadcast,
@@ -36,6 +37,7 @@ from .group import (  # noqa: F401
     is_initialized,
     launched_by_mpi,
     reduce_scatter,
+    reduce_scatter_tensor,
 )
 from .sampler import DistributedSampler  # noqa: F401
 from .sync_batchnorm import SyncBatchNorm, all_reduce_sum  # noqa: F401

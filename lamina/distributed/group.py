@@ -20,7 +20,7 @@ import sys
 import numpy as np
 
 from .. import backend
-from ..tensor import Tensor
+from ..tensor import Tensor, _wrap
 
 # Environment variables that MPI launchers (MPICH/Intel hydra, Open MPI, PMIx) set in every rank.
 _LAUNCHER_ENV = ("PMI_RANK", "PMI_SIZE", "PMIX_RANK", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS",
@@ -508,6 +508,45 @@ def reduce_scatter(output, input_list, op=ReduceOp.SUM, group=None, async_op=Fal
     res = out if native else out.astype(a.dtype)
     _write_back(t, backend.to_device(res, backend.device_of(a)) if _is_cuda(a) else res)
     return Work() if async_op else None
+
+
+def all_gather_into_tensor(output_tensor, input_tensor, group=None, async_op=False):
+    """Fill ``output_tensor`` (``world_size * n`` rows) with every rank's ``input_tensor`` (``n``
+    rows), rank 0's first: the concatenating form of ``all_gather``."""
+    fname = "all_gather_into_tensor"
+    out = _as_tensor(fname, output_tensor, "output_tensor")
+    t = _as_tensor(fname, input_tensor, "input_tensor", written=False)
+    g = group or current_group()
+    _check_rows(fname, out, t, g.size)
+    n = t.shape[0] if t.ndim else 1
+    flat = out.data.reshape((g.size * n,) + t.shape[1:]) if t.ndim else out.data
+    all_gather([_wrap(flat[r * n:(r + 1) * n].reshape(t.shape)) for r in range(g.size)], t, group)
+    out._version[0] += 1
+    return Work() if async_op else None
+
+
+def reduce_scatter_tensor(output, input, op=ReduceOp.SUM, group=None, async_op=False):
+    """``output`` (``n`` rows) on rank ``r`` becomes the reduction over ranks of rows
+    ``r * n`` to ``(r + 1) * n`` of their ``input``: the concatenated form of ``reduce_scatter``."""
+    fname = "reduce_scatter_tensor"
+    out = _as_tensor(fname, output, "output")
+    t = _as_tensor(fname, input, "input", written=False)
+    g = group or current_group()
+    _check_rows(fname, t, out, g.size)
+    n = out.shape[0] if out.ndim else 1
+    flat = t.data.reshape((g.size * n,) + out.shape[1:]) if out.ndim else t.data
+    return reduce_scatter(out, [_wrap(flat[r * n:(r + 1) * n].reshape(out.shape)) for r in range(g.size)], op,
+                          group, async_op)
+
+
+def _check_rows(fname, big, small, size):
+    """``big`` must hold ``size`` copies of ``small`` stacked along dim 0 (1-d of ``size`` for 0-d)."""
+    want = (size * small.shape[0],) + small.shape[1:] if small.ndim else (size,)
+    if big.shape != want or big.dtype != small.dtype or big.device != small.device:
+        raise ValueError(f"{fname}: expected the larger tensor to be {small.dtype}{list(want)} on {small.device} "
+                         f"({size} ranks x {list(small.shape)}), got {big.dtype}{list(big.shape)} on {big.device}")
+    if not big.data.flags.c_contiguous:
+        raise ValueError(f"{fname}: the tensor of shape {big.shape} must be contiguous")
 
 
 def _check_list(fname, argname, tensors, size, like):

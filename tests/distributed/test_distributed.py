@@ -102,6 +102,11 @@ def test_single_process_collectives_are_identity(single):
     res = lamina.zeros(3)
     dist.reduce_scatter(res, [t])
     np.testing.assert_array_equal(res.numpy(), t.numpy())
+    big = lamina.zeros(3)
+    dist.all_gather_into_tensor(big, t)
+    np.testing.assert_array_equal(big.numpy(), t.numpy())
+    dist.reduce_scatter_tensor(res, t * 2)
+    np.testing.assert_array_equal(res.numpy(), t.numpy() * 2)
     dist.barrier()
     with pytest.raises(ValueError, match="broadcast: src must be a rank in"):
         dist.broadcast(t, src=1)

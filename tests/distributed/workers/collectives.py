@@ -78,6 +78,19 @@ dist.reduce_scatter(res, inputs)
 np.testing.assert_array_equal(res.numpy(), sum(data(r) + 10.0 * rank for r in range(size)))
 dist.reduce_scatter(res, inputs, op=dist.ReduceOp.MAX)
 np.testing.assert_array_equal(res.numpy(), np.max([data(r) + 10.0 * rank for r in range(size)], 0))
+# the concatenating forms
+big = lamina.zeros(3 * size, 4, dtype=lamina.float64)
+dist.all_gather_into_tensor(big, lamina.tensor(data(rank)))
+np.testing.assert_array_equal(big.numpy(), np.concatenate(everyone))
+res = lamina.zeros(3, 4, dtype=lamina.float64)
+dist.reduce_scatter_tensor(res, lamina.tensor(np.concatenate([data(rank) + 10.0 * k for k in range(size)])))
+np.testing.assert_array_equal(res.numpy(), sum(data(r) + 10.0 * rank for r in range(size)))
+try:
+    dist.all_gather_into_tensor(lamina.zeros(3, 4, dtype=lamina.float64), lamina.tensor(data(rank)))
+except ValueError as e:
+    assert f"({size} ranks x [3, 4])" in str(e), e
+else:
+    raise AssertionError("a wrong output size was accepted")
 ok("reduce_scatter")
 
 # ---------------------------------------------------------------- mismatches: the same clear error everywhere
