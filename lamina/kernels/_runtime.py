@@ -198,8 +198,37 @@ def load(name: str):
             module = _modules.get(name)
             if module is None:
                 _load_numba()
-                module = _modules[name] = importlib.import_module(f"lamina.kernels.compiled.{name}")
+                module = importlib.import_module(f"lamina.kernels.compiled.{name}")
+                _guard_cache(module)
+                _modules[name] = module
     return module
+
+
+def _guard_cache(module) -> None:
+    """Make an unreadable cache entry (truncated, corrupted, written by another build) count as a
+    miss, and a failed write a no-op: Numba then compiles in memory instead of raising from deep
+    inside its unpickler."""
+    from numba.core.dispatcher import Dispatcher
+
+    for value in vars(module).values():
+        cache = getattr(value, "_cache", None) if isinstance(value, Dispatcher) else None
+        if cache is None or getattr(cache, "_lamina_guarded", False):
+            continue
+        load, save = cache.load_overload, cache.save_overload
+
+        def guarded_load(sig, target_context, _load=load):
+            try:
+                return _load(sig, target_context)
+            except Exception:
+                return None
+
+        def guarded_save(sig, data, _save=save):
+            try:
+                _save(sig, data)
+            except Exception:  # a broken index stays broken: this process keeps its compiled code
+                pass
+        cache.load_overload, cache.save_overload = guarded_load, guarded_save
+        cache._lamina_guarded = True
 
 
 def numba_threads() -> int:

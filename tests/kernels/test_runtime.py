@@ -1,0 +1,138 @@
+"""The kernel layer's switches: off switch, lazy Numba import, cache directory, threads."""
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from lamina import kernels as K
+from lamina.kernels import _runtime
+
+
+def _run(code, env_extra=None, tmp_path=None):
+    env = dict(os.environ)
+    env.pop("NUMBA_CACHE_DIR", None)
+    env.update(env_extra or {})
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                          env=env, timeout=300, cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+
+
+def test_set_enabled_switches_every_kernel_off():
+    x = np.ones((4, 8), np.float32)
+    previous = K.set_enabled(False)
+    try:
+        assert not K.enabled()
+        assert K.gelu_forward(x) is None and K.softmax_forward(x) is None
+        assert K.layer_norm_forward(x, 8) is None and K.conv2d_forward(x[None, None], np.ones((1, 1, 2, 2), np.float32)) is None
+        assert not K.adam_update(x[0].copy(), x[0], x[0].copy(), x[0].copy(), None, 1, 1e-3)
+        assert K.warmup() == {}
+    finally:
+        K.set_enabled(previous)
+    assert K.enabled() and K.gelu_forward(x) is not None
+    with pytest.raises(TypeError, match="set_enabled"):
+        K.set_enabled(1)
+
+
+def test_environment_switch_and_lazy_numba_import(tmp_path):
+    out = _run("""
+        import sys
+        import lamina, lamina.kernels as K
+        import numpy as np
+        print(K.enabled(), 'numba' in sys.modules, K.gelu_forward(np.ones(3, np.float32)))
+    """, {"LAMINA_KERNELS": "0", "LAMINA_HOME": str(tmp_path)})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "False", "None"]
+    assert not (tmp_path / "numba-cache").exists()
+
+
+def test_cache_in_lamina_home_and_a_second_process_loads_it(tmp_path):
+    code = """
+        import sys, numpy as np
+        import lamina.kernels as K
+        K.relu_forward(np.ones(3, np.float32))
+        from lamina.kernels import _runtime
+        k = _runtime.load('activation')
+        print(K.cache_enabled(), K.cache_dir(), sum(k.forward.stats.cache_hits.values()))
+    """
+    first = _run(code, {"LAMINA_HOME": str(tmp_path)})
+    assert first.returncode == 0, first.stderr
+    enabled, where, hits = first.stdout.split()
+    assert enabled == "True" and where.startswith(str(tmp_path / "numba-cache")) and hits == "0"
+    assert any(p.suffix == ".nbi" for p in (tmp_path / "numba-cache").rglob("*"))
+    second = _run(code, {"LAMINA_HOME": str(tmp_path)})
+    assert second.returncode == 0, second.stderr
+    assert second.stdout.split()[2] == "1"  # loaded from disk, not compiled
+    assert "compiling" not in second.stderr
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root can write anywhere")
+def test_unwritable_cache_dir_compiles_in_memory(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    home.chmod(0o500)
+    try:
+        out = _run("""
+            import numpy as np, lamina.kernels as K
+            print(K.cache_enabled(), K.relu_forward(np.array([-1.0, 2.0], np.float32)).tolist())
+        """, {"LAMINA_HOME": str(home)})
+    finally:
+        home.chmod(0o700)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "[0.0,", "2.0]"]
+
+
+def test_unwritable_cache_dir_as_root_or_user(tmp_path):
+    """A path under a regular file can never be created, whoever runs the test."""
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    out = _run("""
+        import numpy as np, lamina.kernels as K
+        print(K.cache_enabled(), K.relu_forward(np.array([-1.0, 2.0], np.float32)).tolist())
+    """, {"NUMBA_CACHE_DIR": str(blocker / "cache")})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "[0.0,", "2.0]"]
+    assert "not cached" in out.stderr or "compiling" not in out.stderr
+
+
+def test_stale_cache_files_are_harmless(tmp_path):
+    code = """
+        import numpy as np, lamina.kernels as K
+        print(K.relu_forward(np.array([-1.0, 2.0], np.float32)).tolist())
+    """
+    assert _run(code, {"LAMINA_HOME": str(tmp_path)}).returncode == 0
+    for f in (tmp_path / "numba-cache").rglob("*.nb*"):
+        f.write_bytes(b"garbage")  # corrupt index and data files
+    out = _run(code, {"LAMINA_HOME": str(tmp_path)})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[0.0, 2.0]"
+
+
+def test_compile_notice_is_one_line_once():
+    notice = _runtime._CompileNotice()
+    assert notice.message().startswith("lamina: compiling CPU kernels (once; ")
+
+
+def test_threads(monkeypatch):
+    from threadpoolctl import threadpool_info, threadpool_limits
+    before = _runtime._threads
+    try:
+        K.set_num_threads(1)
+        assert K.get_num_threads() == 1
+        _runtime.load("activation")
+        assert _runtime.numba_threads() == 1
+        assert all(p["num_threads"] == 1 for p in threadpool_info() if p["user_api"] == "blas")
+    finally:
+        _runtime._threads = before
+        threadpool_limits(1)
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="set_num_threads"):
+            K.set_num_threads(bad)
+
+
+def test_warmup_compiles_a_family():
+    times = K.warmup(families=("optim",), dtypes=("float32",))
+    assert set(times) == {"optim"} and times["optim"] >= 0
+    with pytest.raises(ValueError, match="unknown kernel families"):
+        K.warmup(families=("gemm",))
