@@ -6,8 +6,6 @@ take the arrays: kernels off, not C-contiguous 1-D float32/float64 NumPy arrays 
 length. The gradient is only read (``maximize`` negates it on the fly)."""
 from __future__ import annotations
 
-import numpy as np
-
 from . import _checks, _runtime
 
 _k = None
