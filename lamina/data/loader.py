@@ -90,7 +90,8 @@ class DataLoader:
       one batch takes longer. Workers stop when the epoch ends, when the iterator is dropped or
       closed, on an error, and at exit (Ctrl-C included); ``persistent_workers=True`` keeps
       them for the next epoch.
-    - ``multiprocessing_context`` (a start method name or a context): by default ``"fork"`` on
+    - ``multiprocessing_context`` (a start method name or a context): by default the method given
+      to ``multiprocessing.set_start_method`` if the program chose one, else ``"fork"`` on
       Linux, as PyTorch there: a worker starts in milliseconds (``"forkserver"``: about 20 ms
       each after a first ~1 s, ``"spawn"``: about 1 s each, measured here) and datasets and
       functions need not be picklable (lambdas, classes defined in a function, scripts without an
@@ -240,14 +241,16 @@ class DataLoader:
     def _worker_context(self):
         if self._mp_context is not None:
             return self._mp_context
-        if not sys.platform.startswith("linux"):
-            # the platform's default: spawn on macOS, where fork is unsafe with system libraries
-            return multiprocessing.get_context()
-        if _numba_openmp_running():
+        chosen = multiprocessing.get_start_method(allow_none=True)  # set_start_method's choice
+        if chosen is None:
+            # fork on Linux; elsewhere the platform's default (spawn on macOS, where fork is
+            # unsafe with the system's libraries)
+            chosen = "fork" if sys.platform.startswith("linux") else multiprocessing.get_start_method()
+        if chosen == "fork" and _numba_openmp_running():
             # GNU OpenMP aborts a forked child that starts a parallel region ("fork() called from
             # a process already using GNU OpenMP"); a fork server never ran one.
-            return self._check_context("forkserver")
-        return multiprocessing.get_context("fork")
+            chosen = "forkserver"
+        return self._check_context(chosen)
 
     # ------------------------------------------------------------------ sizes and order
     def __len__(self):
