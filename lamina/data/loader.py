@@ -96,12 +96,13 @@ class DataLoader:
       each after a first ~1 s, ``"spawn"``: about 1 s each, measured here) and datasets and
       functions need not be picklable (lambdas, classes defined in a function, scripts without an
       ``if __name__ == "__main__"`` guard). The loader itself runs no thread while workers
-      exist. The exception: once Numba's OpenMP thread pool runs in this process (a parallel
-      kernel ran), a forked child that runs a parallel kernel is aborted by GNU OpenMP, so the
-      default becomes ``"forkserver"`` and the dataset must be picklable. Elsewhere than Linux
-      the platform's default applies. Choose ``"forkserver"`` or ``"spawn"`` yourself when other
-      threads of the program may hold locks at the moment of the fork, or when the GPU was
-      initialised.
+      exist. Numba's OpenMP thread pool does not survive a fork: once a parallel kernel has run
+      in this process, a forked child that starts one is killed. So workers forked after that
+      run Lamina's ops with compiled kernels off (their NumPy paths; same results); a dataset
+      calling its own parallel Numba code then needs ``"forkserver"`` (the error says so).
+      Elsewhere than Linux the platform's default applies. Choose ``"forkserver"`` or
+      ``"spawn"`` yourself when other threads of the program may hold locks at the moment of the
+      fork, or when the GPU was initialised.
     - ``pin_memory`` / ``pin_memory_device`` are accepted and change nothing: batches stay in
       ordinary memory (page-locking only pays for host-to-GPU copies, which CuPy stages itself).
       ``in_order=False`` is accepted too; batches still arrive in order (which it permits).
@@ -246,10 +247,6 @@ class DataLoader:
             # fork on Linux; elsewhere the platform's default (spawn on macOS, where fork is
             # unsafe with the system's libraries)
             chosen = "fork" if sys.platform.startswith("linux") else multiprocessing.get_start_method()
-        if chosen == "fork" and _numba_openmp_running():
-            # GNU OpenMP aborts a forked child that starts a parallel region ("fork() called from
-            # a process already using GNU OpenMP"); a fork server never ran one.
-            chosen = "forkserver"
         return self._check_context(chosen)
 
     # ------------------------------------------------------------------ sizes and order
@@ -451,6 +448,7 @@ class _WorkerPool:
     def __init__(self, loader, base_seed):
         ctx = loader._worker_context()
         self.start_method = ctx.get_start_method()
+        kernels_off = self.start_method == "fork" and _numba_openmp_running()
         n = loader.num_workers
         self.num_workers = n
         self.shm_prefix = f"lamina-dl-{os.getpid()}-{next(_pool_ids)}-"
@@ -466,7 +464,7 @@ class _WorkerPool:
                 p = ctx.Process(
                     target=_worker.worker_loop, name=f"lamina-data-worker-{wid}", daemon=True,
                     args=(*loader._fetcher_args, wid, n, base_seed, loader.worker_init_fn, q, writer,
-                          self.shm_prefix, SHM_MIN_BYTES))
+                          self.shm_prefix, SHM_MIN_BYTES, kernels_off))
                 self.index_queues.append(q)
                 self.readers.append(reader)
                 try:
@@ -610,8 +608,9 @@ class _MultiProcessIterator:
                 if not p.is_alive():
                     hint = ""
                     if pool.start_method == "fork" and _numba_openmp_running():
-                        hint = ("; Numba's OpenMP threads ran in this process before the fork, which GNU "
-                                "OpenMP does not survive: use multiprocessing_context='forkserver'")
+                        hint = ("; Numba's OpenMP threads ran in this process before the fork and a "
+                                "forked child that starts a parallel region is killed: use "
+                                "multiprocessing_context='forkserver'")
                     raise RuntimeError(f"DataLoader worker {pool.processes.index(p)} (pid {p.pid}) "
                                        f"exited unexpectedly ({_exit_reason(p.exitcode)}){hint}")
             if deadline is not None and time.monotonic() >= deadline:

@@ -163,10 +163,14 @@ def _error_message(error: BaseException):
 
 def worker_loop(dataset, iterable, batched, batch_size, drop_last, collate_fn, fast_path, worker_id,
                 num_workers, base_seed, worker_init_fn, index_queue, result_conn, shm_prefix,
-                shm_min_bytes):
+                shm_min_bytes, kernels_off=False):
     """Run in a worker process until told to stop (``None`` on ``index_queue``), until the main
-    process is gone, or until the main process closes ``result_conn``."""
+    process is gone, or until the main process closes ``result_conn``. ``kernels_off``: forked
+    from a process whose Numba OpenMP pool runs, where a parallel kernel would kill this one."""
     global _worker_info
+    if kernels_off:
+        from .. import kernels
+        kernels.set_enabled(False)
     # Ctrl-C reaches every process of the terminal's group; the main process handles it and
     # stops the workers, so a worker must not die half-way through writing a message.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
