@@ -17,13 +17,15 @@ except ImportError:  # pragma: no cover - ml_dtypes is a declared dependency
 
 # ---------------------------------------------------------------- the C allocator
 
-def _tune_allocator() -> bool:
+def tune_allocator() -> bool:
     """Keep freed array memory in the process instead of handing it back to the OS.
 
     A training step allocates and frees the same large temporaries every time. glibc returns
     them to the kernel (munmap, heap trimming) and the next step page-faults them back in: on
     LeNet-5 that is a quarter of the step time. Raising the mmap and trim thresholds and the top
-    pad keeps them on the heap. ``LAMINA_MALLOC=default`` leaves the allocator alone.
+    pad keeps them on the heap. This changes a process-wide setting, so ``import lamina`` never
+    does it: the ``lamina`` command calls it, and a script may call it first thing.
+    ``LAMINA_MALLOC=default`` leaves the allocator alone. Returns whether it was changed.
     """
     if os.environ.get("LAMINA_MALLOC") == "default" or not sys.platform.startswith("linux"):
         return False
@@ -36,8 +38,6 @@ def _tune_allocator() -> bool:
     except (OSError, AttributeError):  # not glibc
         return False
 
-
-allocator_tuned = _tune_allocator()
 
 # ---------------------------------------------------------------- dtypes
 float16 = np.dtype(np.float16)
@@ -96,6 +96,11 @@ def as_dtype(dtype) -> np.dtype:
         return np.dtype(dtype)
     except TypeError:
         raise TypeError(f"unknown dtype {dtype!r}") from None
+
+
+def dtype_names() -> list:
+    """The dtype names ``as_dtype`` accepts."""
+    return sorted(_DTYPE_NAMES)
 
 
 def is_floating(dtype: np.dtype) -> bool:

@@ -30,6 +30,11 @@ def _finish(arr, requires_grad: bool) -> Tensor:
     return t
 
 
+def _preview(data, limit=80) -> str:
+    text = repr(data)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def _array_from(data, dtype=None, device=None):
     """A new array holding ``data`` (Tensor, array, nested sequence or number)."""
     if isinstance(data, Tensor):
@@ -49,7 +54,11 @@ def _array_from(data, dtype=None, device=None):
     else:
         if isinstance(data, (list, tuple)) and any(isinstance(x, Tensor) for x in _flat_head(data)):
             data = _tensors_to_lists(data)
-        arr = np.asarray(data)
+        try:
+            arr = np.asarray(data)
+        except ValueError:
+            raise ValueError(f"tensor: the nested sequences have different lengths (a tensor needs a "
+                             f"rectangular shape), got {_preview(data)}") from None
         if dtype is not None:
             arr = arr.astype(backend.as_dtype(dtype), copy=False)
         elif isinstance(data, np.generic):

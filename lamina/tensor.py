@@ -134,6 +134,9 @@ class Tensor:
                 dtype, device = a.dtype, a.device
             elif isinstance(a, backend.Device) or (isinstance(a, str) and a.split(":")[0] in ("cpu", "cuda")):
                 device = a
+            elif isinstance(a, str) and a not in backend.dtype_names():
+                raise ValueError(f"to: {a!r} is neither a device (cpu, cuda, cuda:N) nor a dtype "
+                                 f"({', '.join(backend.dtype_names())})")
             else:
                 dtype = a
         out = self

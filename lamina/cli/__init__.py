@@ -2,17 +2,16 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
-from .run import UserError
+from .run import UserError, add_threads_option
 
 
 def build_parser() -> argparse.ArgumentParser:
     from . import embed, lenet, seq2seq, textlm
     parser = argparse.ArgumentParser(prog="lamina", description="Train, evaluate and use Lamina models.")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="BLAS threads (default: the BLAS library's choice); 1 is often faster for "
-                             "small models on a busy machine")
+    add_threads_option(parser, suppress=False)
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="train a model")
     models = train.add_subparsers(dest="model", required=True)
@@ -25,6 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_parser(sub)
     info = sub.add_parser("info", help="versions and devices")
     info.set_defaults(func=_info)
+    for p in list(sub.choices.values()) + list(models.choices.values()):
+        if p is not train and "--threads" not in p._option_string_actions:
+            add_threads_option(p)
     return parser
 
 
@@ -37,12 +39,38 @@ def _info(args) -> int:
     return 0
 
 
+def idle_cores() -> tuple[int, int, float]:
+    """(cores this process may use, of those the ones idle now, the 1-minute load average)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        return cores, cores, 0.0
+    return cores, max(1, min(cores, round(cores - load))), load
+
+
+def _set_threads(args) -> None:
+    """``--threads``, or by default the cores idle at start: BLAS thread pools that spin-wait for
+    cores another process holds run several times slower than one thread does."""
+    n = args.threads
+    if n is None:
+        cores, n, load = idle_cores()
+        if n < cores and args.command == "train":
+            print(f"lamina: the machine is busy (load {load:.1f} on {cores} cores): using {n} "
+                  f"thread{'s' if n > 1 else ''}; --threads N chooses", file=sys.stderr)
+    from threadpoolctl import threadpool_limits
+    threadpool_limits(n)
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    if args.threads is not None:
-        from threadpoolctl import threadpool_limits
-        threadpool_limits(args.threads)
+    from ..backend import tune_allocator
+    tune_allocator()
     try:
+        _set_threads(args)
         return args.func(args)
     except UserError as e:
         print(f"lamina: error: {e}", file=sys.stderr)

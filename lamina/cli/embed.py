@@ -3,6 +3,7 @@ sentence-transformers folder given with --model) and the cosine similarities bet
 from __future__ import annotations
 
 import json
+import sys
 
 import numpy as np
 
@@ -10,6 +11,7 @@ from .. import io
 from .run import UserError, pick_device
 
 PREVIEW = 6  # values of each embedding shown in the text output
+SHOWN_CHARS = 100  # a longer sentence is shown cut, with its length
 
 
 def _load(model: str | None, device):
@@ -21,9 +23,31 @@ def _load(model: str | None, device):
         raise UserError(" ".join(str(e).splitlines())) from None
 
 
+def _warn_truncated(encoder, sentences) -> None:
+    """One line per sentence longer than the model reads: the rest is ignored, so say so."""
+    tok = getattr(encoder, "tokenizer", None)
+    if tok is None or not hasattr(tok, "to_str"):
+        return
+    from tokenizers import Tokenizer
+    full = Tokenizer.from_str(tok.to_str())
+    full.no_truncation()
+    full.no_padding()
+    for i, sentence in enumerate(sentences, 1):
+        n = len(full.encode(sentence).ids)
+        if n > encoder.max_seq_length:
+            print(f"lamina: sentence [{i}] has {n} tokens; the model reads the first {encoder.max_seq_length} "
+                  "and ignores the rest", file=sys.stderr)
+
+
+def _shown(sentence: str) -> str:
+    text = json.dumps(sentence, ensure_ascii=False)
+    return text if len(text) <= SHOWN_CHARS else f"{text[:SHOWN_CHARS]}...\" ({len(sentence):,} characters)"
+
+
 def embed(args) -> int:
     device = pick_device(args.device)
     folder, encoder = _load(args.model, device)
+    _warn_truncated(encoder, args.sentences)
     emb = encoder.encode(args.sentences)
     norms = np.linalg.norm(emb, axis=1)
     unit = emb / np.maximum(norms, 1e-12)[:, None]
@@ -36,7 +60,7 @@ def embed(args) -> int:
     print(f"{n} sentence{'s' if n != 1 else ''} -> {dim}-d embeddings ({folder}, {device})")
     for i, (sentence, e, norm) in enumerate(zip(args.sentences, emb, norms), 1):
         values = ", ".join(f"{v:+.4f}" for v in e[:PREVIEW])
-        print(f"[{i}] {json.dumps(sentence, ensure_ascii=False)}")
+        print(f"[{i}] {_shown(sentence)}")
         print(f"    [{values}{', ...' if dim > PREVIEW else ''}]  norm {norm:.4f}")
     if n > 1:
         print("cosine similarity:")

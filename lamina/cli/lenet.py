@@ -1,7 +1,6 @@
 """``lamina train lenet``, ``lamina eval`` and ``lamina predict``: LeNet-5 on MNIST."""
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -10,8 +9,18 @@ from .. import backend, no_grad, optim, tensor
 from ..data import MNIST, DataLoader, TensorDataset
 from ..models import LeNet5
 from ..nn import functional as F
-from .run import (UserError, load_run_checkpoint, pick_device, plot_curves, progress, restore_run,
-                  save_run_checkpoint, start_run, write_json)
+from .fit import Progress, Training, fit, resume_job
+from .run import (
+    UserError,
+    add_run_options,
+    existing_dir,
+    load_run_checkpoint,
+    nonneg_int,
+    open_run,
+    pick_device,
+    positive_float,
+    positive_int,
+)
 
 MODEL_NAME = "lenet5"
 MEAN, STD = 0.1307, 0.3081  # MNIST pixel statistics: inputs are standardised with these
@@ -60,79 +69,55 @@ def evaluate(model, images, labels, device, batch_size=1000):
 
 
 def train(args) -> int:
-    device = pick_device(args.device)
-
     def new_config():
-        lr = args.lr if args.lr is not None else DEFAULT_LR.get(args.optimizer, 1e-3)
-        return {"epochs": args.epochs, "batch_size": args.batch_size, "lr": lr, "optimizer": args.optimizer,
-                "seed": args.seed, "schedule": "onecycle", "data_dir": args.data_dir}
+        optimizer = args.optimizer or "adam"
+        return {"epochs": args.epochs or 8, "batch_size": args.batch_size or 64,
+                "lr": args.lr if args.lr is not None else DEFAULT_LR[optimizer], "optimizer": optimizer,
+                "seed": args.seed if args.seed is not None else 0, "schedule": "onecycle", "data_dir": args.data_dir}
 
-    config, run_dir, resume = start_run(args, MODEL_NAME, new_config, lambda c: "lenet", device)
+    device = pick_device(args.device)
+    run, config, saved = open_run(args, MODEL_NAME, new_config, lambda c: "lenet")
+    with run:
+        import lamina
+        lamina.manual_seed(config["seed"])
+        train_x, train_y = _split(True, config["data_dir"])
+        test_x, test_y = _split(False, config["data_dir"])
+        model = LeNet5().to(device)
+        opt = _make_optimizer(config["optimizer"], model.parameters(), config["lr"])
+        loader = DataLoader(TensorDataset(tensor(train_x, device=device), tensor(train_y, device=device)),
+                            batch_size=config["batch_size"], shuffle=True, drop_last=False,
+                            generator=lamina.Generator(seed=config["seed"]))
+        steps_per_epoch = len(loader)
+        first_epochs = saved["config"]["epochs"] if saved else config["epochs"]
+        sched = optim.lr_scheduler.OneCycleLR(opt, max_lr=saved["config"]["lr"] if saved else config["lr"],
+                                              epochs=first_epochs, steps_per_epoch=steps_per_epoch, pct_start=0.2)
 
-    import lamina
-    lamina.manual_seed(config["seed"])
-    train_x, train_y = _split(True, config["data_dir"])
-    test_x, test_y = _split(False, config["data_dir"])
-    model = LeNet5().to(device)
-    opt = _make_optimizer(config["optimizer"], model.parameters(), config["lr"])
-    loader = DataLoader(TensorDataset(tensor(train_x, device=device), tensor(train_y, device=device)),
-                        batch_size=config["batch_size"], shuffle=True, drop_last=False,
-                        generator=lamina.Generator(seed=config["seed"]))
-    steps_per_epoch = len(loader)
-    sched = optim.lr_scheduler.OneCycleLR(opt, max_lr=config["lr"], epochs=config["epochs"],
-                                          steps_per_epoch=steps_per_epoch, pct_start=0.2)
-    metrics = {"config": config, "epochs": [], "steps": []}
-    epoch, step = 0, 0
-    if resume is not None:
-        restore_run(resume, model=model, optimizer=opt, scheduler=sched, loader=loader)
-        metrics, epoch, step = resume["metrics"], resume["epoch"], resume["step"]
-        print(f"resuming {run_dir} at epoch {epoch + 1}, step {step}")
+        def evaluate_():
+            loss, acc, _ = evaluate(model, test_x, test_y, device)
+            return {"eval_loss": loss, "test_accuracy": acc}
 
-    def checkpoint():
-        save_run_checkpoint(run_dir, {
-            "model_name": MODEL_NAME, "config": config, "model": model.state_dict(),
-            "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "loader": loader.state_dict(),
-            "epoch": epoch, "step": step, "metrics": metrics})
-
-    print(f"training LeNet-5 on MNIST ({len(train_x)} train / {len(test_x)} test images) on {device}; "
-          f"run folder {run_dir}")
-    while epoch < config["epochs"]:
-        start = time.perf_counter()
-        done_before = loader.state_dict()["batches_consumed"]
-        bar = progress(loader, steps_per_epoch - done_before, f"epoch {epoch + 1}/{config['epochs']}",
-                       disable=args.quiet)
-        running, seen = None, 0
-        for x, y in bar:
-            loss = F.cross_entropy(model(x), y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            step += 1
-            seen += x.shape[0]
-            value = loss.item()
-            running = value if running is None else 0.95 * running + 0.05 * value
-            if step % 10 == 0:
-                metrics["steps"].append([step, running])
-                bar.set_postfix(loss=f"{running:.4f}", img_s=f"{seen / (time.perf_counter() - start):.0f}",
-                                refresh=False)
-            if args.checkpoint_every and step % args.checkpoint_every == 0:
-                checkpoint()
-        elapsed = time.perf_counter() - start
-        test_loss, test_acc, _ = evaluate(model, test_x, test_y, device)
-        epoch += 1
-        metrics["epochs"].append({"epoch": epoch, "step": step, "train_loss": running, "eval_loss": test_loss,
-                                  "test_accuracy": test_acc, "epoch_time_s": elapsed,
-                                  "images_per_s": seen / elapsed if elapsed else 0.0})
-        print(f"epoch {epoch}: train loss {running:.4f}, test loss {test_loss:.4f}, "
-              f"test accuracy {100 * test_acc:.2f}% ({elapsed:.1f} s, {seen / elapsed:.0f} images/s)")
-        checkpoint()
-        write_json(run_dir / "metrics.json", metrics)
-    final = metrics["epochs"][-1]["test_accuracy"] if metrics["epochs"] else 0.0
-    plot_curves(run_dir, metrics, "LeNet-5 on MNIST")
-    print(f"test accuracy: {100 * final:.2f}%")
-    print(f"checkpoint, metrics and plot in {run_dir}")
-    return 0
+        job = Training(
+            model_name=MODEL_NAME, config=config, model=model, optimizer=opt, scheduler=sched,
+            periods=config["epochs"], schedule_steps=first_epochs * steps_per_epoch,
+            period_batches=lambda e, step: (loader, steps_per_epoch - loader.state_dict()["batches_consumed"]),
+            loss=lambda batch: F.cross_entropy(model(batch[0]), batch[1]),
+            evaluate=evaluate_, period_label=lambda e: f"epoch {e + 1}/{config['epochs']}",
+            report=lambda r: (f"epoch {r['epoch']}: train loss {r['train_loss']:.4f}, test loss {r['eval_loss']:.4f}, "
+                              f"test accuracy {100 * r['test_accuracy']:.2f}% ({r['elapsed_s']:.1f} s, "
+                              f"{r['images_per_s']:.0f} images/s)"),
+            parts={"loader": loader}, rate_unit="images/s", items_per_batch=lambda b: b[0].shape[0],
+            title="LeNet-5 on MNIST")
+        state = Progress(metrics={"config": config, "epochs": [], "steps": []})
+        if saved is not None:
+            state = resume_job(saved, job, run)
+            if state is None:
+                return 0
+        print(f"training LeNet-5 on MNIST ({len(train_x)} train / {len(test_x)} test images) on {device}; "
+              f"run folder {run.path}")
+        code = fit(run, job, state, args)
+        if code == 0 and state.metrics["epochs"]:
+            print(f"test accuracy: {100 * state.metrics['epochs'][-1]['test_accuracy']:.2f}%")
+        return code
 
 
 def _checkpoint_model(run_or_ckpt, device):
@@ -201,25 +186,21 @@ def predict(args) -> int:
         probs = F.softmax(model(tensor(np.stack([x for _, x in items]), device=device)), dim=1)
     probs = backend.to_device(probs.data, backend.cpu)
     for (name, _), p in zip(items, probs):
-        top = np.argsort(-p)[:args.top]
+        top = np.argsort(-p)[:min(args.top, len(p))]
         print(f"{name}: " + ", ".join(f"{c} ({100 * p[c]:.1f}%)" for c in top))
     return 0
 
 
 def add_train_parser(sub):
     p = sub.add_parser("lenet", help="LeNet-5 on MNIST")
-    p.add_argument("--epochs", type=int, default=8)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default per optimizer)")
-    p.add_argument("--optimizer", default="adam", choices=["adam", "adamw", "sgd"])
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=None, help="run folder (default runs/lenet-<time>)")
-    p.add_argument("--resume", default=None, metavar="RUN_OR_CKPT", help="continue an interrupted run")
-    p.add_argument("--data-dir", default=None, help="folder with MNIST IDX files (default $LAMINA_HOME/mnist)")
-    p.add_argument("--checkpoint-every", type=int, default=200, metavar="STEPS",
-                   help="also checkpoint every N steps inside an epoch (0: only at epoch ends)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--epochs", type=positive_int, default=None, help="epochs (default 8)")
+    p.add_argument("--batch-size", type=positive_int, default=None, help="default 64")
+    p.add_argument("--lr", type=positive_float, default=None, help="peak learning rate (default per optimizer)")
+    p.add_argument("--optimizer", default=None, choices=["adam", "adamw", "sgd"], help="default adam")
+    p.add_argument("--seed", type=nonneg_int, default=None)
+    p.add_argument("--data-dir", type=existing_dir, default=None,
+                   help="folder with MNIST IDX files (default $LAMINA_HOME/mnist)")
+    add_run_options(p, "runs/lenet-<time>")
     p.set_defaults(func=train)
     return p
 
@@ -228,7 +209,7 @@ def add_eval_parser(sub):
     p = sub.add_parser("eval", help="test accuracy and confusion matrix of a LeNet run")
     p.add_argument("run", metavar="RUN_OR_CKPT")
     p.add_argument("--device", default="auto")
-    p.add_argument("--data-dir", default=None)
+    p.add_argument("--data-dir", type=existing_dir, default=None)
     p.set_defaults(func=eval_)
 
 
@@ -236,9 +217,9 @@ def add_predict_parser(sub):
     p = sub.add_parser("predict", help="classify digit images with a LeNet run")
     p.add_argument("run", metavar="RUN_OR_CKPT")
     p.add_argument("images", nargs="*", metavar="IMAGE", help="28x28 PNG/JPEG digit images")
-    p.add_argument("--index", type=int, nargs="+", default=None, help="test-set sample numbers")
-    p.add_argument("--top", type=int, default=3)
+    p.add_argument("--index", type=nonneg_int, nargs="+", default=None, help="test-set sample numbers")
+    p.add_argument("--top", type=positive_int, default=3, help="classes to show per image (1-10)")
     p.add_argument("--device", default="auto")
-    p.add_argument("--data-dir", default=None)
+    p.add_argument("--data-dir", type=existing_dir, default=None)
     p.set_defaults(func=predict)
 

@@ -2,7 +2,9 @@
 curve plot, checkpoints with everything needed to resume, and one-line user errors."""
 from __future__ import annotations
 
+import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -27,10 +29,107 @@ def pick_device(name: str) -> backend.Device:
     return dev
 
 
-def new_run_dir(out: str | None, name: str) -> Path:
-    path = Path(out) if out else Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+class RunFolder:
+    """A training run's folder, made ready before any data is loaded.
+
+    Opening one creates the folder, proves it writable, takes an advisory lock (``fcntl``) that
+    a second process trying the same folder fails on at once (naming the holder's PID), and
+    removes temporary files a killed write left behind. A new run refuses a folder that already
+    holds one unless ``overwrite`` (then the old run's files are removed first); ``resume``
+    needs one.
+    """
+
+    RUN_FILES = ("checkpoint.safetensors", "metrics.json", "loss.png")
+    LOCK = ".lock"
+
+    def __init__(self, path, *, resume: bool = False, overwrite: bool = False):
+        self.path = Path(path)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UserError(f"cannot create the run folder {self.path}: {e.strerror or e}") from None
+        self._lock_file = self._lock()
+        try:
+            self._prove_writable()
+            stale = self._remove_stale_temporaries()
+            if stale:
+                print(f"removed {stale} temporary file{'s' if stale > 1 else ''} left by an interrupted "
+                      f"write in {self.path}", file=sys.stderr)
+            has_run = (self.path / "checkpoint.safetensors").exists()
+            if resume and not has_run:
+                raise UserError(f"no checkpoint at {self.path / 'checkpoint.safetensors'} to resume")
+            if not resume and has_run or not resume and (self.path / "metrics.json").exists():
+                if not overwrite:
+                    raise UserError(f"{self.path} already holds a run; continue it with --resume {self.path}, "
+                                    "replace it with --overwrite, or choose another --out")
+                for name in self.RUN_FILES:
+                    (self.path / name).unlink(missing_ok=True)
+        except BaseException:
+            self.close()
+            raise
+
+    def _lock(self):
+        import fcntl
+        lock_path = self.path / self.LOCK
+        try:
+            f = open(lock_path, "a+")
+        except OSError as e:
+            raise UserError(f"cannot write to the run folder {self.path}: {e.strerror or e}") from None
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.seek(0)
+            holder = f.read().strip() or "unknown"
+            f.close()
+            raise UserError(f"the run folder {self.path} is in use by another lamina process (PID {holder}); "
+                            "wait for it to finish or choose another --out") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        return f
+
+    def _prove_writable(self):
+        probe = self.path / f".write-test.{os.getpid()}.tmp"
+        try:
+            with open(probe, "wb") as f:
+                f.write(b"lamina")
+                f.flush()
+                os.fsync(f.fileno())
+            probe.unlink()
+        except OSError as e:
+            raise UserError(f"cannot write to the run folder {self.path}: {e.strerror or e}") from None
+
+    def _remove_stale_temporaries(self) -> int:
+        n = 0
+        for p in self.path.glob(".*.tmp"):  # only this process holds the lock: no writer is live
+            try:
+                p.unlink()
+                n += 1
+            except OSError:
+                pass
+        return n
+
+    def save_checkpoint(self, state: dict) -> Path:
+        path = self.path / "checkpoint.safetensors"
+        io.save_checkpoint(path, {**state, "rng": io.rng_state()})
+        return path
+
+    def close(self):
+        if self._lock_file is not None:
+            self._lock_file.close()  # closing releases the flock
+            self._lock_file = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+
+def default_run_path(name: str) -> Path:
+    return Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def checkpoint_path(run_or_ckpt: str) -> Path:
@@ -57,32 +156,59 @@ def load_run_checkpoint(run_or_ckpt: str, model_name, device=None) -> dict:
     return state
 
 
-def start_run(args, model_name, new_config, prefix, device):
-    """(config, run folder, checkpoint state) for ``--resume RUN_OR_CKPT``, or (``new_config()``,
-    a new run folder named after ``prefix(config)``, None) for a fresh run."""
+def open_run(args, model_name, new_config, default_name):
+    """(run folder, config, saved state or None) for ``--resume RUN`` or a new run.
+
+    ``new_config()`` is the configuration a new run would use from the command line. On resume
+    the run keeps its own configuration; options given on the command line are applied where
+    that is safe (see ``resume_config``). Nothing is loaded before the folder is ready.
+    """
     if args.resume:
-        state = load_run_checkpoint(args.resume, model_name, device)
         p = Path(args.resume)
-        return state["config"], (p if p.is_dir() else p.parent), state
+        run = RunFolder(p if p.is_dir() or not p.suffix else p.parent, resume=True)
+        try:
+            state = load_run_checkpoint(run.path, model_name)
+            config = resume_config(args, state["config"])
+        except BaseException:
+            run.close()
+            raise
+        return run, config, state
     config = new_config()
-    return config, new_run_dir(args.out, prefix(config)), None
+    out = args.out or default_run_path(default_name(config))
+    return RunFolder(out, overwrite=args.overwrite), config, None
 
 
-def restore_run(state: dict, **parts) -> None:
-    """Put every named part (model, optimizer, scheduler, loader, generators, ...) back into the
-    state saved under its name, then the global RNG state, so a resumed run continues exactly."""
-    for key, obj in parts.items():
-        if hasattr(obj, "load_state_dict"):
-            obj.load_state_dict(state[key])
+# Options a resumed run may change: the length of the run (to extend it). ``--lr`` needs
+# ``--override-lr``; everything else defines the run and stays as it was.
+EXTENDABLE = ("epochs", "max_iters")
+
+
+def resume_config(args, saved: dict) -> dict:
+    config = dict(saved)
+    changes = []
+    for key, old in saved.items():
+        new = getattr(args, key, None)
+        if new is None or new == old or key in ("data_dir", "text"):
+            continue
+        flag = "--" + key.replace("_", "-")
+        if key in EXTENDABLE:
+            changes.append(f"{key} {old} -> {new}")
+            config[key] = new
+        elif key == "lr":
+            if not getattr(args, "override_lr", False):
+                raise UserError(f"{flag} {new}: the run was trained with lr {old}; pass --override-lr too "
+                                "to change the learning rate of a resumed run")
+            changes.append(f"lr {old} -> {new} (the schedule is scaled by {new / old:.4g})")
+            config[key] = new
         else:
-            obj.set_state(state[key])
-    io.set_rng_state(state["rng"])
-
-
-def save_run_checkpoint(run_dir: Path, state: dict) -> Path:
-    path = run_dir / "checkpoint.safetensors"
-    io.save_checkpoint(path, {**state, "rng": io.rng_state()})
-    return path
+            raise UserError(f"{flag} cannot change when resuming: the run was made with {old} "
+                            "(start a new run to change it)")
+    if getattr(args, "data_dir", None) and args.data_dir != saved.get("data_dir") and "data_dir" in saved:
+        changes.append(f"data_dir {saved.get('data_dir')} -> {args.data_dir}")
+        config["data_dir"] = args.data_dir
+    for change in changes:
+        print(f"resume: {change}")
+    return config
 
 
 def write_json(path: Path, obj) -> None:
@@ -129,11 +255,77 @@ def plot_curves(run_dir: Path, metrics: dict, title: str, score: str = "test_acc
     return path
 
 
-def progress(iterable, total, desc, disable=False):
+def progress(iterable, total, desc, disable=False, unit="batch"):
     from tqdm import tqdm
-    return tqdm(iterable, total=total, desc=desc, unit="batch", dynamic_ncols=True, leave=True,
+    return tqdm(iterable, total=total, desc=desc, unit=unit, dynamic_ncols=True, leave=True,
                 disable=disable, file=sys.stderr, mininterval=0.5)
 
 
-def env_flag(name: str) -> bool:
-    return os.environ.get(name, "") not in ("", "0")
+# ---------------------------------------------------------------- argument types: checked before anything runs
+
+def _number(kind, text, low, low_ok, what):
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if kind is float and not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    if value < low or (value == low and not low_ok):
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+    return value
+
+
+def positive_int(text):
+    return _number(int, text, 0, False, "a positive integer")
+
+
+def nonneg_int(text):
+    return _number(int, text, 0, True, "an integer >= 0")
+
+
+def positive_float(text):
+    return _number(float, text, 0.0, False, "a positive number")
+
+
+def nonneg_float(text):
+    return _number(float, text, 0.0, True, "a number >= 0")
+
+
+def probability(text):
+    value = _number(float, text, 0.0, True, "a number in [0, 1)")
+    if value >= 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}")
+    return value
+
+
+def existing_dir(text):
+    if not Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"no such directory: {text}")
+    return text
+
+
+def existing_file(text):
+    if not Path(text).is_file():
+        raise argparse.ArgumentTypeError(f"no such file: {text}")
+    return text
+
+
+def add_threads_option(p, suppress=True):
+    p.add_argument("--threads", type=positive_int, default=argparse.SUPPRESS if suppress else None,
+                   help="CPU threads for BLAS and compiled kernels (default: the cores idle at start)")
+
+
+def add_run_options(p, default_out: str, checkpoint_every: int = 200):
+    """The options every ``lamina train`` command shares."""
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    p.add_argument("--out", default=None, help=f"run folder (default {default_out})")
+    p.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
+    p.add_argument("--resume", default=None, metavar="RUN_OR_CKPT",
+                   help="continue a run with its own configuration (--epochs/--max-iters may extend it)")
+    p.add_argument("--override-lr", action="store_true", help="with --resume: let --lr change the learning rate")
+    p.add_argument("--checkpoint-every", type=nonneg_int, default=checkpoint_every, metavar="STEPS",
+                   help=f"also checkpoint every N steps (default {checkpoint_every}; 0: only after evaluations)")
+    p.add_argument("--on-nan", choices=("stop", "skip"), default="stop",
+                   help="a non-finite loss stops the run (default) or skips that step")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_threads_option(p)

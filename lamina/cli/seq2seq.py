@@ -3,17 +3,23 @@ a digit string, or ``add`` two numbers), scored each epoch by exact match of gre
 held-out split whose sources never occur in training."""
 from __future__ import annotations
 
-import time
-
 import numpy as np
 
 from .. import Generator, backend, manual_seed, no_grad, optim, tensor
 from ..data import DataLoader, TensorDataset
 from ..data.synthetic import TASKS, SyntheticSeq2Seq
 from ..models.seq2seq import Seq2SeqTransformer
-from ..nn.utils import clip_grad_norm_
-from .run import (UserError, pick_device, plot_curves, progress, restore_run, save_run_checkpoint, start_run,
-                  write_json)
+from .fit import Progress, Training, fit, resume_job
+from .run import (
+    UserError,
+    add_run_options,
+    nonneg_int,
+    open_run,
+    pick_device,
+    positive_float,
+    positive_int,
+    probability,
+)
 
 MODEL_NAME = "seq2seq"
 
@@ -76,7 +82,7 @@ def evaluate(model, split, vocab, device, batch_size=500):
 
 
 def _config(args) -> dict:
-    cfg = dict(DEFAULTS, task=args.task)
+    cfg = dict(DEFAULTS, task=args.task or "reverse")
     for key in OPTIONS:
         value = getattr(args, key, None)
         if value is not None:
@@ -86,102 +92,82 @@ def _config(args) -> dict:
 
 def train(args) -> int:
     device = pick_device(args.device)
-    cfg, run_dir, resume = start_run(args, MODEL_NAME, lambda: _config(args), lambda c: f"seq2seq-{c['task']}",
-                                     device)
+    run, cfg, saved = open_run(args, MODEL_NAME, lambda: _config(args), lambda c: f"seq2seq-{c['task']}")
+    with run:
+        task = make_task(cfg)
+        manual_seed(cfg["seed"])
+        model = make_model(cfg, task).to(device)
+        decay = [p for p in model.parameters() if p.ndim >= 2]
+        no_decay = [p for p in model.parameters() if p.ndim < 2]
+        opt = optim.AdamW([{"params": decay, "weight_decay": cfg["weight_decay"]},
+                           {"params": no_decay, "weight_decay": 0.0}], lr=cfg["lr"], betas=(0.9, 0.98))
+        data = TensorDataset(*(tensor(a, device=device)
+                               for a in (task.train.src, task.train.tgt_in, task.train.tgt_out)))
+        loader = DataLoader(data, batch_size=cfg["batch_size"], shuffle=True, generator=Generator(seed=cfg["seed"]))
+        steps_per_epoch = len(loader)
+        first = saved["config"] if saved else cfg
+        sched = optim.lr_scheduler.OneCycleLR(opt, max_lr=first["lr"], epochs=first["epochs"],
+                                              steps_per_epoch=steps_per_epoch, pct_start=float(cfg["warmup"]),
+                                              cycle_momentum=False)
+        last_preds = []
 
-    task = make_task(cfg)
-    manual_seed(cfg["seed"])
-    model = make_model(cfg, task).to(device)
-    decay = [p for p in model.parameters() if p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.ndim < 2]
-    opt = optim.AdamW([{"params": decay, "weight_decay": cfg["weight_decay"]},
-                       {"params": no_decay, "weight_decay": 0.0}], lr=cfg["lr"], betas=(0.9, 0.98))
-    data = TensorDataset(*(tensor(a, device=device) for a in (task.train.src, task.train.tgt_in, task.train.tgt_out)))
-    loader = DataLoader(data, batch_size=cfg["batch_size"], shuffle=True, generator=Generator(seed=cfg["seed"]))
-    steps_per_epoch = len(loader)
-    sched = optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg["lr"], epochs=cfg["epochs"],
-                                          steps_per_epoch=steps_per_epoch, pct_start=float(cfg["warmup"]),
-                                          cycle_momentum=False)
-    metrics = {"config": cfg, "epochs": [], "steps": []}
-    epoch, step = 0, 0
-    if resume is not None:
-        restore_run(resume, model=model, optimizer=opt, scheduler=sched, loader=loader)
-        metrics, epoch, step = resume["metrics"], resume["epoch"], resume["step"]
-        print(f"resuming {run_dir} at epoch {epoch + 1}, step {step}")
+        def evaluate_():
+            scores, preds = evaluate(model, task.heldout, task.vocab, device)
+            last_preds[:] = preds
+            return scores
 
-    def checkpoint():
-        save_run_checkpoint(run_dir, {
-            "model_name": MODEL_NAME, "config": cfg, "model": model.state_dict(), "optimizer": opt.state_dict(),
-            "scheduler": sched.state_dict(), "loader": loader.state_dict(), "epoch": epoch, "step": step,
-            "metrics": metrics})
-
-    n_params = sum(p.numel() for p in model.parameters())
-    print(f"training Seq2SeqTransformer ({n_params / 1e6:.2f}M parameters) on task {cfg['task']!r}: "
-          f"{len(task.train)} training / {len(task.heldout)} held-out examples on {device}; run folder {run_dir}")
-    preds = None
-    while epoch < cfg["epochs"]:
-        start = time.perf_counter()
-        done_before = loader.state_dict()["batches_consumed"]
-        bar = progress(loader, steps_per_epoch - done_before, f"epoch {epoch + 1}/{cfg['epochs']}",
-                       disable=args.quiet)
-        running = None
-        for src, tgt_in, tgt_out in bar:
-            loss = model.loss(model(src, tgt_in), tgt_out)
-            opt.zero_grad()
-            loss.backward()
-            clip_grad_norm_(model.parameters(), cfg["grad_clip"])
-            opt.step()
-            sched.step()
-            step += 1
-            value = loss.item()
-            running = value if running is None else 0.95 * running + 0.05 * value
-            if step % 10 == 0:
-                metrics["steps"].append([step, running])
-                bar.set_postfix(loss=f"{running:.4f}", refresh=False)
-        elapsed = time.perf_counter() - start
-        scores, preds = evaluate(model, task.heldout, task.vocab, device)
-        epoch += 1
-        metrics["epochs"].append({"epoch": epoch, "step": step, "train_loss": running, **scores,
-                                  "epoch_time_s": elapsed})
-        print(f"epoch {epoch}: train loss {running:.4f}, held-out loss {scores['eval_loss']:.4f}, "
-              f"token accuracy {100 * scores['heldout_token_accuracy']:.2f}%, "
-              f"exact match {100 * scores['heldout_exact_match']:.2f}% ({elapsed:.1f} s)")
-        checkpoint()
-        write_json(run_dir / "metrics.json", metrics)
-    if preds is None:
-        _, preds = evaluate(model, task.heldout, task.vocab, device)
-    plot_curves(run_dir, metrics, f"Seq2SeqTransformer on {cfg['task']}", score="heldout_exact_match",
-                score_label="held-out exact match (%)")
-    final = metrics["epochs"][-1]["heldout_exact_match"] if metrics["epochs"] else 0.0
-    print(f"held-out exact match: {100 * final:.2f}%")
-    print("held-out examples (source -> prediction, target):")
-    for (src, tgt), pred in list(zip(task.heldout.pairs, preds))[:args.examples]:
-        print(f"  {src:>12} -> {pred:<12} {'ok' if pred == tgt else f'WRONG, want {tgt}'}")
-    print(f"checkpoint, metrics and plot in {run_dir}")
-    return 0
+        job = Training(
+            model_name=MODEL_NAME, config=cfg, model=model, optimizer=opt, scheduler=sched, periods=cfg["epochs"],
+            schedule_steps=first["epochs"] * steps_per_epoch, grad_clip=cfg["grad_clip"],
+            period_batches=lambda e, step: (loader, steps_per_epoch - loader.state_dict()["batches_consumed"]),
+            loss=lambda b: model.loss(model(b[0], b[1]), b[2]), evaluate=evaluate_,
+            period_label=lambda e: f"epoch {e + 1}/{cfg['epochs']}",
+            report=lambda r: (f"epoch {r['epoch']}: train loss {r['train_loss']:.4f}, held-out loss "
+                              f"{r['eval_loss']:.4f}, token accuracy {100 * r['heldout_token_accuracy']:.2f}%, "
+                              f"exact match {100 * r['heldout_exact_match']:.2f}% ({r['elapsed_s']:.1f} s)"),
+            parts={"loader": loader}, rate_unit="examples/s", items_per_batch=lambda b: b[0].shape[0],
+            title=f"Seq2SeqTransformer on {cfg['task']}", score="heldout_exact_match",
+            score_label="held-out exact match (%)")
+        state = Progress(metrics={"config": cfg, "epochs": [], "steps": []})
+        if saved is not None:
+            state = resume_job(saved, job, run)
+            if state is None:
+                return 0
+        n_params = sum(p.numel() for p in model.parameters())
+        print(f"training Seq2SeqTransformer ({n_params / 1e6:.2f}M parameters) on task {cfg['task']!r}: "
+              f"{len(task.train)} training / {len(task.heldout)} held-out examples on {device}; "
+              f"run folder {run.path}")
+        code = fit(run, job, state, args)
+        if code:
+            return code
+        if not last_preds:
+            evaluate_()
+        final = state.metrics["epochs"][-1]["heldout_exact_match"] if state.metrics["epochs"] else 0.0
+        print(f"held-out exact match: {100 * final:.2f}%")
+        print("held-out examples (source -> prediction, target):")
+        for (src, tgt), pred in list(zip(task.heldout.pairs, last_preds))[:args.examples]:
+            print(f"  {src:>12} -> {pred:<12} {'ok' if pred == tgt else f'WRONG, want {tgt}'}")
+        return 0
 
 
 def add_train_parser(sub):
     p = sub.add_parser("seq2seq", help="T5-style encoder-decoder on a synthetic task (reverse digits, add numbers)")
-    p.add_argument("--task", choices=TASKS, default="reverse")
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--lr", type=float, default=None, help="peak learning rate of the one-cycle schedule")
-    p.add_argument("--n-train", type=int, default=None, help="training examples")
-    p.add_argument("--n-heldout", type=int, default=None, help="held-out examples (distinct, unseen sources)")
-    p.add_argument("--min-len", type=int, default=None, help="reverse: shortest digit string")
-    p.add_argument("--max-len", type=int, default=None, help="reverse: longest digit string")
-    p.add_argument("--max-digits", type=int, default=None, help="add: most digits per operand")
-    p.add_argument("--d-model", type=int, default=None)
-    p.add_argument("--nhead", type=int, default=None)
-    p.add_argument("--num-encoder-layers", type=int, default=None)
-    p.add_argument("--num-decoder-layers", type=int, default=None)
-    p.add_argument("--dim-feedforward", type=int, default=None)
-    p.add_argument("--dropout", type=float, default=None)
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--examples", type=int, default=8, help="held-out examples to print at the end")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--out", default=None, help="run folder (default runs/seq2seq-<task>-<time>)")
-    p.add_argument("--resume", default=None, metavar="RUN_OR_CKPT")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--task", choices=TASKS, default=None, help="default reverse")
+    p.add_argument("--epochs", type=positive_int, default=None)
+    p.add_argument("--batch-size", type=positive_int, default=None)
+    p.add_argument("--lr", type=positive_float, default=None, help="peak learning rate of the one-cycle schedule")
+    p.add_argument("--n-train", type=positive_int, default=None, help="training examples")
+    p.add_argument("--n-heldout", type=positive_int, default=None, help="held-out examples (distinct, unseen sources)")
+    p.add_argument("--min-len", type=positive_int, default=None, help="reverse: shortest digit string")
+    p.add_argument("--max-len", type=positive_int, default=None, help="reverse: longest digit string")
+    p.add_argument("--max-digits", type=positive_int, default=None, help="add: most digits per operand")
+    p.add_argument("--d-model", type=positive_int, default=None)
+    p.add_argument("--nhead", type=positive_int, default=None)
+    p.add_argument("--num-encoder-layers", type=positive_int, default=None)
+    p.add_argument("--num-decoder-layers", type=positive_int, default=None)
+    p.add_argument("--dim-feedforward", type=positive_int, default=None)
+    p.add_argument("--dropout", type=probability, default=None)
+    p.add_argument("--seed", type=nonneg_int, default=None)
+    p.add_argument("--examples", type=nonneg_int, default=8, help="held-out examples to print at the end")
+    add_run_options(p, "runs/seq2seq-<task>-<time>", checkpoint_every=0)
     p.set_defaults(func=train)

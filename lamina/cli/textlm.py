@@ -3,17 +3,33 @@ models on Shakespeare (or any text file), trained with nanoGPT's recipe, and sam
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 
 import numpy as np
 
 from .. import Generator, manual_seed, no_grad, optim, tensor
-from ..data import CharTokenizer, load_text, random_blocks, shakespeare_text, split_tokens
+from ..data import (
+    CharTokenizer,
+    load_text,
+    random_blocks,
+    shakespeare_text,
+    split_tokens,
+)
 from ..models import GPT, CharRNN, CharRNNConfig, GPTConfig
-from ..nn.utils import clip_grad_norm_
-from .run import (UserError, load_run_checkpoint, pick_device, plot_curves, progress, restore_run,
-                  save_run_checkpoint, start_run, write_json)
+from .fit import Progress, Training, fit, resume_job
+from .run import (
+    UserError,
+    add_run_options,
+    existing_file,
+    load_run_checkpoint,
+    nonneg_float,
+    nonneg_int,
+    open_run,
+    pick_device,
+    positive_float,
+    positive_int,
+    probability,
+)
 
 # nanoGPT's "baby GPT" for a CPU: config/train_shakespeare_char.py with the overrides its README gives
 BABY = dict(n_layer=4, n_head=4, n_embd=128, block_size=64, batch_size=12, dropout=0.0, bias=True,
@@ -65,6 +81,15 @@ def estimate_loss(model, splits, cfg, generator, device):
     return out
 
 
+def nanogpt_schedule(opt, cfg):
+    """nanoGPT's schedule (``nanogpt_lr``) from the standard schedulers: a linear warm-up to ``lr``,
+    then cosine decay to ``min_lr`` at ``lr_decay_iters``; stepping stops there (``schedule_steps``)."""
+    w = cfg["warmup_iters"]
+    warm = optim.lr_scheduler.LinearLR(opt, start_factor=1.0 / (w + 1), end_factor=1.0, total_iters=w)
+    decay = optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg["lr_decay_iters"] - w, eta_min=cfg["min_lr"])
+    return optim.lr_scheduler.SequentialLR(opt, [warm, decay], milestones=[w])
+
+
 def train(args) -> int:
     name = args.recipe
     device = pick_device(args.device)
@@ -77,74 +102,75 @@ def train(args) -> int:
             if value is not None:
                 cfg[key] = value
         cfg["lr_decay_iters"] = cfg["max_iters"]
+        cfg["warmup_iters"] = min(cfg["warmup_iters"], cfg["max_iters"] - 1)
+        cfg["min_lr"] = min(cfg["min_lr"], cfg["lr"])
         cfg["text"] = args.text
         return cfg
 
-    cfg, run_dir, resume = start_run(args, name, new_config, lambda c: name.replace("_", "-"), device)
-    text = load_corpus(cfg["text"])
-    tok = CharTokenizer.from_text(text) if resume is None else CharTokenizer.from_state_dict(resume["tokenizer"])
-    ids = tensor(tok.encode(text), device=device)
-    train_ids, val_ids = split_tokens(ids, 0.1)
-    splits = {"train": tensor(train_ids, device=device), "val": tensor(val_ids, device=device)}
+    run, cfg, saved = open_run(args, name, new_config, lambda c: name.replace("_", "-"))
+    with run:
+        text = load_corpus(cfg["text"])
+        tok = CharTokenizer.from_text(text) if saved is None else CharTokenizer.from_state_dict(saved["tokenizer"])
+        try:
+            ids = tensor(tok.encode(text), device=device)
+        except ValueError as e:
+            raise UserError(f"the text no longer matches the run's vocabulary: {e}") from None
+        train_ids, val_ids = split_tokens(ids, 0.1)
+        splits = {"train": tensor(train_ids, device=device), "val": tensor(val_ids, device=device)}
+        if min(len(train_ids), len(val_ids)) <= cfg["block_size"]:
+            raise UserError(f"the text is too short for --block-size {cfg['block_size']}: {len(train_ids)} training "
+                            f"and {len(val_ids)} validation characters")
 
-    manual_seed(cfg["seed"])
-    model = _build(name, cfg, tok.vocab_size).to(device)
-    groups = model.optimizer_groups(cfg["weight_decay"]) if name == "gpt" else model.parameters()
-    opt = optim.AdamW(groups, lr=cfg["lr"], betas=(cfg["beta1"], cfg["beta2"]), weight_decay=cfg["weight_decay"])
-    batches = Generator(device, seed=cfg["seed"])
-    evals = Generator(device, seed=cfg["seed"] + 1)
-    metrics = {"config": cfg, "epochs": [], "steps": []}
-    it = 0
-    if resume is not None:
-        restore_run(resume, model=model, optimizer=opt, batches=batches, evals=evals)
-        metrics, it = resume["metrics"], resume["iter"]
-        print(f"resuming {run_dir} at iteration {it}")
+        manual_seed(cfg["seed"])
+        model = _build(name, cfg, tok.vocab_size).to(device)
+        groups = model.optimizer_groups(cfg["weight_decay"]) if name == "gpt" else model.parameters()
+        opt = optim.AdamW(groups, lr=cfg["lr"], betas=(cfg["beta1"], cfg["beta2"]), weight_decay=cfg["weight_decay"])
+        first = saved["config"] if saved else cfg
+        sched = nanogpt_schedule(opt, first)
+        batches = Generator(device, seed=cfg["seed"])
+        evals = Generator(device, seed=cfg["seed"] + 1)
+        every, total = cfg["eval_interval"], cfg["max_iters"]
 
-    def checkpoint(done):
-        save_run_checkpoint(run_dir, {
-            "model_name": name, "config": cfg, "model": model.state_dict(), "optimizer": opt.state_dict(),
-            "tokenizer": tok.state_dict(), "batches": batches.get_state(), "evals": evals.get_state(),
-            "iter": done, "metrics": metrics})
+        def period_batches(p, step):
+            n = min((p + 1) * every, total) - step
+            return (random_blocks(splits["train"], cfg["block_size"], cfg["batch_size"], batches)
+                    for _ in range(n)), n
 
-    n_params = sum(p.numel() for p in model.parameters())
-    print(f"training {name} ({n_params / 1e6:.2f}M parameters, vocab {tok.vocab_size}) on "
-          f"{len(train_ids):,} training characters on {device}; run folder {run_dir}")
-    tokens_per_iter = cfg["batch_size"] * cfg["block_size"]
-    first = it
-    bar = progress(range(it, cfg["max_iters"]), cfg["max_iters"] - it, name, disable=args.quiet)
-    start, running = time.perf_counter(), None
-    for it in bar:
-        for group in opt.param_groups:
-            group["lr"] = nanogpt_lr(it, cfg)
-        x, y = random_blocks(splits["train"], cfg["block_size"], cfg["batch_size"], batches)
-        loss = model(x, y)[1]
-        opt.zero_grad()
-        loss.backward()
-        clip_grad_norm_(model.parameters(), cfg["grad_clip"])
-        opt.step()
-        value = loss.item()
-        running = value if running is None else 0.9 * running + 0.1 * value
-        done = it + 1
-        if done % 10 == 0:
-            metrics["steps"].append([done, running])
-            rate = (done - first) * tokens_per_iter / (time.perf_counter() - start)
-            bar.set_postfix(loss=f"{running:.3f}", tok_s=f"{rate:.0f}", refresh=False)
-        if done % cfg["eval_interval"] == 0 or done == cfg["max_iters"]:
+        def evaluate_():
             losses = estimate_loss(model, splits, cfg, evals, device)
-            metrics["epochs"].append({"step": done, "train_loss": losses["train"], "eval_loss": losses["val"],
-                                      "elapsed_s": time.perf_counter() - start})
-            bar.write(f"iter {done}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
-            checkpoint(done)
-            write_json(run_dir / "metrics.json", metrics)
-    elapsed = time.perf_counter() - start
-    plot_curves(run_dir, metrics, f"{name} on {Path(cfg['text']).name if cfg['text'] else 'Shakespeare'} (characters)")
-    if metrics["epochs"]:
-        print(f"final val loss: {metrics['epochs'][-1]['eval_loss']:.4f} ({elapsed:.0f} s, "
-              f"{(cfg['max_iters'] - first) * tokens_per_iter / max(elapsed, 1e-9):.0f} tokens/s)")
-    sample = model.generate(tensor(tok.encode("\n")[None], device=device), 200, generator=Generator(device, seed=0))
-    print("sample:\n" + tok.decode(sample[0]))
-    print(f"checkpoint, metrics and plot in {run_dir}")
-    return 0
+            return {"train_loss": losses["train"], "eval_loss": losses["val"]}
+
+        job = Training(
+            model_name=name, config=cfg, model=model, optimizer=opt, scheduler=sched,
+            periods=-(-total // every), schedule_steps=first["lr_decay_iters"], grad_clip=cfg["grad_clip"],
+            period_batches=period_batches, loss=lambda b: model(*b)[1], evaluate=evaluate_,
+            period_label=lambda p: f"iters {p * every + 1}-{min((p + 1) * every, total)}/{total}",
+            report=lambda r: f"iter {r['step']}: train loss {r['train_loss']:.4f}, val loss {r['eval_loss']:.4f}",
+            parts={"batches": batches, "evals": evals}, extra={"tokenizer": tok.state_dict()}, unit="iter",
+            rate_unit="tokens/s", items_per_batch=lambda b: b[0].numel(),
+            title=f"{name} on {Path(cfg['text']).name if cfg['text'] else 'Shakespeare'} (characters)",
+            score="eval_loss", score_label="validation loss")
+        state = Progress(metrics={"config": cfg, "epochs": [], "steps": []})
+        if saved is not None:
+            state = resume_job(saved, job, run)
+            if state is None:
+                return 0
+        n_params = sum(p.numel() for p in model.parameters())
+        print(f"training {name} ({n_params / 1e6:.2f}M parameters, vocab {tok.vocab_size}) on "
+              f"{len(train_ids):,} training characters on {device}; run folder {run.path}")
+        code = fit(run, job, state, args)
+        if code:
+            return code
+        if state.metrics["epochs"]:
+            print(f"final val loss: {state.metrics['epochs'][-1]['eval_loss']:.4f}")
+        print("sample:\n" + tok.decode(sample(model, tok, "\n", 200, device=device)))
+        return 0
+
+
+def sample(model, tok, prompt: str, tokens: int, temperature=0.8, top_k=None, seed=0, device=None):
+    """``tokens`` characters generated after ``prompt`` (the one sampling step of every text model)."""
+    ids = tensor(tok.encode(prompt)[None], device=device)
+    return model.generate(ids, tokens, temperature=temperature, top_k=top_k, generator=Generator(device, seed=seed))[0]
 
 
 def generate(args) -> int:
@@ -154,12 +180,11 @@ def generate(args) -> int:
     model = _build(state["model_name"], dict(cfg, dropout=0.0), tok.vocab_size).to(device)
     model.load_state_dict(state["model"])
     try:
-        prompt = tok.encode(args.prompt or "\n")
+        tok.encode(args.prompt or "\n")
     except ValueError as e:
         raise UserError(str(e)) from None
-    out = model.generate(tensor(prompt[None], device=device), args.tokens, temperature=args.temperature,
-                         top_k=args.top_k, generator=Generator(device, seed=args.seed))
-    print(tok.decode(out[0]))
+    print(tok.decode(sample(model, tok, args.prompt or "\n", args.tokens, args.temperature, args.top_k or None,
+                            args.seed, device)))
     return 0
 
 
@@ -167,24 +192,22 @@ def add_train_parsers(sub):
     for name, help_text in (("gpt", "character-level GPT on Shakespeare (nanoGPT's baby configuration)"),
                             ("char-rnn", "character-level LSTM language model on Shakespeare")):
         p = sub.add_parser(name, help=help_text)
-        p.add_argument("--text", default=None, help="train on this UTF-8 text file instead of Shakespeare")
-        p.add_argument("--max-iters", type=int, default=None)
-        p.add_argument("--lr", type=float, default=None)
-        p.add_argument("--batch-size", type=int, default=None)
-        p.add_argument("--block-size", type=int, default=None)
-        p.add_argument("--n-layer", type=int, default=None)
-        p.add_argument("--n-embd", type=int, default=None)
+        p.add_argument("--text", type=existing_file, default=None,
+                       help="train on this UTF-8 text file instead of Shakespeare")
+        p.add_argument("--max-iters", type=positive_int, default=None)
+        p.add_argument("--lr", type=positive_float, default=None)
+        p.add_argument("--batch-size", type=positive_int, default=None)
+        p.add_argument("--block-size", type=positive_int, default=None)
+        p.add_argument("--n-layer", type=positive_int, default=None)
+        p.add_argument("--n-embd", type=positive_int, default=None)
         if name == "gpt":
-            p.add_argument("--n-head", type=int, default=None)
+            p.add_argument("--n-head", type=positive_int, default=None)
         else:
-            p.add_argument("--hidden-size", type=int, default=None)
-        p.add_argument("--dropout", type=float, default=None)
-        p.add_argument("--eval-interval", type=int, default=None)
-        p.add_argument("--seed", type=int, default=None)
-        p.add_argument("--device", default="auto")
-        p.add_argument("--out", default=None, help=f"run folder (default runs/{name}-<time>)")
-        p.add_argument("--resume", default=None, metavar="RUN_OR_CKPT")
-        p.add_argument("--quiet", action="store_true")
+            p.add_argument("--hidden-size", type=positive_int, default=None)
+        p.add_argument("--dropout", type=probability, default=None)
+        p.add_argument("--eval-interval", type=positive_int, default=None)
+        p.add_argument("--seed", type=nonneg_int, default=None)
+        add_run_options(p, f"runs/{name}-<time>")
         p.set_defaults(func=train, recipe=name.replace("-", "_"))
 
 
@@ -192,9 +215,9 @@ def add_generate_parser(sub):
     p = sub.add_parser("generate", help="sample text from a trained GPT or char-RNN run")
     p.add_argument("run", metavar="RUN_OR_CKPT")
     p.add_argument("--prompt", default="\n")
-    p.add_argument("--tokens", type=int, default=300)
-    p.add_argument("--temperature", type=float, default=0.8)
-    p.add_argument("--top-k", type=int, default=None)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tokens", type=nonneg_int, default=300)
+    p.add_argument("--temperature", type=nonneg_float, default=0.8, help="0 picks the most likely character")
+    p.add_argument("--top-k", type=nonneg_int, default=None, help="sample among the k most likely (0: all)")
+    p.add_argument("--seed", type=nonneg_int, default=0)
     p.add_argument("--device", default="auto")
     p.set_defaults(func=generate)

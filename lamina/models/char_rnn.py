@@ -5,6 +5,7 @@ import dataclasses
 
 from .. import nn, no_grad, ops
 from ..nn import functional as F
+from .sampling import next_token
 
 
 @dataclasses.dataclass
@@ -42,18 +43,12 @@ class CharRNN(nn.Module):
     def generate(self, idx, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
                  generator=None):
         """Read ``idx`` (B, T), then sample one token at a time, feeding the LSTM state forward."""
-        if temperature <= 0:
-            raise ValueError(f"CharRNN.generate: temperature must be positive, got {temperature}")
         was_training = self.training
         self.eval()
         try:
             logits, _, state = self(idx)
             for _ in range(max_new_tokens):
-                last = logits[:, -1, :] / temperature
-                if top_k is not None:
-                    kth = ops.topk(last, min(top_k, last.shape[-1])).values[:, -1:]
-                    last = last.masked_fill(last < kth, float("-inf"))
-                nxt = ops.multinomial(F.softmax(last, dim=-1), 1, generator=generator)
+                nxt = next_token(logits[:, -1, :], temperature, top_k, generator)
                 idx = ops.cat([idx, nxt], dim=1)
                 logits, _, state = self(nxt, state=state)
         finally:

@@ -9,6 +9,7 @@ import math
 from .. import nn, no_grad, ops
 from ..creation import arange
 from ..nn import functional as F
+from .sampling import next_token
 
 
 @dataclasses.dataclass
@@ -130,21 +131,15 @@ class GPT(nn.Module):
     @no_grad()
     def generate(self, idx, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
                  generator=None):
-        """Extend ``idx`` (B, T) by sampling ``max_new_tokens`` tokens, one at a time."""
-        if temperature <= 0:
-            raise ValueError(f"GPT.generate: temperature must be positive, got {temperature}")
+        """Extend ``idx`` (B, T) by sampling ``max_new_tokens`` tokens, one at a time (see
+        ``next_token``: temperature 0 is greedy, top_k None or 0 keeps every token)."""
         was_training = self.training
         self.eval()
         try:
             for _ in range(max_new_tokens):
                 context = idx if idx.shape[1] <= self.config.block_size else idx[:, -self.config.block_size:]
                 logits, _ = self(context)
-                logits = logits[:, -1, :] / temperature
-                if top_k is not None:
-                    kth = ops.topk(logits, min(top_k, logits.shape[-1])).values[:, -1:]
-                    logits = logits.masked_fill(logits < kth, float("-inf"))
-                probs = F.softmax(logits, dim=-1)
-                idx = ops.cat([idx, ops.multinomial(probs, 1, generator=generator)], dim=1)
+                idx = ops.cat([idx, next_token(logits[:, -1, :], temperature, top_k, generator)], dim=1)
         finally:
             self.train(was_training)
         return idx

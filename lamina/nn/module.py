@@ -52,10 +52,12 @@ class Module:
             raise AttributeError(f"{type(self).__name__}: call super().__init__() before assigning {name!r}")
         params, buffers, modules = self._parameters, self._buffers, self._modules
         if isinstance(value, Parameter):
-            self._forget(name)
+            if name not in params:  # a replaced parameter or module keeps its place, as in PyTorch
+                self._forget(name)
             params[name] = value
         elif isinstance(value, Module):
-            self._forget(name)
+            if name not in modules:
+                self._forget(name)
             modules[name] = value
         elif name in params:
             if value is not None:

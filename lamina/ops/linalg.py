@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..tensor import Tensor
 from .base import Op, promote, unbroadcast
 
 
@@ -38,7 +39,11 @@ class MatMul(Op):
 
 
 def matmul(a, b):
-    """``a @ b``: 1-D operands are vectors; leading dims broadcast as batch dims."""
+    """``a @ b``: 1-D operands are vectors; leading dims broadcast as batch dims. Both operands
+    must have one dtype (PyTorch does not promote here either)."""
+    if isinstance(a, Tensor) and isinstance(b, Tensor) and a.dtype != b.dtype:
+        raise TypeError(f"matmul: expected both operands to have the same dtype, got {a.dtype} (shape "
+                        f"{a.shape}) and {b.dtype} (shape {b.shape}); convert one with .to(dtype)")
     a, b = promote(a, b, "matmul", broadcast=False)
     ad, bd = a.data, b.data
     if ad.ndim == 0 or bd.ndim == 0:

@@ -86,6 +86,7 @@ def test_errors_are_one_line(mnist_dir, tmp_path, capsys):
     junk.write_bytes(b"not a checkpoint at all")
     code, _, err = _run(["eval", str(junk), "--device", "cpu"], capsys)
     assert code == 2 and err.count("\n") == 1 and "junk.safetensors" in err
+    (tmp_path / "empty").mkdir()
     code, _, err = _run(["train", "lenet", "--data-dir", str(tmp_path / "empty"), "--out", str(tmp_path / "r"),
                          "--device", "cpu", "--quiet"], capsys)
     errors = [line for line in err.splitlines() if line.startswith("lamina: error:")]

@@ -46,23 +46,23 @@ def test_train_generate_and_resume(recipe, text_file, tmp_path, capsys):
 
     # interrupted right after its checkpoint at iteration 20, then resumed: the same weights as
     # the uninterrupted run
-    from lamina.cli import textlm
-    real_write = textlm.write_json
+    from lamina.cli import fit
+    real_write = fit.write_json
 
     def interrupt(*a, **k):
         real_write(*a, **k)
         raise KeyboardInterrupt
 
-    textlm.write_json = interrupt
+    fit.write_json = interrupt
     try:
         assert _train(recipe, text_file, part) == 130
     finally:
-        textlm.write_json = real_write
-    assert lamina.io.load_checkpoint(part / "checkpoint.safetensors")["iter"] == 20
+        fit.write_json = real_write
+    assert lamina.io.load_checkpoint(part / "checkpoint.safetensors")["step"] == 20
     assert main(["train", recipe, "--resume", str(part), "--device", "cpu", "--quiet"]) == 0
     a = lamina.io.load_checkpoint(full / "checkpoint.safetensors")
     b = lamina.io.load_checkpoint(part / "checkpoint.safetensors")
-    assert b["iter"] == 40
+    assert b["step"] == 40
     for k in a["model"]:
         np.testing.assert_array_equal(a["model"][k].numpy(), b["model"][k].numpy(), err_msg=k)
 

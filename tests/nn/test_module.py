@@ -171,3 +171,13 @@ def test_layer_input_errors_name_the_layer():
         nn.BatchNorm2d(4)(lamina.ones(2, 3, 2, 2))
     with pytest.raises(ValueError, match="layer_norm"):
         nn.LayerNorm(5)(lamina.ones(2, 4))
+
+
+def test_replacing_a_submodule_keeps_its_place():
+    import torch
+    ours = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1))
+    ref = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.ReLU(), torch.nn.Linear(3, 1))
+    for m in (ours, ref):
+        setattr(m, "0", type(m[0])(2, 5))
+    assert [type(c).__name__ for c in ours.children()] == [type(c).__name__ for c in ref.children()]
+    assert list(dict(ours.named_children())) == list(dict(ref.named_children())) == ["0", "1", "2"]
