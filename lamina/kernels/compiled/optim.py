@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .scalar import JIT
+from .scalar import JIT, like
 
 
 @njit(**JIT)
@@ -33,6 +33,20 @@ def _sgd(p, g, buf, first, lr_neg, momentum, one_minus_damp, wd, has_wd, has_mom
 @njit(**JIT)
 def _adam(p, g, m, v, vmax, lr_wd, wd, one_minus_b1, beta2, one_minus_b2, bc2_sqrt, eps, step_neg,
           has_wd, decoupled, amsgrad, maximize):
+    if not amsgrad and not (has_wd and not decoupled):
+        # The common case as a loop without branches, so it vectorises: negation is a product
+        # with -1 and no decay a product with 1, both exact.
+        sign = like(eps, -1.0) if maximize else like(eps, 1.0)
+        shrink = lr_wd if has_wd else like(eps, 1.0)
+        for i in range(p.shape[0]):
+            d = g[i] * sign
+            mi = m[i] + (d - m[i]) * one_minus_b1
+            vi = v[i] * beta2
+            vi = vi + (d * d) * one_minus_b2
+            m[i], v[i] = mi, vi
+            den = np.sqrt(vi) / bc2_sqrt + eps
+            p[i] = p[i] * shrink + (mi / den) * step_neg
+        return
     for i in range(p.shape[0]):
         d = -g[i] if maximize else g[i]
         pi = p[i]
