@@ -206,10 +206,10 @@ class DataLoader:
                                   if batch_size is not None and not iterable else None)
         self._custom_order = sampler is not None or batch_sampler is not None
         batched = self.batch_sampler is not None or (iterable and batch_size is not None)
+        fast_path = collate_fn is None and batched and not iterable and hasattr(dataset, "__getitems__")
         if collate_fn is None:
             collate_fn = default_collate if batched else default_convert
-        fast_path = (self.collate_fn is None and batched and not iterable
-                     and hasattr(dataset, "__getitems__"))
+        self.collate_fn = collate_fn
         self._fetcher_args = (dataset, iterable, batched, self.batch_size, self.drop_last, collate_fn,
                               fast_path)
         # Position: the generator state the running epoch started from (None: the next epoch
