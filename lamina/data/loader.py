@@ -174,7 +174,6 @@ class DataLoader:
         self.num_workers = int(num_workers)
         self.shuffle = bool(shuffle)
         self.drop_last = bool(drop_last)
-        self.collate_fn = collate_fn
         self.prefetch = int(prefetch)
         self.prefetch_factor = (2 if prefetch_factor is None else int(prefetch_factor)) if num_workers else None
         self.persistent_workers = bool(persistent_workers)
