@@ -548,6 +548,10 @@ class _MultiProcessIterator:
     def __next__(self):
         if self._closed:
             raise StopIteration
+        if self._pool.epoch != self._epoch:
+            self._closed = True
+            raise RuntimeError("DataLoader: this iterator's persistent workers have moved on to a newer "
+                               "iter() of the loader; iterate one epoch at a time")
         try:
             while True:
                 if self._received == self._sent:

@@ -237,7 +237,12 @@ def test_persistent_workers_are_reused_and_restart_their_streams():
     next(it)
     del it
     assert len(list(loader)) == 4
-    del loader, stream
+    old = iter(loader)
+    newer = iter(loader)
+    with pytest.raises(RuntimeError, match="persistent workers have moved on to a newer iter"):
+        next(old)
+    assert len(list(newer)) == 4
+    del loader, stream, old, newer
     gc.collect()
 
 
