@@ -131,7 +131,8 @@ def fit(run: RunFolder, job: Training, state: Progress, args) -> int:
                                           f"{run.path} is kept; resume it with a lower --lr, or pass --on-nan skip")
                         skipped_in_a_row += 1
                         metrics.setdefault("skipped_steps", []).append(state.step + 1)
-                        bar.write(f"non-finite loss ({value}) at step {state.step + 1}: step skipped")
+                        bar.write(f"lamina: non-finite loss ({value}) at step {state.step + 1}: step skipped",
+                                  file=sys.stderr)
                         if skipped_in_a_row >= MAX_SKIPPED:
                             raise Stop(1, f"{MAX_SKIPPED} non-finite losses in a row up to step {state.step + 1}; "
                                           f"stopping. The last checkpoint in {run.path} is kept")
