@@ -170,3 +170,21 @@ def test_device_parsing():
         lamina.Device("tpu")
     with pytest.raises(ValueError, match="bad device index"):
         lamina.Device("cuda:x")
+
+
+def test_to_with_an_unknown_name_says_device_or_dtype():
+    with pytest.raises(ValueError, match="to: 'foo' is neither a device .* nor a dtype"):
+        lamina.ones(2).to("foo")
+
+
+def test_ragged_nested_lists_get_a_clear_error():
+    with pytest.raises(ValueError, match=r"tensor: the nested sequences have different lengths .*\[\[1, 2\], \[3\]\]"):
+        lamina.tensor([[1, 2], [3]])
+
+
+def test_matmul_of_mixed_dtypes_raises_as_pytorch_does():
+    import torch
+    with pytest.raises(RuntimeError):
+        torch.ones(2, 2) @ torch.ones(2, 2, dtype=torch.int64)
+    with pytest.raises(TypeError, match="matmul: expected both operands to have the same dtype, got float32"):
+        lamina.ones(2, 2) @ lamina.ones(2, 2, dtype=lamina.int64)

@@ -80,3 +80,18 @@ def test_unknown_prompt_character_is_one_line(text_file, tmp_path, capsys):
     assert main(["generate", str(tmp_path / "r"), "--prompt", "Zebra~", "--device", "cpu"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("lamina: error:") and err.count("\n") == 1
+
+
+def test_generate_temperature_zero_is_greedy_and_top_k_zero_is_off(text_file, tmp_path, capsys):
+    assert _train("gpt", text_file, tmp_path / "r") == 0
+    capsys.readouterr()
+    outs = []
+    for seed in ("0", "1"):
+        assert main(["generate", str(tmp_path / "r"), "--prompt", "All:", "--tokens", "30", "--temperature", "0",
+                     "--seed", seed, "--device", "cpu"]) == 0
+        outs.append(capsys.readouterr().out)
+    assert outs[0] == outs[1]  # greedy: the seed does not matter
+    for k in ("0", "3"):
+        assert main(["generate", str(tmp_path / "r"), "--top-k", k, "--tokens", "10", "--device", "cpu"]) == 0
+    assert main(["generate", str(tmp_path / "r"), "--prompt", "All:", "--tokens", "0", "--device", "cpu"]) == 0
+    assert capsys.readouterr().out.endswith("All:\n")
