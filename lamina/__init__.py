@@ -24,7 +24,7 @@ from .ops import (  # noqa: F401
     transpose, tril, triu, unbind, unflatten, unsqueeze, var, where,
 )
 
-from . import data, distributions, io, models, nn, optim  # noqa: E402,F401  (subpackages, as torch.nn / torch.optim)
+from . import data, distributed, distributions, io, models, nn, optim  # noqa: E402,F401  (subpackages, as torch.nn / torch.optim)
 
 bool = bool_  # noqa: A001  (lamina.bool, like torch.bool)
 float = float32  # noqa: A001

@@ -15,6 +15,7 @@ import traceback
 class _Mode(threading.local):
     enabled = True
     anomaly = False
+    callbacks = None  # while a backward runs: functions to call once it has finished
 
 
 _mode = _Mode()
@@ -163,19 +164,36 @@ def _seed(t, g, i):
     return g
 
 
+def queue_callback(fn) -> None:
+    """Call ``fn()`` once the running ``backward``/``grad`` has finished (from a hook, e.g. to
+    wait for gradient communication that hooks started). Callbacks run in the order queued; a
+    callback may queue another."""
+    if _mode.callbacks is None:
+        raise RuntimeError("queue_callback: no backward() is running")
+    _mode.callbacks.append(fn)
+
+
 def _run(tensors, grad_tensors, retain_graph, create_graph, targets):
-    """Run backward from ``tensors``.
+    """Run backward from ``tensors``, then the callbacks queued while it ran.
 
     With ``targets`` (a list of tensors) return their gradients instead of accumulating into
     leaves; only the part of the graph that leads to a target is evaluated.
     """
     seeds = [_seed(t, g, i) for i, (t, g) in enumerate(zip(tensors, grad_tensors))]
-    prev = _mode.enabled
+    prev, outer = _mode.enabled, _mode.callbacks
     _mode.enabled = create_graph
+    _mode.callbacks = callbacks = []
     try:
-        return _execute(tensors, seeds, retain_graph, create_graph, targets)
+        found = _execute(tensors, seeds, retain_graph, create_graph, targets)
+        _mode.enabled = prev
+        i = 0
+        while i < len(callbacks):
+            callbacks[i]()
+            i += 1
+        return found
     finally:
         _mode.enabled = prev
+        _mode.callbacks = outer
 
 
 def _execute(tensors, seeds, retain_graph, create_graph, targets):

@@ -316,3 +316,20 @@ def test_dtype_mismatch_grad_is_cast_back():
     y = lamina.randn(3, dtype=lamina.float64, requires_grad=True)
     (x * y).sum().backward()
     assert x.grad.dtype == lamina.float32 and y.grad.dtype == lamina.float64
+
+
+def test_queue_callback_runs_after_backward_in_order():
+    from lamina.autograd import queue_callback
+    seen = []
+    x = lamina.ones(3, requires_grad=True)
+
+    def hook(t):
+        seen.append(("hook", t.grad is not None))
+        queue_callback(lambda: (seen.append("first"), queue_callback(lambda: seen.append("queued by first"))))
+        queue_callback(lambda: seen.append("second"))
+
+    x.register_post_accumulate_grad_hook(hook)
+    (x * 2).sum().backward()
+    assert seen == [("hook", True), "first", "second", "queued by first"]
+    with pytest.raises(RuntimeError, match="no backward"):
+        queue_callback(lambda: None)

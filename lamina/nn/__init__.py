@@ -1,5 +1,5 @@
 """Layers (``Module`` and its subclasses), parameters, initialisation, losses and the functional API."""
-from . import functional, init, utils  # noqa: F401
+from . import functional, init, parallel, utils  # noqa: F401
 from .attention import MultiheadAttention  # noqa: F401
 from .activation import ELU, GELU, LeakyReLU, LogSoftmax, ReLU, Sigmoid, SiLU, Softmax, Softplus, Tanh  # noqa: F401
 from .container import ModuleDict, ModuleList, Sequential  # noqa: F401
