@@ -9,6 +9,9 @@ import numpy as np
 from . import _checks, _runtime
 
 _k = None
+# Rows at least this long take their maxima from NumPy's vectorised max (one fast extra pass);
+# shorter rows find it inside the kernel, saving the call.
+LONG_ROW = 256
 
 
 def _lib():
@@ -22,16 +25,23 @@ def _rows(a):
     return a.reshape(-1, a.shape[-1]) if a.ndim else a.reshape(1, 1)
 
 
+def _maxima(x2):
+    if x2.shape[1] >= LONG_ROW:
+        return x2.max(axis=1), True  # NaN propagates into the row's maximum, as it must
+    return np.empty(0, x2.dtype), False
+
+
 def _forward(x, log):
     if not _checks.floats(x) or x.ndim == 0 or x.size == 0:
         return None
     k = _lib()
     y = np.empty_like(x)
     x2, y2 = _rows(x), _rows(y)
+    mx, has_mx = _maxima(x2)
     if _checks.parallel(x2.size) > 1 and x2.shape[0] > 1:
-        k.forward_parallel(x2, y2, log)
+        k.forward_parallel(x2, y2, log, mx, has_mx)
     else:
-        k.forward_serial(x2, y2, log)
+        k.forward_serial(x2, y2, log, mx, has_mx)
     return y
 
 
@@ -88,13 +98,14 @@ def cross_entropy(logits, target, ignore_index=-100, reduction="mean", label_smo
     grad = np.empty_like(logits)
     loss = np.empty(n, logits.dtype)
     mean = reduction == "mean"
+    mx, has_mx = _maxima(logits)
     parts = min(_checks.parallel(logits.size), n)
     if parts > 1:
         counted, total = k.cross_entropy_parallel(logits, target, grad, loss, ignore_index,
-                                                  label_smoothing, mean, parts)
+                                                  label_smoothing, mean, mx, has_mx, parts)
     else:
         counted, total = k.cross_entropy_serial(logits, target, grad, loss, ignore_index,
-                                                label_smoothing, mean)
+                                                label_smoothing, mean, mx, has_mx)
     if counted < 0:
         r = -1 - counted
         raise IndexError(f"cross_entropy: target {int(target[r])} of row {r} is out of range for "

@@ -12,8 +12,14 @@ def _tol(dtype):
     return (2e-6, 2e-6) if dtype == np.float32 else (1e-12, 1e-13)
 
 
+@pytest.fixture(params=[256, 1], ids=["max-in-kernel", "max-from-numpy"])
+def long_row(request, monkeypatch):
+    from lamina.kernels import softmax
+    monkeypatch.setattr(softmax, "LONG_ROW", request.param)
+
+
 @pytest.mark.parametrize("log", [False, True], ids=["softmax", "log_softmax"])
-def test_softmax_matches_torch_with_inf_and_nan_rows(log, dtype, parts):
+def test_softmax_matches_torch_with_inf_and_nan_rows(log, dtype, parts, long_row):
     rng = np.random.default_rng(3)
     x = rand(rng, (6, 37), dtype, 3.0)
     x[1, ::3] = -np.inf          # exact zeros / -inf
@@ -51,7 +57,7 @@ def test_softmax_nd_and_declines(dtype):
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("smoothing", [0.0, 0.2])
-def test_cross_entropy_matches_torch(reduction, smoothing, dtype, parts):
+def test_cross_entropy_matches_torch(reduction, smoothing, dtype, parts, long_row):
     rng = np.random.default_rng(5)
     x = rand(rng, (33, 11), dtype, 2.0)
     t = rng.integers(0, 11, 33)

@@ -12,6 +12,8 @@ from .scalar import JIT, REDUCE, fexp, flog, like
 
 @njit(**REDUCE)
 def _row_max(x):
+    """Row maximum for short rows. LLVM does not vectorise this select-reduction (even with
+    fast-math flags), so for long rows the caller passes maxima from NumPy's vectorised max."""
     m = like(x[0], -np.inf)
     for j in range(x.shape[0]):
         v = x[j]
@@ -20,8 +22,7 @@ def _row_max(x):
 
 
 @njit(**REDUCE)
-def _softmax_row(x, y, log):
-    m = _row_max(x)
+def _softmax_row(x, y, log, m):
     s = like(m, 0.0)
     if log:
         for j in range(x.shape[0]):
@@ -56,15 +57,16 @@ def _softmax_backward_row(g, y, dx, log):
 
 
 @njit(**JIT)
-def forward_serial(x, y, log):
+def forward_serial(x, y, log, mx, has_mx):
+    """Rows of x; ``mx`` holds the row maxima when ``has_mx`` (NumPy's, for long rows)."""
     for r in range(x.shape[0]):
-        _softmax_row(x[r], y[r], log)
+        _softmax_row(x[r], y[r], log, mx[r] if has_mx else _row_max(x[r]))
 
 
 @njit(parallel=True, **JIT)
-def forward_parallel(x, y, log):
+def forward_parallel(x, y, log, mx, has_mx):
     for r in prange(x.shape[0]):
-        _softmax_row(x[r], y[r], log)
+        _softmax_row(x[r], y[r], log, mx[r] if has_mx else _row_max(x[r]))
 
 
 @njit(**JIT)
@@ -80,11 +82,10 @@ def backward_parallel(g, y, dx, log):
 
 
 @njit(**REDUCE)
-def _ce_row(x, t, dx, smoothing):
-    """Loss of one row and its gradient (for an upstream gradient of 1) written into dx:
-    softmax(x) - (1 - eps) onehot(t) - eps / C."""
+def _ce_row(x, t, dx, smoothing, m):
+    """Loss of one row (maximum m) and its gradient (for an upstream gradient of 1) written
+    into dx: softmax(x) - (1 - eps) onehot(t) - eps / C."""
     c = x.shape[0]
-    m = _row_max(x)
     s = like(m, 0.0)
     sx = like(m, 0.0)
     for j in range(c):
@@ -103,7 +104,7 @@ def _ce_row(x, t, dx, smoothing):
 
 
 @njit(**REDUCE)
-def _ce_rows(x, target, dx, loss, ignore_index, smoothing, r0, r1):
+def _ce_rows(x, target, dx, loss, ignore_index, smoothing, mx, has_mx, r0, r1):
     """Rows r0..r1-1; returns the number of counted rows, or -1 - r for the first row r whose
     target is out of range."""
     c = x.shape[1]
@@ -117,7 +118,7 @@ def _ce_rows(x, target, dx, loss, ignore_index, smoothing, r0, r1):
             continue
         if t < 0 or t >= c:
             return -1 - r
-        loss[r] = _ce_row(x[r], t, dx[r], smoothing)
+        loss[r] = _ce_row(x[r], t, dx[r], smoothing, mx[r] if has_mx else _row_max(x[r]))
         counted += 1
     return counted
 
@@ -137,17 +138,17 @@ def _ce_finish(dx, loss, counted, mean):
 
 
 @njit(**JIT)
-def cross_entropy_serial(x, target, dx, loss, ignore_index, smoothing, mean):
-    counted = _ce_rows(x, target, dx, loss, ignore_index, smoothing, 0, x.shape[0])
+def cross_entropy_serial(x, target, dx, loss, ignore_index, smoothing, mean, mx, has_mx):
+    counted = _ce_rows(x, target, dx, loss, ignore_index, smoothing, mx, has_mx, 0, x.shape[0])
     return counted, _ce_finish(dx, loss, counted, mean)
 
 
 @njit(parallel=True, **JIT)
-def cross_entropy_parallel(x, target, dx, loss, ignore_index, smoothing, mean, parts):
+def cross_entropy_parallel(x, target, dx, loss, ignore_index, smoothing, mean, mx, has_mx, parts):
     rows = x.shape[0]
     counts = np.zeros(parts, np.int64)
     for p in prange(parts):
-        counts[p] = _ce_rows(x, target, dx, loss, ignore_index, smoothing,
+        counts[p] = _ce_rows(x, target, dx, loss, ignore_index, smoothing, mx, has_mx,
                              p * rows // parts, (p + 1) * rows // parts)
     counted = 0
     for p in range(parts):
