@@ -19,18 +19,21 @@ last bucket waits for all requests and writes the averaged gradients (sum / worl
 into ``.grad``, so when ``loss.backward()`` returns every rank holds the same averaged gradients
 and any optimiser, ``clip_grad_norm_`` included, sees them.
 
-Unused parameters: a parameter that the walk does not reach gets no gradient this step. With
-``find_unused_parameters=False`` (default) that is an error naming it, raised in ``forward``; with
-``True`` its slot counts as ready from the start and contributes zeros, and a flag per parameter
-travels in the same all-reduce, so a parameter that no rank used keeps its ``.grad`` untouched
-(``None`` stays ``None``), as in PyTorch.
+Unused parameters: a parameter that gets no gradient in a step. The first gradient hook of a
+step queues a callback (``lamina.autograd.queue_callback``) that runs once ``backward`` has
+finished, so every backward ends with the gradients reduced whatever reached the parameters:
+parameters that the graph walk does not reach, and parameters behind an output of ``forward``
+that does not feed the loss, are both noticed within that backward. With
+``find_unused_parameters=False`` (default) that is an error naming them (raised in ``forward`` for
+parameters the walk does not reach, in ``backward`` for the others); with ``True`` they
+contribute zeros and a flag per parameter travels in the same all-reduce, so a parameter that
+no rank used keeps its ``.grad`` untouched (``None`` stays ``None``), as in PyTorch.
 
-Limits, each a clear error: every output of ``forward`` that depends on parameters must take
-part in the loss (a missing gradient is reported at the next ``forward``); gradients may reach
-the parameters only through the outputs of the latest ``forward`` (a loss term computed on the
-parameters outside ``forward``, or a second backward through the same outputs, is refused while
-or after the buckets are reduced). ``no_sync()`` lifts all of this: gradients just accumulate
-locally and the first synchronised backward after it reduces the accumulated sums.
+Limits, each a clear error: gradients may reach the parameters only through the outputs of the
+latest ``forward`` (a loss term computed on the parameters outside ``forward``, or a second
+backward through the same outputs, is refused while or after the buckets are reduced).
+``no_sync()`` lifts all of this: gradients just accumulate locally and the first synchronised
+backward after it reduces the accumulated sums.
 """
 from __future__ import annotations
 
@@ -40,7 +43,7 @@ import zlib
 import numpy as np
 
 from .. import backend
-from ..autograd import is_grad_enabled, no_grad
+from ..autograd import is_grad_enabled, no_grad, queue_callback
 from ..nn.module import Module
 from ..tensor import Tensor
 from . import group as dist
@@ -105,13 +108,11 @@ class DistributedDataParallel(Module):
     # ------------------------------------------------------------ forward
     def forward(self, *args, **kwargs):
         g = self._group
-        if g.size > 1:
-            self._check_previous_step()
-            if self.broadcast_buffers and self.training:
-                with no_grad():
-                    for b in self.module.buffers():
-                        dist.broadcast_array(g, b.data, 0)
-                        b._version[0] += 1
+        if g.size > 1 and self.broadcast_buffers and self.training:
+            with no_grad():
+                for b in self.module.buffers():
+                    dist.broadcast_array(g, b.data, 0)
+                    b._version[0] += 1
         self._step = None
         out = self.module(*args, **kwargs)
         if g.size > 1 and self._sync and is_grad_enabled():
@@ -121,22 +122,10 @@ class DistributedDataParallel(Module):
                 if unused and not self.find_unused_parameters:
                     raise RuntimeError(
                         "DistributedDataParallel: parameters took no part in this forward: "
-                        f"{', '.join(unused[:10])}{' ...' if len(unused) > 10 else ''}; pass "
-                        "find_unused_parameters=True to allow parameters without gradients")
+                        f"{_names(unused)}; pass find_unused_parameters=True to allow parameters "
+                        "without gradients")
                 self._step = _Reduction(self, counts)
         return out
-
-    def _check_previous_step(self):
-        step = self._step
-        if step is None or step.finished or not step.started:
-            return  # no backward since the last forward (evaluation with grad mode on) is fine
-        missing = [self._names[j] for j, c in enumerate(step.remaining) if c > 0]
-        self._step = None
-        raise RuntimeError(
-            "DistributedDataParallel: the previous backward did not produce gradients for "
-            f"{', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}, so its gradients were "
-            "not averaged across ranks; every output of forward that depends on parameters must "
-            "take part in the loss")
 
     @contextlib.contextmanager
     def no_sync(self):
@@ -154,6 +143,8 @@ class DistributedDataParallel(Module):
         step = self._step
         if step is None:
             return
+        if not step.started:
+            queue_callback(step.backward_done)
         step.deliver(self._index[id(p)])
 
     def extra_repr(self):
@@ -249,6 +240,7 @@ class _Reduction:
 
     def __init__(self, ddp, counts):
         self.ddp = ddp
+        self.counts = list(counts)
         self.remaining = list(counts)
         self.used = [c > 0 for c in counts]
         self.bucket_left = [sum(1 for j in bk.members if counts[j] > 0) for bk in ddp._buckets]
@@ -274,6 +266,31 @@ class _Reduction:
                 return
         if self.works:
             _progress(ddp._comm_group, self.works)
+
+    def backward_done(self):
+        """Runs when the backward that started this reduction has finished: parameters still
+        waiting for gradients got none in it (an output of forward did not feed the loss)."""
+        if self.finished:
+            return
+        ddp = self.ddp
+        missing = [j for j, c in enumerate(self.remaining) if c > 0]
+        if not ddp.find_unused_parameters:
+            for _, _, work in self.works:  # launched on every rank: complete them, keep the ranks in step
+                work.wait()
+            self.works = []
+            self.finished = True
+            ddp._step = None
+            raise RuntimeError(
+                "DistributedDataParallel: this backward produced no gradients for "
+                f"{_names([ddp._names[j] for j in missing])}, so the gradients were not averaged across "
+                "ranks; every output of forward that depends on parameters must take part in the loss, "
+                "or pass find_unused_parameters=True")
+        for j in missing:
+            # a weight used twice whose one use fed the loss keeps the gradient that arrived
+            self.used[j] = self.remaining[j] < self.counts[j]
+            self.remaining[j] = 0
+            self.bucket_left[ddp._bucket_of[j]] -= 1
+        self._launch_ready()
 
     def _launch_ready(self):
         buckets = self.ddp._buckets
@@ -328,6 +345,10 @@ class _Reduction:
                     _set_grad(ddp._params[j], res[bk.offsets[k]:bk.offsets[k + 1]], 1.0 / size)
         self.finished = True
         self.works = []
+
+
+def _names(names):
+    return ", ".join(names[:10]) + (" ..." if len(names) > 10 else "")
 
 
 def _progress(g, works):

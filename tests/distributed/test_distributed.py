@@ -20,7 +20,8 @@ from .helpers import run_mpi
 def test_collectives_syncbatchnorm_and_ddp_paths_on_two_ranks():
     proc, _ = run_mpi("collectives.py")
     for check in ("all_reduce", "broadcast", "all_gather", "reduce_scatter", "mismatch errors", "SyncBatchNorm",
-                  "all_reduce_sum backward", "DDP find_unused_parameters", "DDP no_sync", "DDP misuse errors",
+                  "all_reduce_sum backward", "DDP find_unused_parameters", "DDP no_sync",
+                  "DDP outputs outside the loss", "DDP misuse errors",
                   "DistributedSampler on the group", "DataParallelRun"):
         assert f"OK {check}\n" in proc.stdout, (check, proc.stdout, proc.stderr)
 

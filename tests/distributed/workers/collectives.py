@@ -208,6 +208,60 @@ np.testing.assert_allclose(model.body.weight.grad.numpy(), ref.body.weight.grad.
 assert not np.allclose(local * size, ref.body.weight.grad.numpy())  # the no_sync part really stayed local
 ok("DDP no_sync")
 
+# outputs of forward that do not feed the loss: settled inside that same backward
+class Fork(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Linear(4, 4)
+        self.a = nn.Linear(4, 1)
+        self.b = nn.Linear(4, 1)
+
+    def forward(self, x):
+        h = self.body(x)
+        return self.a(h), self.b(h)
+
+
+lamina.manual_seed(3)
+fork = Fork().double()
+fork_ref = Fork().double()
+fork_ref.load_state_dict(fork.state_dict())
+strict = dist.DistributedDataParallel(fork, bucket_mb=1e-4)
+oa, ob = strict(x)
+try:
+    oa.sum().backward()
+except RuntimeError as e:
+    assert "this backward produced no gradients for b.weight, b.bias" in str(e), e
+    assert "find_unused_parameters=True" in str(e), e
+else:
+    raise AssertionError("an output left out of the loss was not reported by backward")
+fork.zero_grad()
+oa, ob = strict(x)  # the wrapper is usable again after the error
+(oa.sum() + 2.0 * ob.sum()).backward()
+for r in range(size):
+    ra, rb = fork_ref(lamina.tensor(data(r, (2, 4))))
+    (ra.sum() + 2.0 * rb.sum()).backward()
+for (name, p), q in zip(fork.named_parameters(), fork_ref.parameters()):
+    np.testing.assert_allclose(p.grad.numpy(), q.grad.numpy() / size, rtol=0, atol=1e-12, err_msg=name)
+
+fork = Fork().double()  # a model of its own: the hooks of the first wrapper stay on the old one
+fork.load_state_dict(fork_ref.state_dict())
+fork_ref.zero_grad()
+loose = dist.DistributedDataParallel(fork, find_unused_parameters=True, bucket_mb=1e-4)
+# rank 0's loss uses head a, the others' head b; both heads are computed everywhere
+oa, ob = loose(x)
+(oa if rank == 0 else ob).sum().backward()
+# averaged as soon as backward returns, with no later forward needed
+for r in range(size):
+    ra, rb = fork_ref(lamina.tensor(data(r, (2, 4))))
+    (ra if r == 0 else rb).sum().backward()
+for (name, p), q in zip(fork.named_parameters(), fork_ref.parameters()):
+    np.testing.assert_allclose(p.grad.numpy(), q.grad.numpy() / size, rtol=0, atol=1e-12, err_msg=name)
+fork.zero_grad()
+oa, ob = loose(x)
+oa.sum().backward()  # no rank used head b: its gradients stay None
+assert fork.b.weight.grad is None and fork.b.bias.grad is None and fork.a.weight.grad is not None
+ok("DDP outputs outside the loss")
+
 # a loss term on the parameters outside forward is refused, not silently left unsynchronised
 model.zero_grad()
 try:
