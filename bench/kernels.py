@@ -101,8 +101,8 @@ def conv(rng, quick, batch, cin, cout, hw, k, pad, input_grad=True):
     flops = 2.0 * batch * cout * cin * k * k * out * out * (3 if input_grad else 2)
 
     def lam():
-        K.conv2d_forward(x, w, b, padding=pad)
-        K.conv2d_backward(g, x, w, padding=pad, need_input=input_grad)
+        y, cols = K.conv2d_forward(x, w, b, padding=pad, keep_columns=True)
+        K.conv2d_backward(g, x, w, padding=pad, need_input=input_grad, columns=cols)
 
     def tor():
         tx.grad = tw.grad = tb.grad = None

@@ -83,8 +83,11 @@ def col2im(cols, x_shape, kernel_size, stride=1, padding=0, dilation=1):
     return dx
 
 
-def conv2d_forward(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
-    """Cross-correlation of x (N, C, H, W) with weight (O, C/groups, kh, kw), plus bias (O,)."""
+def conv2d_forward(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, keep_columns=False):
+    """Cross-correlation of x (N, C, H, W) with weight (O, C/groups, kh, kw), plus bias (O,).
+
+    With ``keep_columns`` returns ``(y, columns)``: the packed input when the whole batch fit in
+    one block (else None), to pass to ``conv2d_backward`` so it does not pack the input again."""
     arrays = (x, weight) if bias is None else (x, weight, bias)
     if not _checks.floats(*arrays) or x.ndim != 4 or weight.ndim != 4 or x.size == 0:
         return None
@@ -111,13 +114,17 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0, dilation=1, groups
         for gi in range(groups):
             np.matmul(wmat[gi], c[gi * ckg:(gi + 1) * ckg], out=y[gi * og:(gi + 1) * og])
         k.to_nchw(y, out, n0, n1, b, bias is not None)
-    return out.reshape(n, o, oh, ow)
+    out = out.reshape(n, o, oh, ow)
+    if keep_columns:
+        return out, (cols if nb == n else None)
+    return out
 
 
 def conv2d_backward(g, x, weight, stride=1, padding=0, dilation=1, groups=1, need_input=True,
-                    need_weight=True, need_bias=True):
+                    need_weight=True, need_bias=True, columns=None):
     """``(dx, dweight, dbias)`` of conv2d_forward for upstream gradient g (N, O, oh, ow); each is
-    None where not asked for. Returns None for inputs it does not take."""
+    None where not asked for. ``columns`` are the forward's (``keep_columns``), if it kept them.
+    Returns None for inputs it does not take."""
     if not _checks.floats(g, x, weight) or x.ndim != 4 or weight.ndim != 4 or g.ndim != 4 or x.size == 0:
         return None
     k = _lib()
@@ -134,15 +141,19 @@ def conv2d_backward(g, x, weight, stride=1, padding=0, dilation=1, groups=1, nee
     dx = np.zeros_like(x) if need_input else None
     dw = np.zeros((groups, og, ckg), x.dtype) if need_weight else None
     db = np.zeros(o, np.float64)
-    nb = _block(n, ck, p)
+    kept = columns is not None and columns.shape == (ck, n * p) and columns.dtype == x.dtype
+    nb = n if kept else _block(n, ck, p)
     for n0 in range(0, n, nb):
         n1 = min(n, n0 + nb)
         m = (n1 - n0) * p
         dyt = np.empty((o, m), x.dtype)
         k.from_nchw(g3, n0, n1, dyt, db, need_bias)
         if need_weight:
-            cols = np.empty((ck, m), x.dtype)
-            k.im2col(x, cols, n0, n1, *geo, _parts(ck, cols.size))
+            if kept:
+                cols = columns
+            else:
+                cols = np.empty((ck, m), x.dtype)
+                k.im2col(x, cols, n0, n1, *geo, _parts(ck, cols.size))
             for gi in range(groups):
                 dw[gi] += dyt[gi * og:(gi + 1) * og] @ cols[gi * ckg:(gi + 1) * ckg].T
         if need_input:

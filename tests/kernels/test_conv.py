@@ -36,6 +36,10 @@ def test_conv2d_forward_backward_match_torch(case, dtype, parts):
     only_w = K.conv2d_backward(g, x, wt, s, p, d, groups, need_input=False, need_bias=False)
     assert only_w[0] is None and only_w[2] is None
     np.testing.assert_allclose(only_w[1], grads[1], rtol=0, atol=0)
+    y2, cols = K.conv2d_forward(x, wt, b, s, p, d, groups, keep_columns=True)
+    np.testing.assert_array_equal(y2, y)
+    for a, c in zip(K.conv2d_backward(g, x, wt, s, p, d, groups, columns=cols), grads):
+        np.testing.assert_array_equal(a, c)
 
 
 def test_conv2d_in_blocks_of_samples(monkeypatch):
