@@ -1,0 +1,322 @@
+"""Resampling as compositions of primitives: ``interpolate`` (nearest, nearest-exact, linear,
+bilinear, bicubic, trilinear, area), ``pixel_shuffle``/``pixel_unshuffle``, ``affine_grid`` and
+``grid_sample``, with PyTorch's coordinate conventions.
+
+Linear and cubic interpolation act on one spatial axis at a time as a matmul with a small
+(out, in) weight matrix, as adaptive pooling does: forward and backward are both BLAS calls,
+and the gradient is the transposed matrix. Nearest upsampling by a whole factor is a broadcast,
+whose gradient is a sum; other nearest sizes gather rows with ``index_select``.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .. import backend
+from ..tensor import Tensor
+from .base import check_float
+
+_MODES = ("nearest", "nearest-exact", "linear", "bilinear", "bicubic", "trilinear", "area")
+_LINEAR_DIMS = {"linear": 1, "bilinear": 2, "bicubic": 2, "trilinear": 3}
+
+
+# ---------------------------------------------------------------- pixel shuffle
+
+def pixel_shuffle(input, upscale_factor):
+    """(*, C r^2, H, W) -> (*, C, H r, W r): each group of r^2 channels becomes an r x r block."""
+    r = int(upscale_factor)
+    if input.ndim < 3:
+        raise ValueError(f"pixel_shuffle: expected input of at least 3 dims (*, C, H, W), got shape {input.shape}")
+    if r < 1:
+        raise ValueError(f"pixel_shuffle: upscale_factor must be positive, got {upscale_factor}")
+    *b, c, h, w = input.shape
+    if c % (r * r):
+        raise ValueError(f"pixel_shuffle: channels {c} of input shape {input.shape} are not divisible by "
+                         f"upscale_factor^2 = {r * r}")
+    k = len(b)
+    x = input.reshape(*b, c // (r * r), r, r, h, w)
+    x = x.permute(*range(k), k, k + 3, k + 1, k + 4, k + 2)
+    return x.reshape(*b, c // (r * r), h * r, w * r)
+
+
+def pixel_unshuffle(input, downscale_factor):
+    """(*, C, H r, W r) -> (*, C r^2, H, W), the inverse of ``pixel_shuffle``."""
+    r = int(downscale_factor)
+    if input.ndim < 3:
+        raise ValueError(f"pixel_unshuffle: expected input of at least 3 dims (*, C, H, W), got shape {input.shape}")
+    if r < 1:
+        raise ValueError(f"pixel_unshuffle: downscale_factor must be positive, got {downscale_factor}")
+    *b, c, h, w = input.shape
+    if h % r or w % r:
+        raise ValueError(f"pixel_unshuffle: height {h} and width {w} of input shape {input.shape} must be "
+                         f"divisible by downscale_factor {r}")
+    k = len(b)
+    x = input.reshape(*b, c, h // r, r, w // r, r)
+    x = x.permute(*range(k), k, k + 2, k + 4, k + 1, k + 3)
+    return x.reshape(*b, c * r * r, h // r, w // r)
+
+
+# ---------------------------------------------------------------- interpolate
+
+def _output_size(opname, x, size, scale_factor, d):
+    """Output sizes and, per axis, the scale PyTorch uses in the coordinate map (None: in/out)."""
+    if (size is None) == (scale_factor is None):
+        raise ValueError(f"{opname}: pass exactly one of size and scale_factor, got size={size!r}, "
+                         f"scale_factor={scale_factor!r}")
+    spatial = x.shape[2:]
+    if size is not None:
+        out = (size,) * d if isinstance(size, int) else tuple(size)
+        if len(out) != d:
+            raise ValueError(f"{opname}: size {size!r} has {len(out)} entries for input of shape {x.shape} "
+                             f"({d} spatial dims)")
+        out = tuple(int(o) for o in out)
+        scales = (None,) * d
+    else:
+        scales = (scale_factor,) * d if isinstance(scale_factor, (int, float)) else tuple(scale_factor)
+        if len(scales) != d:
+            raise ValueError(f"{opname}: scale_factor {scale_factor!r} has {len(scales)} entries for input of "
+                             f"shape {x.shape} ({d} spatial dims)")
+        if any(s <= 0 for s in scales):
+            raise ValueError(f"{opname}: scale_factor must be positive, got {scale_factor!r}")
+        out = tuple(int(math.floor(n * float(s))) for n, s in zip(spatial, scales))
+    if any(o <= 0 for o in out):
+        raise ValueError(f"{opname}: output size {out} for input of shape {x.shape} must be positive")
+    return out, scales
+
+
+def _nearest_index(n_in, n_out, scale, exact):
+    """Source row of each output row, computed in float32 as PyTorch's kernels do."""
+    s = np.float32(1.0 / scale) if scale is not None and scale > 0 else np.float32(n_in) / np.float32(n_out)
+    dst = np.arange(n_out, dtype=np.float32)
+    if exact:
+        src = np.floor((dst + np.float32(0.5)) * s)
+    else:
+        src = np.floor(dst * s)
+    return np.minimum(src.astype(np.int64), n_in - 1)
+
+
+def _linear_scale(n_in, n_out, scale, align_corners):
+    if align_corners:
+        return (n_in - 1) / (n_out - 1) if n_out > 1 else 0.0
+    return 1.0 / scale if scale is not None and scale > 0 else n_in / n_out
+
+
+def _linear_matrix(n_in, n_out, scale, align_corners):
+    s = _linear_scale(n_in, n_out, scale, align_corners)
+    dst = np.arange(n_out, dtype=np.float64)
+    src = dst * s if align_corners else np.maximum(s * (dst + 0.5) - 0.5, 0.0)
+    i0 = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    w1 = src - i0
+    m = np.zeros((n_out, n_in))
+    rows = np.arange(n_out)
+    np.add.at(m, (rows, i0), 1.0 - w1)
+    np.add.at(m, (rows, i1), w1)
+    return m
+
+
+def _cubic_matrix(n_in, n_out, scale, align_corners, a=-0.75):
+    """Keys' cubic convolution (A = -0.75) with edge rows repeated, as PyTorch's bicubic."""
+    s = _linear_scale(n_in, n_out, scale, align_corners)
+    dst = np.arange(n_out, dtype=np.float64)
+    src = dst * s if align_corners else s * (dst + 0.5) - 0.5
+    i = np.floor(src).astype(np.int64)
+    t = src - i
+
+    def near(x):  # |x| <= 1
+        return ((a + 2) * x - (a + 3)) * x * x + 1
+
+    def far(x):  # 1 < |x| < 2
+        return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
+    weights = (far(t + 1), near(t), near(1 - t), far(2 - t))
+    m = np.zeros((n_out, n_in))
+    rows = np.arange(n_out)
+    for k, w in enumerate(weights):
+        np.add.at(m, (rows, np.clip(i - 1 + k, 0, n_in - 1)), w)
+    return m
+
+
+def _apply_axis(x, m, axis):
+    """Multiply spatial axis ``axis`` of x by the (out, in) matrix m."""
+    mt = Tensor(m.T, dtype=x.dtype, device=x.device)
+    if axis == x.ndim - 1:
+        return x @ mt
+    moved = x.transpose(axis, -1)
+    return (moved @ mt).transpose(axis, -1)
+
+
+def _nearest_axis(x, axis, idx):
+    from .indexing import index_select
+    n_in, n_out = x.shape[axis], len(idx)
+    if n_out % n_in == 0 and np.array_equal(idx, np.arange(n_out) // (n_out // n_in)):
+        # a whole-factor upsample: repeat each row by broadcasting (its gradient is a sum)
+        f = n_out // n_in
+        shape = x.shape
+        y = x.unsqueeze(axis + 1).expand(*shape[:axis + 1], f, *shape[axis + 1:])
+        return y.reshape(*shape[:axis], n_out, *shape[axis + 1:])
+    return index_select(x, axis, Tensor(idx, device=x.device))
+
+
+def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corners=None,
+                recompute_scale_factor=None, antialias=False):
+    """Resize the spatial dims of an (N, C, *spatial) input, as ``torch.nn.functional.interpolate``.
+
+    ``nearest`` picks floor(dst * in/out) (``nearest-exact``: floor((dst + 0.5) * in/out));
+    ``linear``/``bilinear``/``trilinear`` and ``bicubic`` interpolate between source pixels whose
+    centres (or corners, with ``align_corners=True``) line up with the output's. With
+    ``scale_factor`` the coordinate map uses 1/scale_factor, unless ``recompute_scale_factor``.
+    ``area`` is adaptive average pooling.
+    """
+    opname = "interpolate"
+    if not isinstance(input, Tensor):
+        raise TypeError(f"{opname}: expected a Tensor input, got {type(input).__name__}")
+    if mode not in _MODES:
+        raise ValueError(f"{opname}: unknown mode {mode!r}; expected one of {', '.join(_MODES)}")
+    if input.ndim not in (3, 4, 5):
+        raise ValueError(f"{opname}: expected a 3-D, 4-D or 5-D input (N, C, *spatial), got shape {input.shape}")
+    d = input.ndim - 2
+    if mode in _LINEAR_DIMS and _LINEAR_DIMS[mode] != d:
+        want = _LINEAR_DIMS[mode] + 2
+        raise ValueError(f"{opname}: mode {mode!r} needs a {want}-D input, got shape {input.shape}")
+    if align_corners is not None and mode not in _LINEAR_DIMS:
+        raise ValueError(f"{opname}: align_corners can only be set with the interpolating modes linear, bilinear, "
+                         f"bicubic and trilinear, not {mode!r}")
+    if antialias:
+        raise ValueError(f"{opname}: antialias=True is not supported")
+    out, scales = _output_size(opname, input, size, scale_factor, d)
+    if recompute_scale_factor:
+        scales = (None,) * d
+    check_float(input, opname)
+    x = input
+    if mode == "area":
+        from .pool import adaptive_avg_pool1d, adaptive_avg_pool2d
+        if d == 1:
+            return adaptive_avg_pool1d(x, out[0])
+        if d == 2:
+            return adaptive_avg_pool2d(x, out)
+        raise ValueError(f"{opname}: mode 'area' supports 3-D and 4-D inputs, got shape {input.shape}")
+    for k in range(d):
+        axis = 2 + k
+        n_in, n_out = x.shape[axis], out[k]
+        if mode in ("nearest", "nearest-exact"):
+            if n_in != n_out:
+                x = _nearest_axis(x, axis, _nearest_index(n_in, n_out, scales[k], mode == "nearest-exact"))
+        elif mode == "bicubic":
+            x = _apply_axis(x, _cubic_matrix(n_in, n_out, scales[k], bool(align_corners)), axis)
+        elif n_in != n_out or scales[k] not in (None, 1, 1.0):
+            x = _apply_axis(x, _linear_matrix(n_in, n_out, scales[k], bool(align_corners)), axis)
+    return x
+
+
+def upsample(input, size=None, scale_factor=None, mode="nearest", align_corners=None):
+    return interpolate(input, size, scale_factor, mode, align_corners)
+
+
+# ---------------------------------------------------------------- affine_grid / grid_sample
+
+def _base_coords(n, align_corners):
+    """Normalised [-1, 1] coordinates of n pixel centres (or corners with align_corners)."""
+    c = np.linspace(-1.0, 1.0, n) if n > 1 else np.zeros(1)
+    return c if align_corners else c * (n - 1) / n
+
+
+def affine_grid(theta, size, align_corners=False):
+    """Sampling grid (N, H, W, 2) (or (N, D, H, W, 3)) of ``theta`` (N, 2, 3) (or (N, 3, 4)) applied
+    to the normalised output coordinates, for ``grid_sample``."""
+    size = tuple(int(s) for s in size)
+    if len(size) not in (4, 5):
+        raise ValueError(f"affine_grid: size must be (N, C, H, W) or (N, C, D, H, W), got {size}")
+    d = len(size) - 2
+    if theta.ndim != 3 or theta.shape != (size[0], d, d + 1):
+        raise ValueError(f"affine_grid: expected theta of shape ({size[0]}, {d}, {d + 1}) for size {size}, "
+                         f"got {theta.shape}")
+    check_float(theta, "affine_grid")
+    spatial = size[2:]
+    axes = [_base_coords(n, align_corners) for n in spatial]
+    mesh = np.meshgrid(*axes, indexing="ij")
+    # the last coordinate component is x (the width axis), as PyTorch orders them
+    base = np.stack([m for m in reversed(mesh)] + [np.ones(spatial)], axis=-1).reshape(-1, d + 1)
+    b = Tensor(base, dtype=theta.dtype, device=theta.device)
+    grid = b @ theta.transpose(1, 2)  # (N, prod(spatial), d)
+    return grid.reshape(size[0], *spatial, d)
+
+
+def _unnormalize(coord, n, align_corners):
+    if align_corners:
+        return (coord + 1.0) * ((n - 1) / 2.0)
+    return ((coord + 1.0) * n - 1.0) / 2.0
+
+
+def _reflect(coord, lo, hi):
+    """Reflect coordinates into [lo, hi] (twice the span is the period)."""
+    from .elementwise import abs as abs_, floor_divide, where
+    span = hi - lo
+    if span <= 0:
+        return coord * 0.0
+    c = abs_(coord - lo)
+    flips = floor_divide(c.detach(), span)
+    extra = c - flips * span
+    odd = (flips.to(backend.int64) % 2) == 1
+    return where(odd, span - extra + lo, extra + lo)
+
+
+def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corners=None):
+    """Sample a 4-D input (N, C, H, W) at the normalised (x, y) points of grid (N, H_out, W_out, 2),
+    as ``torch.nn.functional.grid_sample`` for 4-D inputs. Modes bilinear and nearest; padding
+    zeros, border and reflection. Gradients flow to both the input and the grid."""
+    from .elementwise import clamp, floor_divide, logical_and, where
+    from .indexing import gather
+    opname = "grid_sample"
+    if mode not in ("bilinear", "nearest"):
+        raise ValueError(f"{opname}: mode must be 'bilinear' or 'nearest', got {mode!r}")
+    if padding_mode not in ("zeros", "border", "reflection"):
+        raise ValueError(f"{opname}: padding_mode must be 'zeros', 'border' or 'reflection', got {padding_mode!r}")
+    if input.ndim != 4 or grid.ndim != 4 or grid.shape[-1] != 2 or grid.shape[0] != input.shape[0]:
+        raise ValueError(f"{opname}: expected input (N, C, H, W) and grid (N, H_out, W_out, 2), got "
+                         f"{input.shape} and {grid.shape}")
+    if grid.dtype != input.dtype:
+        raise TypeError(f"{opname}: grid dtype {grid.dtype} does not match the input's {input.dtype}")
+    check_float(input, opname)
+    align = bool(align_corners)
+    n, c, h, w = input.shape
+    ho, wo = grid.shape[1], grid.shape[2]
+    ix = _unnormalize(grid[..., 0], w, align)
+    iy = _unnormalize(grid[..., 1], h, align)
+    if padding_mode == "reflection":
+        ix = _reflect(ix, 0.0, w - 1.0) if align else clamp(_reflect(ix, -0.5, w - 0.5), 0.0, w - 1.0)
+        iy = _reflect(iy, 0.0, h - 1.0) if align else clamp(_reflect(iy, -0.5, h - 0.5), 0.0, h - 1.0)
+    if padding_mode in ("border", "reflection"):
+        ix, iy = clamp(ix, 0.0, w - 1.0), clamp(iy, 0.0, h - 1.0)
+    flat = input.reshape(n, c, h * w)
+
+    def tap(yi, xi):
+        """Input values at integer positions (N, H_out, W_out); zero outside the image."""
+        inside = logical_and(logical_and(xi >= 0, xi <= w - 1), logical_and(yi >= 0, yi <= h - 1))
+        xc, yc = clamp(xi, 0, w - 1), clamp(yi, 0, h - 1)
+        idx = (yc * w + xc).reshape(n, 1, ho * wo).expand(n, c, ho * wo)
+        vals = gather(flat, 2, idx).reshape(n, c, ho, wo)
+        return where(inside.unsqueeze(1), vals, 0.0)
+
+    if mode == "nearest":
+        # round half to even, as PyTorch's nearbyint
+        xi = _round_half_even(ix.detach())
+        yi = _round_half_even(iy.detach())
+        return tap(yi, xi)
+    x0f = floor_divide(ix.detach(), 1.0)
+    y0f = floor_divide(iy.detach(), 1.0)
+    wx1, wy1 = ix - x0f, iy - y0f
+    wx0, wy0 = 1.0 - wx1, 1.0 - wy1
+    x0, y0 = x0f.to(backend.int64), y0f.to(backend.int64)
+    x1, y1 = x0 + 1, y0 + 1
+    out = (tap(y0, x0) * (wy0 * wx0).unsqueeze(1) + tap(y0, x1) * (wy0 * wx1).unsqueeze(1)
+           + tap(y1, x0) * (wy1 * wx0).unsqueeze(1) + tap(y1, x1) * (wy1 * wx1).unsqueeze(1))
+    return out
+
+
+def _round_half_even(t):
+    from .elementwise import floor_divide, where
+    f = floor_divide(t, 1.0)
+    frac = t - f
+    up = (frac > 0.5) | ((frac == 0.5) & ((f.to(backend.int64) % 2) == 1))
+    return where(up, f + 1.0, f).to(backend.int64)
