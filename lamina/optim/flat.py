@@ -53,6 +53,7 @@ class FlatBucket:
         self.chunk = CPU_CHUNK if self.xp is np else max(self.offsets[-1], 1)
         self.steps = [0] * len(params)
         self.state = {}  # kind -> flat array, allocated on first use
+        self.scalars = {}  # kind -> one number per parameter (NAdam's mu_product), made on first use
         self._work = None  # (grad, tmp): chunk-sized buffers the update math may overwrite
         with backend.device_context(self.device):
             self.flat = self.xp.empty(self.offsets[-1], dtype=self.dtype)
@@ -84,6 +85,22 @@ class FlatBucket:
             with backend.device_context(self.device):
                 a = self.state[kind] = self.xp.full(self.offsets[-1], fill, dtype=self.dtype)
         return a
+
+    def scalar_list(self, kind, fill):
+        """The per-parameter values of one scalar state kind, made (filled with ``fill``) on first use."""
+        values = self.scalars.get(kind)
+        if values is None:
+            values = self.scalars[kind] = [fill] * len(self.params)
+        return values
+
+    def reset(self):
+        """Forget all state: every parameter back to step 0 with no buffers."""
+        self.state, self.scalars, self.steps = {}, {}, [0] * len(self.params)
+
+    def bump_versions(self, a=0, b=None):
+        """Mark parameters ``a..b-1`` as changed in place, so graphs that saved them refuse to backward."""
+        for p in self.params[a:b]:
+            p._version[0] += 1
 
     def work(self, n):
         """Two work buffers of ``n`` elements (gradient, temporary) for one chunk's update."""
