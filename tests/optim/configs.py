@@ -34,6 +34,27 @@ _CASES = {
         dict(lr=0.1, lr_decay=0.05, weight_decay=0.1, initial_accumulator_value=0.2),
         dict(lr=0.05, eps=1e-6, maximize=True),
     ],
+    "Adadelta": [
+        dict(lr=1.0),
+        dict(lr=0.5, rho=0.8, eps=1e-4, weight_decay=0.1),
+        dict(lr=0.9, maximize=True),
+    ],
+    "Adamax": [
+        dict(lr=0.05),
+        dict(lr=0.02, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.1),
+        dict(lr=0.03, maximize=True),
+    ],
+    "NAdam": [
+        dict(lr=0.05),
+        dict(lr=0.05, momentum_decay=0.01, weight_decay=0.1),
+        dict(lr=0.02, betas=(0.8, 0.99), weight_decay=0.1, decoupled_weight_decay=True),
+        dict(lr=0.03, eps=1e-6, maximize=True),
+    ],
+    "RAdam": [
+        dict(lr=0.05),
+        dict(lr=0.05, betas=(0.8, 0.9), weight_decay=0.1),
+        dict(lr=0.02, weight_decay=0.1, decoupled_weight_decay=True, maximize=True),
+    ],
 }
 
 
