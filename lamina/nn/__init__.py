@@ -21,3 +21,22 @@ from .transformer import (  # noqa: F401
 from .pooling import (  # noqa: F401
     AdaptiveAvgPool1d, AdaptiveAvgPool2d, AvgPool1d, AvgPool2d, MaxPool1d, MaxPool2d,
 )
+from . import rnn_utils as _rnn_utils  # noqa: E402
+from .activation import (  # noqa: F401,E402
+    CELU, GLU, Hardsigmoid, Hardswish, Hardtanh, LogSigmoid, Mish, PReLU, ReLU6, SELU, Softmin, Softsign,
+    Tanhshrink, Threshold,
+)
+from .distance import CosineSimilarity, PairwiseDistance  # noqa: F401,E402
+from .dropout import Dropout1d, Dropout2d, Dropout3d  # noqa: F401,E402
+from .normalization import GroupNorm, InstanceNorm1d, InstanceNorm2d, InstanceNorm3d  # noqa: F401,E402
+from .padding import (  # noqa: F401,E402
+    CircularPad1d, CircularPad2d, CircularPad3d, ConstantPad1d, ConstantPad2d, ConstantPad3d, ReflectionPad1d,
+    ReflectionPad2d, ReflectionPad3d, ReplicationPad1d, ReplicationPad2d, ReplicationPad3d, ZeroPad1d, ZeroPad2d,
+    ZeroPad3d,
+)
+from .upsampling import PixelShuffle, PixelUnshuffle, Upsample, UpsamplingBilinear2d, UpsamplingNearest2d  # noqa: F401,E402
+
+# lamina.nn.utils is a module, not a package: its ``rnn`` part is registered by name (as os.path
+# is), so ``import lamina.nn.utils.rnn`` and ``from lamina.nn.utils.rnn import ...`` work as in PyTorch.
+utils.rnn = _rnn_utils
+__import__("sys").modules[__name__ + ".utils.rnn"] = _rnn_utils

@@ -1,7 +1,9 @@
-"""``Dropout``: active in training mode, the identity in eval mode."""
+"""``Dropout`` and the channel dropouts ``Dropout1d``/``2d``/``3d``: active in training mode,
+the identity in eval mode."""
 from __future__ import annotations
 
 from .. import ops
+from . import functional as F
 from .module import Module
 
 
@@ -17,3 +19,25 @@ class Dropout(Module):
 
     def extra_repr(self):
         return f"p={self.p}"
+
+
+class Dropout1d(Dropout):
+    """Zero whole channels of (N, C, L) or (C, L) input in training mode."""
+
+    def forward(self, x):
+        return F.dropout1d(x, self.p, self.training)
+
+
+class Dropout2d(Dropout):
+    """Zero whole channels of (N, C, H, W) input in training mode (a 3-D input is taken as
+    (N, C, L), as PyTorch does)."""
+
+    def forward(self, x):
+        return F.dropout2d(x, self.p, self.training)
+
+
+class Dropout3d(Dropout):
+    """Zero whole channels of (N, C, D, H, W) or (C, D, H, W) input in training mode."""
+
+    def forward(self, x):
+        return F.dropout3d(x, self.p, self.training)

@@ -142,3 +142,102 @@ def cosine_similarity(a, b, dim=1, eps=1e-8):
     """a.b / sqrt(max(|a|^2 |b|^2, eps^2)) along ``dim``."""
     dot = (a * b).sum(dim=dim)
     return dot / ops.sqrt(ops.clamp((a * a).sum(dim=dim) * (b * b).sum(dim=dim), min=eps * eps))
+
+
+# ---------------------------------------------------------------- resampling, norms, channel dropout, more activations
+from ..ops import (  # noqa: F401,E402  (re-exported primitives and compositions of lamina.ops)
+    affine_grid, dropout1d, dropout2d, dropout3d, grid_sample, group_norm, instance_norm, interpolate,
+    pixel_shuffle, pixel_unshuffle,
+)
+
+
+def upsample(input, size=None, scale_factor=None, mode="nearest", align_corners=None):
+    """``interpolate`` under its older name."""
+    return interpolate(input, size, scale_factor, mode, align_corners)
+
+
+def upsample_nearest(input, size=None, scale_factor=None):
+    return interpolate(input, size, scale_factor, "nearest")
+
+
+def upsample_bilinear(input, size=None, scale_factor=None):
+    """Bilinear with ``align_corners=True``, as PyTorch's deprecated function."""
+    return interpolate(input, size, scale_factor, "bilinear", True)
+
+
+def hardsigmoid(x, inplace=False):
+    """0 below -3, 1 above 3, x/6 + 1/2 between."""
+    return ops.clamp(x + 3.0, 0.0, 6.0) * (1.0 / 6.0)
+
+
+def hardswish(x, inplace=False):
+    """x * hardsigmoid(x)."""
+    return x * hardsigmoid(x)
+
+
+def prelu(x, weight):
+    """max(0, x) + weight * min(0, x), one weight per channel (dim 1; dim 0 of a 1-D input) or
+    one shared weight."""
+    if weight.ndim > 1:
+        raise ValueError(f"prelu: weight must be 1-D, got shape {weight.shape}")
+    if weight.numel() == 1:
+        w = weight.reshape(())
+    else:
+        cdim = 1 if x.ndim >= 2 else 0
+        if x.ndim == 0 or x.shape[cdim] != weight.numel():
+            raise ValueError(f"prelu: weight of {weight.numel()} elements must match the channels (dim {cdim}) of "
+                             f"input shape {x.shape}, or be a single weight")
+        shape = [1] * x.ndim
+        shape[cdim] = weight.numel()
+        w = weight.reshape(shape)
+    return ops.where(x > 0, x, w * x)
+
+
+_SELU_ALPHA = 1.6732632423543772848170429916717
+_SELU_SCALE = 1.0507009873554804934193349852946
+
+
+def selu(x, inplace=False):
+    return elu(x, _SELU_ALPHA) * _SELU_SCALE
+
+
+def celu(x, alpha=1.0, inplace=False):
+    """max(0, x) + min(0, alpha (exp(x / alpha) - 1))."""
+    return ops.where(x > 0, x, (ops.exp(ops.minimum(x, 0.0) * (1.0 / alpha)) - 1.0) * alpha)
+
+
+def softsign(x):
+    return x / (ops.abs(x) + 1.0)
+
+
+def tanhshrink(x):
+    return x - ops.tanh(x)
+
+
+def softmin(x, dim):
+    return ops.softmax(-x, dim)
+
+
+def threshold(x, threshold, value, inplace=False):
+    """x where x > threshold, else value."""
+    return ops.where(x > threshold, x, value)
+
+
+def glu(x, dim=-1):
+    """a * sigmoid(b) for the two halves a, b of ``dim``."""
+    if x.shape[dim] % 2:
+        raise ValueError(f"glu: dim {dim} of input shape {x.shape} must have an even size")
+    a, b = ops.chunk(x, 2, dim)
+    return a * ops.sigmoid(b)
+
+
+def pairwise_distance(x1, x2, p=2.0, eps=1e-6, keepdim=False):
+    """||x1 - x2 + eps||_p along the last dim, as PyTorch."""
+    if p <= 0:
+        raise ValueError(f"pairwise_distance: p must be positive, got {p}")
+    d = x1 - x2 + eps
+    if p == 2.0:
+        return ops.sqrt((d * d).sum(dim=-1, keepdim=keepdim))
+    if p == 1.0:
+        return ops.abs(d).sum(dim=-1, keepdim=keepdim)
+    return ops.pow(ops.pow(ops.abs(d), p).sum(dim=-1, keepdim=keepdim), 1.0 / p)

@@ -1,6 +1,8 @@
 """Normalisation layers: ``BatchNorm1d``/``BatchNorm2d`` (running statistics, momentum, train vs
-eval) and ``LayerNorm``."""
+eval), ``LayerNorm``, ``GroupNorm`` and ``InstanceNorm1d``/``2d``/``3d``."""
 from __future__ import annotations
+
+import warnings
 
 from .. import backend, creation
 from . import functional as F
@@ -91,3 +93,75 @@ class LayerNorm(Module):
 
     def extra_repr(self):
         return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
+
+
+class GroupNorm(Module):
+    """Normalise each group of ``num_channels / num_groups`` channels of each sample, then an
+    optional per-channel scale and shift."""
+
+    def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5, affine: bool = True,
+                 device=None, dtype=None):
+        super().__init__()
+        if num_groups <= 0 or num_channels % num_groups:
+            raise ValueError(f"GroupNorm: num_channels {num_channels} must be divisible by num_groups {num_groups}")
+        self.num_groups, self.num_channels, self.eps, self.affine = num_groups, num_channels, eps, affine
+        if affine:
+            self.weight = Parameter(creation.ones(num_channels, device=device, dtype=dtype))
+            self.bias = Parameter(creation.zeros(num_channels, device=device, dtype=dtype))
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
+
+    def forward(self, x):
+        if x.ndim < 2 or x.shape[1] != self.num_channels:
+            raise ValueError(f"GroupNorm: expected input (N, {self.num_channels}, *), got shape {x.shape}")
+        return F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
+
+    def extra_repr(self):
+        return f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}"
+
+
+class _InstanceNorm(_BatchNorm):
+    """Per-sample, per-channel normalisation. Defaults differ from batch norm (no affine, no
+    running statistics); with ``track_running_stats`` eval mode uses the running statistics.
+    The parameters and buffers have batch norm's names, as in PyTorch."""
+
+    spatial = 1
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = False,
+                 track_running_stats: bool = False, device=None, dtype=None):
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype)
+
+    def forward(self, x):
+        name = type(self).__name__
+        d = self.spatial
+        if x.ndim not in (d + 1, d + 2):
+            raise ValueError(f"{name}: expected a {d + 1}-D (unbatched) or {d + 2}-D input, got shape {x.shape}")
+        batched = x.ndim == d + 2
+        if x.shape[1 if batched else 0] != self.num_features:
+            msg = (f"{name}: expected {self.num_features} channels (dim {1 if batched else 0}), got input shape "
+                   f"{x.shape}")
+            if self.affine or self.track_running_stats:
+                raise ValueError(msg)
+            warnings.warn(msg + "; normalising every channel, as num_features has no effect without affine "
+                          "parameters or running statistics", stacklevel=2)
+        xb = x if batched else x.unsqueeze(0)
+        use_input = self.training or not self.track_running_stats
+        out = F.instance_norm(xb, self.running_mean, self.running_var, self.weight, self.bias, use_input,
+                              self.momentum if self.momentum is not None else 0.0, self.eps)
+        return out if batched else out.squeeze(0)
+
+
+class InstanceNorm1d(_InstanceNorm):
+    """Over (N, C, L) or unbatched (C, L) input."""
+    spatial = 1
+
+
+class InstanceNorm2d(_InstanceNorm):
+    """Over (N, C, H, W) or unbatched (C, H, W) input."""
+    spatial = 2
+
+
+class InstanceNorm3d(_InstanceNorm):
+    """Over (N, C, D, H, W) or unbatched (C, D, H, W) input."""
+    spatial = 3

@@ -5,7 +5,8 @@ bidirectional, batch-first, unbatched, with dropout between layers) and the one-
 
 Sequences of different lengths share a batch without packing: ``forward(input, hx, lengths)``
 zeroes the outputs past each sequence's length, returns the states at each sequence's last valid
-step and starts the reverse direction there, as PyTorch does for packed sequences.
+step and starts the reverse direction there, as PyTorch does for packed sequences. A
+``PackedSequence`` input is unpacked to that form and the output packed again.
 
 Each layer projects the inputs of all its time steps with one matmul and hands the recurrence to
 one op per direction (``lamina.ops.rnn``), which keeps Python out of the per-step work.
@@ -17,12 +18,13 @@ import warnings
 
 import numpy as np
 
-from .. import backend, creation, ops
+from .. import creation, ops
 from ..ops import rnn as rnn_ops
 from ..tensor import Tensor
 from . import functional as F, init
 from .module import Module
 from .parameter import Parameter
+from .rnn_utils import PackedSequence, pack_like, pad_packed_sequence
 
 
 class RNNBase(Module):
@@ -68,15 +70,32 @@ class RNNBase(Module):
             init.uniform_(p, -bound, bound)
 
     # ------------------------------------------------------------ forward
+    def flatten_parameters(self):
+        """Does nothing: PyTorch compacts cuDNN's weight buffer here; Lamina's weights need no
+        compacting. Kept so programs that call it run unchanged."""
+
     def forward(self, input, hx=None, lengths=None):
-        """``input`` is (L, N, H_in), (N, L, H_in) with ``batch_first``, or unbatched (L, H_in).
+        """``input`` is (L, N, H_in), (N, L, H_in) with ``batch_first``, or unbatched (L, H_in),
+        or a ``PackedSequence`` (then the output is one too, with the input's structure).
 
         Returns ``(output, h_n)`` (``(output, (h_n, c_n))`` for LSTM): output (L, N, D * H_out)
         (batch first if the input is), each state (D * num_layers, N, H_out). ``lengths`` (one
         int per batch element, each in [1, L]) marks the steps past a sequence's end as padding:
         their outputs are zero and the final states are those of each sequence's last valid step.
+        A packed input runs the same way, its lengths taken from the packing; ``hx`` and ``h_n``
+        are in the original batch order, as in PyTorch.
         """
-        x, batched = self._time_major(input)
+        if isinstance(input, PackedSequence):
+            if lengths is not None:
+                raise ValueError(f"{type(self).__name__}: a PackedSequence carries its own lengths; "
+                                 "pass lengths only with a padded tensor")
+            padded, lens = pad_packed_sequence(input)
+            out, h = self._forward(padded, hx, lens, time_major=True)
+            return pack_like(out, input), h
+        return self._forward(input, hx, lengths)
+
+    def _forward(self, input, hx, lengths, time_major=False):
+        x, batched = self._time_major(input, time_major)
         T, B = x.shape[0], x.shape[1]
         states = self._initial_states(hx, input, x, batched)
         lens = self._lengths(lengths, input, batched, T, B)
@@ -102,7 +121,7 @@ class RNNBase(Module):
         if not batched:
             x = x.squeeze(1)
             finals = [f.squeeze(1) for f in finals]
-        elif self.batch_first:
+        elif self.batch_first and not time_major:
             x = x.transpose(0, 1)
         return x, (finals[0] if len(finals) == 1 else tuple(finals))
 
@@ -117,11 +136,12 @@ class RNNBase(Module):
         return F.linear(x.reshape(T * B, x.shape[2]), w_ih, bias).reshape(T, B, w_ih.shape[0])
 
     # ------------------------------------------------------------ checks
-    def _time_major(self, input):
+    def _time_major(self, input, time_major=False):
         name = type(self).__name__
         if not isinstance(input, Tensor):
-            raise TypeError(f"{name}: expected a Tensor input, got {type(input).__name__}")
-        layout = "(N, L, H_in)" if self.batch_first else "(L, N, H_in)"
+            raise TypeError(f"{name}: expected a Tensor or PackedSequence input, got {type(input).__name__}")
+        batch_first = self.batch_first and not time_major
+        layout = "(N, L, H_in)" if batch_first else "(L, N, H_in)"
         if input.ndim not in (2, 3):
             raise ValueError(f"{name}: expected input of shape {layout} or unbatched (L, H_in), got {input.shape}")
         if input.shape[-1] != self.input_size:
@@ -131,7 +151,7 @@ class RNNBase(Module):
         if input.dtype != w.dtype:
             raise TypeError(f"{name}: input dtype {input.dtype} does not match the parameters' dtype {w.dtype}")
         batched = input.ndim == 3
-        x = (input.transpose(0, 1) if self.batch_first else input) if batched else input.unsqueeze(1)
+        x = (input.transpose(0, 1) if batch_first else input) if batched else input.unsqueeze(1)
         if x.shape[0] == 0:
             raise ValueError(f"{name}: input of shape {input.shape} has no time steps")
         return x, batched
@@ -173,7 +193,7 @@ class RNNBase(Module):
         name = type(self).__name__
         if not batched:
             raise ValueError(f"{name}: lengths needs batched input, got unbatched input of shape {input.shape}")
-        host = backend.to_device(lengths.data, backend.cpu) if isinstance(lengths, Tensor) else np.asarray(lengths)
+        host = lengths.detach().cpu().numpy() if isinstance(lengths, Tensor) else np.asarray(lengths)
         if host.dtype.kind not in "iu" or host.shape != (B,):
             raise ValueError(f"{name}: lengths must be {B} integers (one per sequence of input of shape "
                              f"{input.shape}), got {host.dtype} of shape {host.shape}")
