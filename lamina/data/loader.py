@@ -625,6 +625,8 @@ class _MultiProcessIterator:
         message = f"Caught {name} in DataLoader worker process {wid}.\nOriginal {text}"
         error = None
         if exc_type is not None:
+            if issubclass(exc_type, KeyError):  # KeyError prints its argument's repr: keep the lines
+                message = _VerbatimMessage(message)
             try:
                 error = exc_type(message)
             except Exception:  # noqa: BLE001 - its constructor wants other arguments
@@ -644,6 +646,13 @@ class _MultiProcessIterator:
 
     def __del__(self):
         self.close()
+
+
+class _VerbatimMessage(str):
+    """A message whose repr is itself, so a KeyError shows the worker's traceback as lines."""
+
+    def __repr__(self):
+        return str(self)
 
 
 def _exit_reason(code) -> str:
