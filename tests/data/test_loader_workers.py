@@ -282,7 +282,7 @@ def test_worker_exception_is_raised_with_the_worker_traceback():
             got.append(batch.numpy().ravel().tolist())
     assert got == [[0, 1], [2, 3]]
     text = str(info.value)
-    assert "Caught KeyError in DataLoader worker process 0" in text
+    assert text.startswith("Caught KeyError in DataLoader worker process 0.\nOriginal Traceback")  # lines, not a repr
     assert "Traceback (most recent call last)" in text and "broken sample 5" in text
     assert "__getitem__" in text  # the worker's own frames
 
