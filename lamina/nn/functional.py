@@ -176,19 +176,18 @@ def hardswish(x, inplace=False):
 
 
 def prelu(x, weight):
-    """max(0, x) + weight * min(0, x), one weight per channel (dim 1; dim 0 of a 1-D input) or
-    one shared weight."""
+    """max(0, x) + weight * min(0, x), one weight per channel (dim 1) or one shared weight (the
+    only choice for inputs of fewer than 2 dims, which have one channel, as in PyTorch)."""
     if weight.ndim > 1:
         raise ValueError(f"prelu: weight must be 1-D, got shape {weight.shape}")
     if weight.numel() == 1:
         w = weight.reshape(())
     else:
-        cdim = 1 if x.ndim >= 2 else 0
-        if x.ndim == 0 or x.shape[cdim] != weight.numel():
-            raise ValueError(f"prelu: weight of {weight.numel()} elements must match the channels (dim {cdim}) of "
+        if x.ndim < 2 or x.shape[1] != weight.numel():
+            raise ValueError(f"prelu: weight of {weight.numel()} elements must match the channels (dim 1) of "
                              f"input shape {x.shape}, or be a single weight")
         shape = [1] * x.ndim
-        shape[cdim] = weight.numel()
+        shape[1] = weight.numel()
         w = weight.reshape(shape)
     return ops.where(x > 0, x, w * x)
 
