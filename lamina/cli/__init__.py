@@ -71,10 +71,27 @@ def main(argv=None) -> int:
     tune_allocator()
     try:
         _set_threads(args)
-        return args.func(args)
+        code = args.func(args)
     except UserError as e:
-        print(f"lamina: error: {e}", file=sys.stderr)
-        return 2
+        if e.echo:
+            print(f"lamina: error{_rank_label(args)}: {e}", file=sys.stderr)
+        code = 2
     except KeyboardInterrupt:
-        print("lamina: interrupted", file=sys.stderr)
-        return 130
+        print(f"lamina: interrupted{_rank_label(args)}", file=sys.stderr)
+        code = 130
+    _end_job_on_failure(args, code)
+    return code
+
+
+def _rank_label(args) -> str:
+    ranks = getattr(args, "_ranks", None)
+    return f" (rank {ranks.rank} of {ranks.size})" if ranks is not None and not ranks.is_main else ""
+
+
+def _end_job_on_failure(args, code) -> None:
+    """A rank of a --distributed run that fails ends the whole job (MPI_Abort), however it was
+    started: the other ranks would otherwise wait for it in their next collective."""
+    ranks = getattr(args, "_ranks", None)
+    if code and ranks is not None and ranks.distributed:
+        from ..distributed.group import abort
+        abort(code)

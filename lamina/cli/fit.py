@@ -4,7 +4,10 @@ A command describes its run as a ``Training`` (model, optimiser, schedule, where
 from, how a batch becomes a loss, how the model is scored); ``fit`` does the rest the same way
 for all of them: progress bar, periodic evaluation, checkpoints that resume exactly,
 ``metrics.json`` and the loss plot, a guard against non-finite losses, and SIGINT/SIGTERM
-handling that saves the current step before exiting.
+handling that saves the current step before exiting. On several ranks (``--distributed``, see
+``parallel``) the same loop trains a data-parallel replica per rank: each rank computes the loss
+of its rows of the global batch, the ranks agree on the loss and on signals every step (so they
+skip, stop and checkpoint at the same step), and rank 0 alone writes and prints.
 """
 from __future__ import annotations
 
@@ -35,8 +38,11 @@ class Training:
 
     ``periods`` is the number of evaluation periods (epochs, or blocks of ``eval_interval``
     iterations) and ``period_batches(p, step)`` the batches still to run in period ``p`` when
-    ``step`` steps are done, as ``(iterable, count)``. ``loss(batch)`` computes the loss Tensor of one batch,
-    ``evaluate()`` scores the model after a period (a dict with ``eval_loss``), and
+    ``step`` steps are done, as ``(iterable, count)``; a batch is a Tensor or a tuple/list of
+    Tensors with one row per example. ``loss(model, batch)`` computes the mean loss Tensor of a
+    batch (or of a rank's rows of one) with ``model`` (the model, or its data-parallel wrapper);
+    ``loss_weight(batch)`` is what that mean is over when that is not the rows (e.g. the tokens
+    that are not padding). ``evaluate()`` scores the model after a period (a dict with ``eval_loss``), and
     ``report(entry)`` is the line printed for a finished period. ``parts`` are the objects
     whose state the checkpoint keeps beside model/optimizer/scheduler (loaders, generators);
     ``extra`` is stored as is (a tokenizer's state, ...).
@@ -60,6 +66,7 @@ class Training:
     unit: str = "batch"
     rate_unit: str = "items/s"
     items_per_batch: object = None  # batch -> number of items, for the rate shown
+    loss_weight: object = None  # batch -> what loss() averages over (default: its rows)
     title: str = ""
     score: str | None = None
     score_label: str = ""
@@ -96,23 +103,35 @@ class _Signals:
 
 def fit(run: RunFolder, job: Training, state: Progress, args) -> int:
     """Train ``job`` from ``state`` to the end of its last period; return the exit code."""
-    quiet = getattr(args, "quiet", False)
+    ranks = run.ranks
+    main = ranks.is_main
+    quiet = getattr(args, "quiet", False) or not main
     checkpoint_every = getattr(args, "checkpoint_every", 0) or 0
     on_nan = getattr(args, "on_nan", "stop")
     metrics = state.metrics
 
     def checkpoint():
-        bad = _non_finite_parameters(job.model)
+        bad = _non_finite_parameters(job.model)  # on every rank: all of them stop together
         if bad:
             raise Stop(1, f"non-finite values in parameter {bad} at step {state.step}; not saving them "
                           f"over the last good checkpoint in {run.path}")
-        run.save_checkpoint({
-            "model_name": job.model_name, "config": job.config, "model": job.model.state_dict(),
-            "optimizer": job.optimizer.state_dict(),
-            "scheduler": job.scheduler.state_dict() if job.scheduler is not None else None,
-            **{k: (v.state_dict() if hasattr(v, "state_dict") else v.get_state()) for k, v in job.parts.items()},
-            **job.extra, "epoch": state.period, "step": state.step, "metrics": metrics})
+        if main:
+            run.save_checkpoint({
+                "model_name": job.model_name, "config": job.config, "model": job.model.state_dict(),
+                "optimizer": job.optimizer.state_dict(),
+                "scheduler": job.scheduler.state_dict() if job.scheduler is not None else None,
+                **{k: (v.state_dict() if hasattr(v, "state_dict") else v.get_state()) for k, v in job.parts.items()},
+                **job.extra, "epoch": state.period, "step": state.step, "metrics": metrics})
 
+    def save_metrics():
+        if main:
+            write_json(run.path / "metrics.json", metrics)
+
+    net = ranks.wrap(job.model)  # after any restore: a replica starts from rank 0's weights
+    if ranks.distributed:
+        first = next(iter(job.model.parameters()), None)
+        if first is not None:
+            ranks.seed_streams(backend.device_of(first.data), state.step)
     start_step = state.step
     skipped_in_a_row = 0
     try:
@@ -122,8 +141,9 @@ def fit(run: RunFolder, job: Training, state: Progress, args) -> int:
                 bar = progress(batches, count, job.period_label(state.period), disable=quiet, unit=job.unit)
                 start, seen, running = time.perf_counter(), 0, None
                 for batch in bar:
-                    loss = job.loss(batch)
-                    value = loss.item()
+                    part, share = ranks.split(batch, job.loss_weight)
+                    loss = job.loss(net, part)
+                    value, received = ranks.agree(loss.item() * share, signals.received or 0)
                     if not math.isfinite(value):
                         if on_nan == "stop":
                             raise Stop(1, f"non-finite loss ({value}) at step {state.step + 1} "
@@ -131,8 +151,9 @@ def fit(run: RunFolder, job: Training, state: Progress, args) -> int:
                                           f"{run.path} is kept; resume it with a lower --lr, or pass --on-nan skip")
                         skipped_in_a_row += 1
                         metrics.setdefault("skipped_steps", []).append(state.step + 1)
-                        bar.write(f"lamina: non-finite loss ({value}) at step {state.step + 1}: step skipped",
-                                  file=sys.stderr)
+                        if main:
+                            bar.write(f"lamina: non-finite loss ({value}) at step {state.step + 1}: step skipped",
+                                      file=sys.stderr)
                         if skipped_in_a_row >= MAX_SKIPPED:
                             raise Stop(1, f"{MAX_SKIPPED} non-finite losses in a row up to step {state.step + 1}; "
                                           f"stopping. The last checkpoint in {run.path} is kept")
@@ -140,7 +161,8 @@ def fit(run: RunFolder, job: Training, state: Progress, args) -> int:
                     else:
                         skipped_in_a_row = 0
                         job.optimizer.zero_grad()
-                        loss.backward()
+                        scale = share * ranks.size  # the ranks' gradients are averaged: weight them by share
+                        (loss if scale == 1.0 else loss * scale).backward()
                         if job.grad_clip:
                             clip_grad_norm_(job.model.parameters(), job.grad_clip)
                         job.optimizer.step()
@@ -156,9 +178,9 @@ def fit(run: RunFolder, job: Training, state: Progress, args) -> int:
                         bar.set_postfix(loss=f"{running:.4f}", rate=f"{rate:.0f} {job.rate_unit}", refresh=False)
                     if checkpoint_every and state.step % checkpoint_every == 0:
                         checkpoint()
-                    if signals.received is not None:
+                    if received:
                         bar.close()
-                        _interrupted(run, args, state, signals.received, checkpoint)
+                        _interrupted(run, args, state, received, checkpoint, save_metrics)
                 bar.close()
                 elapsed = time.perf_counter() - start
                 scores = job.evaluate()
@@ -168,24 +190,28 @@ def fit(run: RunFolder, job: Training, state: Progress, args) -> int:
                 metrics["epochs"].append(entry)
                 print(job.report(entry), flush=True)
                 checkpoint()
-                write_json(run.path / "metrics.json", metrics)
-                if signals.received is not None:
-                    _interrupted(run, args, state, signals.received, checkpoint)
+                save_metrics()
+                # a signal that came during the evaluation: every rank must see it to stop together
+                _, received = ranks.agree(0.0, signals.received or 0)
+                if received:
+                    _interrupted(run, args, state, received, checkpoint, save_metrics)
     except Stop as e:
-        write_json(run.path / "metrics.json", metrics)
-        print(f"lamina: {e}", file=sys.stderr)
+        save_metrics()
+        if main:
+            print(f"lamina: {e}", file=sys.stderr)
         return e.code
-    plot_curves(run.path, metrics, job.title, score=job.score or "test_accuracy",
-                score_label=job.score_label)
+    if main:
+        plot_curves(run.path, metrics, job.title, score=job.score or "test_accuracy",
+                    score_label=job.score_label)
     if state.step > start_step:
         print(f"checkpoint, metrics and plot in {run.path}")
     return 0
 
 
-def _interrupted(run, args, state, signum, checkpoint):
+def _interrupted(run, args, state, signum, checkpoint, save_metrics):
     name = signal.Signals(signum).name
     checkpoint()
-    write_json(run.path / "metrics.json", state.metrics)
+    save_metrics()
     raise Stop(128 + signum, f"{name} received at step {state.step}: checkpoint saved; continue with "
                              f"lamina train {args.model} --resume {run.path}")
 

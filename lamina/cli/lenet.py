@@ -20,6 +20,8 @@ from .run import (
     pick_device,
     positive_float,
     positive_int,
+    ranks_note,
+    train_device,
 )
 
 MODEL_NAME = "lenet5"
@@ -75,7 +77,7 @@ def train(args) -> int:
                 "lr": args.lr if args.lr is not None else DEFAULT_LR[optimizer], "optimizer": optimizer,
                 "seed": args.seed if args.seed is not None else 0, "schedule": "onecycle", "data_dir": args.data_dir}
 
-    device = pick_device(args.device)
+    device = train_device(args)
     run, config, saved = open_run(args, MODEL_NAME, new_config, lambda c: "lenet")
     with run:
         import lamina
@@ -100,7 +102,7 @@ def train(args) -> int:
             model_name=MODEL_NAME, config=config, model=model, optimizer=opt, scheduler=sched,
             periods=config["epochs"], schedule_steps=first_epochs * steps_per_epoch,
             period_batches=lambda e, step: (loader, steps_per_epoch - loader.state_dict()["batches_consumed"]),
-            loss=lambda batch: F.cross_entropy(model(batch[0]), batch[1]),
+            loss=lambda net, batch: F.cross_entropy(net(batch[0]), batch[1]),
             evaluate=evaluate_, period_label=lambda e: f"epoch {e + 1}/{config['epochs']}",
             report=lambda r: (f"epoch {r['epoch']}: train loss {r['train_loss']:.4f}, test loss {r['eval_loss']:.4f}, "
                               f"test accuracy {100 * r['test_accuracy']:.2f}% ({r['elapsed_s']:.1f} s, "
@@ -112,8 +114,8 @@ def train(args) -> int:
             state = resume_job(saved, job, run)
             if state is None:
                 return 0
-        print(f"training LeNet-5 on MNIST ({len(train_x)} train / {len(test_x)} test images) on {device}; "
-              f"run folder {run.path}")
+        print(f"training LeNet-5 on MNIST ({len(train_x)} train / {len(test_x)} test images) on {device}"
+              f"{ranks_note(run)}; run folder {run.path}")
         code = fit(run, job, state, args)
         if code == 0 and state.metrics["epochs"]:
             print(f"test accuracy: {100 * state.metrics['epochs'][-1]['test_accuracy']:.2f}%")

@@ -1,5 +1,6 @@
 """What every training command shares: the run folder, progress bars, metrics.json, the loss
-curve plot, checkpoints with everything needed to resume, and one-line user errors."""
+curve plot, checkpoints with everything needed to resume, one-line user errors, and joining the
+other ranks of a ``--distributed`` run (``join``; see ``parallel``)."""
 from __future__ import annotations
 
 import argparse
@@ -7,26 +8,69 @@ import json
 import math
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 from .. import backend, io
+from .parallel import SINGLE, Ranks
 
 
 class UserError(Exception):
-    """A problem the user can fix (missing file, wrong model, bad option): printed as one line."""
+    """A problem the user can fix (missing file, wrong model, bad option): printed as one line.
+    ``echo=False``: another rank reports the same error, this one stays quiet."""
+
+    def __init__(self, message: str, echo: bool = True):
+        super().__init__(message)
+        self.echo = echo
 
 
-def pick_device(name: str) -> backend.Device:
+def pick_device(name: str, local_rank: int = 0) -> backend.Device:
+    """The device ``--device`` names; ``auto`` and a bare ``cuda`` mean the GPU of this rank's
+    local index (GPU 0 for a single process)."""
     if name == "auto":
-        return backend.Device("cuda") if backend.cuda_is_available() else backend.cpu
+        name = "cuda" if backend.cuda_is_available() else "cpu"
     try:
-        dev = backend.Device(name)
+        dev = backend.Device(f"cuda:{local_rank}" if name == "cuda" else name)
     except (ValueError, TypeError) as e:
         raise UserError(str(e)) from None
     if dev.type == "cuda" and not backend.cuda_is_available():
         raise UserError(f"device {dev} requested but no CUDA GPU with CuPy is available; use --device cpu")
     return dev
+
+
+def join(args) -> Ranks:
+    """This process's place in the run (once per command): with ``--distributed`` under
+    ``mpiexec``, its rank in the group of all the processes mpiexec started; otherwise alone.
+    Ranks other than 0 print nothing to stdout from here on (rank 0 speaks for the run)."""
+    ranks = getattr(args, "_ranks", None)
+    if ranks is not None:
+        return ranks
+    # mpi4py is imported only under an MPI launcher
+    from ..distributed import group as dist
+    wanted = getattr(args, "distributed", False)
+    ranks = SINGLE
+    if dist.launched_by_mpi():
+        try:
+            g = dist.init()
+        except RuntimeError as e:
+            raise UserError(str(e)) from None
+        if g.size > 1 and not wanted:
+            raise UserError(f"this process is one of {g.size} that mpiexec started; pass --distributed to "
+                            "train one run on all of them")
+        ranks = Ranks(g)
+    elif wanted:
+        print("lamina: --distributed: not started by mpiexec, so training as 1 process (mpiexec -n N python "
+              "-m mpi4py -m lamina train ... --distributed runs N)", file=sys.stderr)
+    if not ranks.is_main:
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the rest of the process)
+    args._ranks = ranks
+    return ranks
+
+
+def train_device(args) -> backend.Device:
+    """Join the run's ranks (``join``) and pick this rank's device from ``--device``."""
+    return pick_device(args.device, join(args).local_rank)
 
 
 class RunFolder:
@@ -41,6 +85,7 @@ class RunFolder:
 
     RUN_FILES = ("checkpoint.safetensors", "metrics.json", "loss.png")
     LOCK = ".lock"
+    ranks = SINGLE  # the ranks training this run (``open_run`` sets it for --distributed)
 
     def __init__(self, path, *, resume: bool = False, overwrite: bool = False):
         self.path = Path(path)
@@ -128,6 +173,30 @@ class RunFolder:
         return False
 
 
+def ranks_note(run) -> str:
+    """`` x N ranks`` for the start-up line of a --distributed run; empty alone."""
+    n = run.ranks.size
+    return f" x {n} ranks (batch split across them)" if n > 1 else ""
+
+
+class RankView:
+    """A rank other than 0's view of the run folder rank 0 holds: its path, nothing else. It
+    takes no lock and writes nothing (``fit`` writes on rank 0 only)."""
+
+    def __init__(self, path, ranks: Ranks):
+        self.path = Path(path)
+        self.ranks = ranks
+
+    def close(self):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
 def default_run_path(name: str) -> Path:
     return Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
@@ -161,8 +230,42 @@ def open_run(args, model_name, new_config, default_name):
 
     ``new_config()`` is the configuration a new run would use from the command line. On resume
     the run keeps its own configuration; options given on the command line are applied where
-    that is safe (see ``resume_config``). Nothing is loaded before the folder is ready.
+    that is safe (see ``resume_config``). Nothing is loaded before the folder is ready. On
+    several ranks, rank 0 opens the folder and sends the others its path (or its error) and, on
+    resume, the checkpoint; they get a ``RankView`` of the folder.
     """
+    ranks = join(args)
+    if not ranks.distributed:
+        return _open_run(args, model_name, new_config, default_name)
+    if not ranks.is_main:
+        outcome = ranks.share_json(None)
+        if "error" in outcome:
+            raise UserError(outcome["error"], echo=False)  # rank 0 reports it
+        run = RankView(outcome["path"], ranks)
+        if not args.resume:
+            return run, new_config(), None
+        with tempfile.TemporaryDirectory(prefix="lamina-resume-") as tmp:
+            copy = Path(tmp) / "checkpoint.safetensors"
+            copy.write_bytes(ranks.share_bytes(None))
+            state = load_run_checkpoint(copy, model_name)
+        return run, resume_config(args, state["config"]), state
+    try:
+        run, config, saved = _open_run(args, model_name, new_config, default_name)
+    except UserError as e:
+        ranks.share_json({"error": str(e)})
+        raise
+    try:
+        run.ranks = ranks
+        ranks.share_json({"path": str(run.path)})
+        if saved is not None:
+            ranks.share_bytes(checkpoint_path(run.path).read_bytes())
+    except BaseException:
+        run.close()
+        raise
+    return run, config, saved
+
+
+def _open_run(args, model_name, new_config, default_name):
     if args.resume:
         p = Path(args.resume)
         run = RunFolder(p if p.is_dir() or not p.suffix else p.parent, resume=True)
@@ -328,4 +431,7 @@ def add_run_options(p, default_out: str, checkpoint_every: int = 200):
     p.add_argument("--on-nan", choices=("stop", "skip"), default="stop",
                    help="a non-finite loss stops the run (default) or skips that step")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--distributed", action="store_true",
+                   help="data-parallel over the processes of mpiexec -n N python -m mpi4py -m lamina train ... "
+                        "(the batch is split across them; rank 0 writes the run folder)")
     add_threads_option(p)

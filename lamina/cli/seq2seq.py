@@ -15,10 +15,11 @@ from .run import (
     add_run_options,
     nonneg_int,
     open_run,
-    pick_device,
     positive_float,
     positive_int,
     probability,
+    ranks_note,
+    train_device,
 )
 
 MODEL_NAME = "seq2seq"
@@ -91,7 +92,7 @@ def _config(args) -> dict:
 
 
 def train(args) -> int:
-    device = pick_device(args.device)
+    device = train_device(args)
     run, cfg, saved = open_run(args, MODEL_NAME, lambda: _config(args), lambda c: f"seq2seq-{c['task']}")
     with run:
         task = make_task(cfg)
@@ -120,7 +121,8 @@ def train(args) -> int:
             model_name=MODEL_NAME, config=cfg, model=model, optimizer=opt, scheduler=sched, periods=cfg["epochs"],
             schedule_steps=first["epochs"] * steps_per_epoch, grad_clip=cfg["grad_clip"],
             period_batches=lambda e, step: (loader, steps_per_epoch - loader.state_dict()["batches_consumed"]),
-            loss=lambda b: model.loss(model(b[0], b[1]), b[2]), evaluate=evaluate_,
+            loss=lambda net, b: model.loss(net(b[0], b[1]), b[2]), evaluate=evaluate_,
+            loss_weight=lambda b: int((b[2] != task.vocab.pad_id).sum().item()),
             period_label=lambda e: f"epoch {e + 1}/{cfg['epochs']}",
             report=lambda r: (f"epoch {r['epoch']}: train loss {r['train_loss']:.4f}, held-out loss "
                               f"{r['eval_loss']:.4f}, token accuracy {100 * r['heldout_token_accuracy']:.2f}%, "
@@ -135,7 +137,7 @@ def train(args) -> int:
                 return 0
         n_params = sum(p.numel() for p in model.parameters())
         print(f"training Seq2SeqTransformer ({n_params / 1e6:.2f}M parameters) on task {cfg['task']!r}: "
-              f"{len(task.train)} training / {len(task.heldout)} held-out examples on {device}; "
+              f"{len(task.train)} training / {len(task.heldout)} held-out examples on {device}{ranks_note(run)}; "
               f"run folder {run.path}")
         code = fit(run, job, state, args)
         if code:

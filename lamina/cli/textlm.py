@@ -29,6 +29,8 @@ from .run import (
     positive_float,
     positive_int,
     probability,
+    ranks_note,
+    train_device,
 )
 
 # nanoGPT's "baby GPT" for a CPU: config/train_shakespeare_char.py with the overrides its README gives
@@ -92,7 +94,7 @@ def nanogpt_schedule(opt, cfg):
 
 def train(args) -> int:
     name = args.recipe
-    device = pick_device(args.device)
+    device = train_device(args)
 
     def new_config():
         cfg = dict(RECIPES[name])
@@ -143,7 +145,7 @@ def train(args) -> int:
         job = Training(
             model_name=name, config=cfg, model=model, optimizer=opt, scheduler=sched,
             periods=-(-total // every), schedule_steps=first["lr_decay_iters"], grad_clip=cfg["grad_clip"],
-            period_batches=period_batches, loss=lambda b: model(*b)[1], evaluate=evaluate_,
+            period_batches=period_batches, loss=lambda net, b: net(*b)[1], evaluate=evaluate_,
             period_label=lambda p: f"iters {p * every + 1}-{min((p + 1) * every, total)}/{total}",
             report=lambda r: f"iter {r['step']}: train loss {r['train_loss']:.4f}, val loss {r['eval_loss']:.4f}",
             parts={"batches": batches, "evals": evals}, extra={"tokenizer": tok.state_dict()}, unit="iter",
@@ -157,7 +159,7 @@ def train(args) -> int:
                 return 0
         n_params = sum(p.numel() for p in model.parameters())
         print(f"training {name} ({n_params / 1e6:.2f}M parameters, vocab {tok.vocab_size}) on "
-              f"{len(train_ids):,} training characters on {device}; run folder {run.path}")
+              f"{len(train_ids):,} training characters on {device}{ranks_note(run)}; run folder {run.path}")
         code = fit(run, job, state, args)
         if code:
             return code

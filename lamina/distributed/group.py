@@ -180,16 +180,29 @@ def _install_abort_on_exception(group):
     rank, size = group.rank, group.size
 
     def hook(exc_type, exc, tb):
-        previous(exc_type, exc, tb)
         if issubclass(exc_type, KeyboardInterrupt):
+            previous(exc_type, exc, tb)
             return
+        # the line naming the rank first: the traceback below it may be cut short by the abort
         sys.stderr.write(f"lamina.distributed: rank {rank} of {size} failed with {exc_type.__name__}: "
                          f"{exc}; aborting all ranks\n")
         sys.stderr.flush()
-        from mpi4py import MPI
-        MPI.COMM_WORLD.Abort(1)
+        previous(exc_type, exc, tb)
+        abort(1)
 
     sys.excepthook = hook
+
+
+def abort(code: int) -> None:
+    """End every rank of the job with exit status ``code`` (``MPI_Abort``), after giving the
+    launcher a moment to forward what this rank wrote: it drops unforwarded output when it
+    tears the job down."""
+    import time
+    sys.stdout.flush()
+    sys.stderr.flush()
+    time.sleep(0.25)
+    from mpi4py import MPI
+    MPI.COMM_WORLD.Abort(code)
 
 
 def _announce(group):
