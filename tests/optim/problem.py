@@ -89,3 +89,16 @@ def values(params):
 def assert_close(actual, expected, rtol=1e-10, atol=1e-12):
     for i, (a, b) in enumerate(zip(values(actual), values(expected))):
         np.testing.assert_allclose(a, b, rtol=rtol, atol=atol, err_msg=f"parameter {i}")
+
+
+def numpy_loss_and_grads(arrays, x, y):
+    """``loss`` and its gradients for every parameter, by hand in NumPy (an independent oracle)."""
+    w1, b1, w2, b2, s = arrays
+    h = np.tanh(x @ w1 + b1)
+    z = h @ w2 + b2
+    d = z * s - y
+    dout = 2 * d / d.size
+    ds = (dout * z).sum()
+    dz = dout * s
+    dh = dz @ w2.T * (1 - h * h)
+    return (d * d).mean(), [x.T @ dh, dh.sum(0), h.T @ dz, dz.sum(0), np.asarray(ds)]
