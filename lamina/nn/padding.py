@@ -34,7 +34,7 @@ class _PadNd(Module):
         return ops.pad(x, self.padding, self.mode, self.value)
 
     def extra_repr(self):
-        return f"{self.padding}" + (f", value={self.value}" if type(self).__name__.startswith("Constant") else "")
+        return f"{self.padding}"
 
 
 class ConstantPad1d(_PadNd):
@@ -42,6 +42,9 @@ class ConstantPad1d(_PadNd):
 
     def __init__(self, padding, value: float):
         super().__init__(padding, value)
+
+    def extra_repr(self):
+        return f"padding={self.padding}, value={self.value}"
 
 
 class ConstantPad2d(ConstantPad1d):
