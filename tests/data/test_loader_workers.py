@@ -482,3 +482,27 @@ def test_workers_forked_after_openmp_started_run_kernels_off(tmp_path):
     assert method == "fork"
     if layer == "omp":
         assert batch.strip() == "[[True, False], [True, False]]"
+
+
+class Mixed(Dataset):
+    """Samples as PyTorch programs make them: tuples of an array, an int label, a float and a name."""
+
+    def __len__(self):
+        return 5
+
+    def __getitem__(self, i):
+        return np.full((2, 2), i, np.float32), i, i / 2, f"item{i}"
+
+
+@pytest.mark.parametrize("batch_size", [2, None])
+def test_batches_have_pytorchs_structure(batch_size):
+    import torch
+    import torch.utils.data as tud
+    from tests.data.test_dataset import _like_torch
+
+    ours = list(DataLoader(Mixed(), batch_size=batch_size, num_workers=2))
+    theirs = list(tud.DataLoader(Mixed(), batch_size=batch_size))
+    assert len(ours) == len(theirs)
+    for a, b in zip(ours, theirs):
+        _like_torch(a, b)
+    assert isinstance(theirs[0], list) and torch.is_tensor(theirs[0][0])  # tuples come back as lists
