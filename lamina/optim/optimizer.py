@@ -292,6 +292,8 @@ class Optimizer:
                             f"{type(value).__name__}")
         if not isinstance(value, defaultdict) or value.default_factory is not dict:
             value = defaultdict(dict, value)
+        if self._flat_state and self._exported_epoch != self._epoch:
+            self._export_state()  # record what exists now, so the next step sees what went away
         self._state = value
         self._handed_out = True
 
