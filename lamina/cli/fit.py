@@ -195,10 +195,11 @@ def fit(run: RunFolder, job: Training, state: Progress, args) -> int:
                 _, received = ranks.agree(0.0, signals.received or 0)
                 if received:
                     _interrupted(run, args, state, received, checkpoint, save_metrics)
-    except Stop as e:
+    except Stop as e:  # every rank stops at the same step (their decisions rest on agreed values)
         save_metrics()
         if main:
             print(f"lamina: {e}", file=sys.stderr)
+        ranks.barrier()  # the others end the job only once rank 0's files are written
         return e.code
     if main:
         plot_curves(run.path, metrics, job.title, score=job.score or "test_accuracy",

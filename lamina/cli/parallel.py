@@ -81,6 +81,11 @@ class Ranks:
         comm.Allreduce(MPI.IN_PLACE, sig, op=MPI.MAX)
         return float(value[0]), int(sig[0])
 
+    def barrier(self) -> None:
+        """Wait until every rank has come here."""
+        if self.distributed:
+            self.group.comm.Barrier()
+
     def share_bytes(self, data: bytes | None) -> bytes:
         """Rank 0's ``data`` on every rank (the others pass None)."""
         comm = self.group.comm

@@ -57,12 +57,15 @@ def _state(run):
     return lamina.io.load_checkpoint(Path(run) / "checkpoint.safetensors")
 
 
-def _assert_same_training(a, b, weights_atol):
-    """Same steps, loss curve to 1e-5, weights to ``weights_atol`` (float32 sums in another order)."""
+def _assert_same_training(a, b, weights_atol, curve_until=None):
+    """Same steps, loss curve to 1e-5 (up to step ``curve_until``: a run resumed mid-epoch restarts
+    its running loss), weights to ``weights_atol`` (float32 sums in another order)."""
     sa, sb = _state(a), _state(b)
     assert sa["step"] == sb["step"] and sa["epoch"] == sb["epoch"]
     ca, cb = np.array(sa["metrics"]["steps"]), np.array(sb["metrics"]["steps"])
     assert ca.shape == cb.shape and len(ca) >= 2
+    if curve_until is not None:
+        ca, cb = ca[ca[:, 0] <= curve_until], cb[cb[:, 0] <= curve_until]
     np.testing.assert_allclose(ca, cb, rtol=0, atol=1e-5)
     for k, v in sa["model"].items():
         np.testing.assert_allclose(sb["model"][k].numpy(), v.numpy(), rtol=0, atol=weights_atol, err_msg=k)
@@ -153,6 +156,36 @@ def test_mpiexec_without_distributed_and_rank0_errors_end_the_job_with_one_messa
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("lamina: error")]
     assert len(errors) == 1 and "already holds a run" in errors[0], proc.stderr
     assert {p.name for p in taken.iterdir()} == {"metrics.json", ".lock"}
+
+
+def test_ctrl_c_stops_every_rank_at_one_step_and_the_run_resumes_on_one_process(tmp_path, capsys, monkeypatch):
+    need_mpi()
+    monkeypatch.setenv("LAMINA_HOME", str(tmp_path / "home"))
+    mnist = _synthetic_mnist(tmp_path / "mnist", 1600, 20)
+    run, full = tmp_path / "run", tmp_path / "full"
+    args = _lenet_args(mnist, run, "--epochs", "1", "--batch-size", "16", "--checkpoint-every", "10")
+    with open(tmp_path / "out.txt", "w") as out:
+        popen = subprocess.Popen(_mpi_cmd(2, *args), stdout=out, stderr=subprocess.STDOUT, env=_env(tmp_path),
+                                 cwd=str(REPO), start_new_session=True)
+        try:
+            deadline = time.time() + 90
+            while time.time() < deadline and not (run / "checkpoint.safetensors").exists() and popen.poll() is None:
+                time.sleep(0.05)
+            popen.send_signal(signal.SIGINT)  # what Ctrl-C does: mpiexec passes it to every rank
+            popen.wait(timeout=60)
+        finally:
+            if popen.poll() is None:
+                os.killpg(popen.pid, signal.SIGKILL)
+                popen.wait()
+    output = (tmp_path / "out.txt").read_text()
+    assert popen.returncode == 130, output
+    stopped = re.findall(r"SIGINT received at step (\d+): checkpoint saved", output)
+    stop = int(stopped[0]) if len(stopped) == 1 else -1
+    assert 10 <= stop < 100 and _state(run)["step"] == stop, output
+    assert main(["train", "lenet", "--resume", str(run), "--device", "cpu", "--quiet"]) == 0
+    assert main(_lenet_args(mnist, full, "--epochs", "1", "--batch-size", "16")) == 0
+    capsys.readouterr()
+    _assert_same_training(full, run, weights_atol=1e-5, curve_until=stop)
 
 
 @pytest.mark.parametrize("mode", ["raise", "kill"])
