@@ -266,3 +266,15 @@ def test_torch_spellings_are_exported_from_lamina():
     assert lamina.device("cuda", 1).index == 1 and lamina.device("cuda:1").type == "cuda"
     assert lamina.cuda is cuda and lamina.accelerator is accelerator and lamina.backends is backends
     assert lamina.FloatTensor is legacy.FloatTensor and lamina.LongTensor is legacy.LongTensor
+
+
+@needs_cpu_only
+def test_cuda_amp_spellings_without_cuda_warn_and_disable():
+    with pytest.warns(UserWarning, match="CUDA is not available"):
+        scaler = cuda.amp.GradScaler(init_scale=8.0)
+    assert not scaler.is_enabled() and scaler.get_scale() == 1.0
+    with pytest.warns(UserWarning, match="CUDA is not available"):
+        region = cuda.amp.autocast()
+    assert region.device_type == "cuda" and region.fast_dtype == lamina.float16
+    with region:
+        assert not lamina.amp.is_autocast_enabled("cuda")
