@@ -251,7 +251,7 @@ def _execute(tensors, seeds, retain_graph, create_graph, targets):
         if grads is None or (grad_mode and node not in needed):
             in_grads = None
         else:
-            in_grads = _call_backward(node, grads, wanted if grad_mode else None, anomaly)
+            in_grads = _call_backward(node, grads, wanted if grad_mode else None, anomaly, create_graph)
         in_nodes, in_idx = node.in_nodes, node.in_idx
         if not retain_graph:
             node.release()
@@ -328,7 +328,7 @@ def _needed_nodes(order, leaf_targets, node_targets):
     return needed
 
 
-def _call_backward(node, grads, wanted, anomaly):
+def _call_backward(node, grads, wanted, anomaly, create_graph):
     inputs = node.inputs
     if node._versions is not None:
         node.check_versions()
@@ -341,7 +341,16 @@ def _call_backward(node, grads, wanted, anomaly):
         # the ops inside a backward are checked as one: the gradients it returns are checked below
         _mode.anomaly = False
     try:
-        res = node.backward(grads[0] if node.n_outputs == 1 else tuple(grads), *inputs)
+        fast = None if create_graph else node.backward_arrays
+        if fast is None:
+            res = node.backward(grads[0] if node.n_outputs == 1 else tuple(grads), *inputs)
+        else:
+            g = grads[0].data if node.n_outputs == 1 else tuple([None if x is None else x.data for x in grads])
+            res = fast(g, *[t.data for t in inputs])
+            if res.__class__ is tuple or res.__class__ is list:
+                res = tuple([None if a is None else _wrap(a) for a in res])
+            elif res is not None:
+                res = _wrap(res)
     except Exception as e:
         if anomaly and node._trace:
             e.add_note(f"the op {node.name} that failed in backward was created at:\n" + "".join(node._trace))

@@ -697,6 +697,7 @@ class _ViewWrite:
     n_outputs = 1
     name = "view_write"
     differentiable = True
+    backward_arrays = None
     _versions = None
     _retained = None
     _trace = None

@@ -333,3 +333,19 @@ def test_queue_callback_runs_after_backward_in_order():
     assert seen == [("hook", True), "first", "second", "queued by first"]
     with pytest.raises(RuntimeError, match="no backward"):
         queue_callback(lambda: None)
+
+
+def test_an_op_instance_can_be_called_again_without_misrouting_gradients():
+    from lamina.ops.elementwise import Mul
+    a, b, c, d = (lamina.tensor([1.0, 2.0], requires_grad=True) for _ in range(4))
+    op = Mul()
+    y1 = op(a, b * 2)
+    y2 = op(c, d * 3)
+    assert y1.grad_fn is op and y2.grad_fn is not op
+    y1.sum().backward()
+    np.testing.assert_allclose(a.grad.numpy(), [2.0, 4.0])
+    np.testing.assert_allclose(b.grad.numpy(), [2.0, 4.0])
+    assert c.grad is None and d.grad is None
+    y2.sum().backward()
+    np.testing.assert_allclose(c.grad.numpy(), [3.0, 6.0])
+    np.testing.assert_allclose(d.grad.numpy(), [3.0, 6.0])

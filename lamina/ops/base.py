@@ -8,6 +8,7 @@ instance itself as the graph node of its outputs.
 """
 from __future__ import annotations
 
+import copy
 import re
 
 import numpy as np
@@ -17,6 +18,9 @@ from ..autograd import _mode, creation_trace
 from ..tensor import Tensor, _wrap
 
 REGISTRY: dict[str, type] = {}
+# what a recorded call leaves on its node (the op's own attributes are everything else)
+_NODE_STATE = ("inputs", "in_nodes", "in_idx", "needs_input_grad", "saved", "outputs", "_versions",
+               "_out_versions", "_retained", "_trace", "_recorded")
 _ndarray = np.ndarray
 
 
@@ -55,6 +59,7 @@ class Op:
     _out_versions = None
     _retained = None
     _trace = None
+    _recorded = False  # this instance is the graph node of an earlier call
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -69,8 +74,16 @@ class Op:
     def backward(self, grad, *inputs):
         raise RuntimeError(f"{self.name} is not differentiable")
 
+    # Optional first-order backward on raw arrays: ``backward_arrays(grad, *input_arrays)`` with
+    # ``grad`` an array (a tuple of arrays or None for several outputs), returning one array or
+    # None per input. The engine calls it instead of ``backward`` whenever it is not building a
+    # graph of the backward (no ``create_graph``); compiled kernels plug in here.
+    backward_arrays = None
+
     # -------------------------------------------------------------- apply
     def __call__(self, *inputs):
+        if self._recorded:  # an op may be called again: the new call gets a node of its own
+            return self._new_node()(*inputs)
         mode = _mode
         try:
             n = len(inputs)
@@ -112,6 +125,7 @@ class Op:
                 return _wrap(out)
             return tuple([_wrap(o) for o in out])
         self.inputs = inputs
+        self._recorded = True
         # the producers of the inputs as they are now: a later in-place op may give an input tensor
         # a new history, but this node stays on the one it was computed from
         self.in_nodes = tuple([t._node for t in inputs])
@@ -131,6 +145,13 @@ class Op:
             self.outputs = out
             self._out_versions = tuple([r._version for r in res])
         return res
+
+    def _new_node(self):
+        """A copy of this op's attributes without the state of the call it recorded."""
+        node = copy.copy(self)
+        for k in _NODE_STATE:
+            node.__dict__.pop(k, None)
+        return node
 
     def reads_input(self, i: int) -> bool:
         """Whether this node's backward reads input ``i``'s value (not only its shape). An in-place

@@ -7,7 +7,6 @@ import math
 import numpy as np
 
 from .. import backend
-from ..autograd import _mode
 from ..tensor import Tensor, _wrap
 from .base import Op, promote, unbroadcast, xp_of
 
@@ -259,22 +258,25 @@ class Gelu(Op):
             inner = tanh((x + 0.044715 * x2 * x) * _SQRT_2_OVER_PI)
             d_inner = (1.0 + 0.134145 * x2) * _SQRT_2_OVER_PI
             return g * (0.5 * (1.0 + inner) + 0.5 * x * (1.0 - inner * inner) * d_inner)
-        if not _mode.enabled:
-            # first-order gradients on raw arrays, reusing Phi(x) from forward: g (Phi + x phi)
-            xa = x.data.reshape(-1)  # 1-d: in-place passes need arrays, 0-d arithmetic gives scalars
-            xp = xp_of(xa)
-            t = xa.dtype.type
-            pdf = xa * xa
-            pdf *= t(-0.5)
-            xp.exp(pdf, out=pdf)
-            pdf *= xa
-            pdf *= t(_INV_SQRT_2PI)
-            pdf += self.saved.reshape(-1)
-            pdf *= g.data.reshape(-1)
-            return _wrap(pdf.reshape(x.shape))
         cdf = 0.5 * (1.0 + erf(x * (1.0 / _SQRT_2)))
         pdf = exp(-0.5 * (x * x)) * _INV_SQRT_2PI
         return g * (cdf + x * pdf)
+
+    def backward_arrays(self, g, x):
+        if self.approximate == "tanh":
+            return None if g is None else self.backward(_wrap(g), _wrap(x)).data
+        # g (Phi + x phi), reusing Phi(x) from forward
+        xa = x.reshape(-1)  # 1-d: in-place passes need arrays, 0-d arithmetic gives scalars
+        xp = xp_of(xa)
+        t = xa.dtype.type
+        pdf = xa * xa
+        pdf *= t(-0.5)
+        xp.exp(pdf, out=pdf)
+        pdf *= xa
+        pdf *= t(_INV_SQRT_2PI)
+        pdf += self.saved.reshape(-1)
+        pdf *= g.reshape(-1)
+        return pdf.reshape(x.shape)
 
 
 class Silu(Op):

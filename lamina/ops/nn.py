@@ -171,13 +171,9 @@ class LayerNorm(Op):
         return y.reshape(x.shape)
 
     def backward(self, g, x, w=None, b=None):
-        from ..autograd import _mode
         dims = tuple(range(x.ndim - self.k, x.ndim))
         batch = tuple(range(x.ndim - self.k))
         needs = self.needs_input_grad
-        if not _mode.enabled:
-            return self._backward_arrays(g.data, x.data, w, b)
-        # building a graph of this backward: everything from differentiable ops
         mean = x.mean(dim=dims, keepdim=True)
         centered = x - mean
         rstd = (((centered * centered).mean(dim=dims, keepdim=True)) + self.eps).rsqrt()
@@ -194,16 +190,16 @@ class LayerNorm(Op):
             gb = g.sum(dim=batch) if batch else g
         return (gx,) + ((gw,) if w is not None else ()) + ((gb,) if b is not None else ())
 
-    def _backward_arrays(self, g, x, w, b):
-        """First-order gradients on raw arrays, a block of rows at a time so the temporaries stay
-        in cache: gx = rstd (dxhat - mean(dxhat) - xhat mean(dxhat xhat)) with dxhat = g w."""
+    def backward_arrays(self, g, x, w=None, b=None):
+        """First-order gradients, a block of rows at a time so the temporaries stay in cache:
+        gx = rstd (dxhat - mean(dxhat) - xhat mean(dxhat xhat)) with dxhat = g w."""
         xp = xp_of(x)
         mean, rstd = self.saved
         features = math.prod(x.shape[x.ndim - self.k:])
         rows = x.size // features
         G, X = g.reshape(rows, features), x.reshape(rows, features)
         M, S = mean.reshape(rows, 1), rstd.reshape(rows, 1)
-        W = w.data.reshape(features) if w is not None else None
+        W = w.reshape(features) if w is not None else None
         needs = self.needs_input_grad
         gx = xp.empty_like(X) if needs[0] else None
         gw = xp.zeros(features, dtype=x.dtype) if w is not None and needs[1] else None
@@ -224,11 +220,11 @@ class LayerNorm(Op):
                 dxhat *= S[r0:r1]
                 gx[r0:r1] = dxhat
         shape_w = x.shape[x.ndim - self.k:]
-        out = (_wrap(gx.reshape(x.shape)) if gx is not None else None,)
+        out = (gx.reshape(x.shape) if gx is not None else None,)
         if w is not None:
-            out += (_wrap(gw.reshape(shape_w)) if gw is not None else None,)
+            out += (gw.reshape(shape_w) if gw is not None else None,)
         if b is not None:
-            out += (_wrap(gb.reshape(shape_w)) if gb is not None else None,)
+            out += (gb.reshape(shape_w) if gb is not None else None,)
         return out
 
 

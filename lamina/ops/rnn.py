@@ -11,14 +11,14 @@ Sequences of different lengths share a batch through an optional ``lengths`` inp
 length a sequence keeps its state and outputs zeros, and a reverse pass starts at each sequence's
 last valid step (what packed sequences give in PyTorch).
 
-Under ``create_graph`` the backward takes the activations from ``_*_composite``, the same
-recurrence written step by step with Tensor ops, so the gradient is differentiable again. The
-composites are also the oracles the ops are tested against.
+The engine's first-order path (``backward_arrays``) runs that backward on the activations forward
+saved. The graph-building ``backward`` (``create_graph``) takes them from ``_*_composite``, the
+same recurrence written step by step with Tensor ops, so the gradient is differentiable again.
+The composites are also the oracles the ops are tested against.
 """
 from __future__ import annotations
 
 from .. import backend
-from ..autograd import is_grad_enabled
 from ..tensor import Tensor, _wrap
 from .base import Op, xp_of
 from .elementwise import relu, sigmoid, tanh, where
@@ -130,13 +130,17 @@ class LSTMSequence(Op):
         return y, h.copy(), c
 
     def backward(self, grads, xg, w_hh, h0, c0, *lengths):
+        _, _, _, steps, V = _lstm_composite(xg, w_hh, h0, c0, lengths[0] if lengths else None, self.reverse)
+        return self._bptt(grads, steps, V, w_hh, h0, c0, lengths)
+
+    def backward_arrays(self, grads, xg, w_hh, h0, c0, *lengths):
+        *steps, V = self.saved
+        return _on_tensors(self._bptt, grads, [_wrap(a) for a in steps], V, _wrap(w_hh), _wrap(h0), _wrap(c0),
+                           lengths)
+
+    def _bptt(self, grads, steps, V, w_hh, h0, c0, lengths):
         gy, gh, gc = grads
-        if is_grad_enabled():
-            _, _, _, (h_prev, c_prev, acts, tanh_c), V = _lstm_composite(
-                xg, w_hh, h0, c0, lengths[0] if lengths else None, self.reverse)
-        else:
-            h_prev, c_prev, acts, tanh_c, V = self.saved
-            h_prev, c_prev, acts, tanh_c = _wrap(h_prev), _wrap(c_prev), _wrap(acts), _wrap(tanh_c)
+        h_prev, c_prev, acts, tanh_c = steps
         T, B, H = h_prev.shape
         i, f, g, o = split(acts, H, -1)
         # d(gates) = [dc, dc, dc, dh] * k, and dc picks up dh * o (1 - tanh(c)^2) on the way
@@ -243,13 +247,17 @@ class GRUSequence(Op):
         return y, h.copy()
 
     def backward(self, grads, xg, w_hh, b_hh, h0, *lengths):
+        _, _, steps, V = _gru_composite(xg, w_hh, b_hh, h0, lengths[0] if lengths else None, self.reverse)
+        return self._bptt(grads, steps, V, xg.shape, w_hh, h0, lengths)
+
+    def backward_arrays(self, grads, xg, w_hh, b_hh, h0, *lengths):
+        *steps, V = self.saved
+        return _on_tensors(self._bptt, grads, [_wrap(a) for a in steps], V, xg.shape, _wrap(w_hh), _wrap(h0),
+                           lengths)
+
+    def _bptt(self, grads, steps, V, xg_shape, w_hh, h0, lengths):
         gy, gh = grads
-        if is_grad_enabled():
-            _, _, (h_prev, acts, hn), V = _gru_composite(xg, w_hh, b_hh, h0, lengths[0] if lengths else None,
-                                                         self.reverse)
-        else:
-            h_prev, acts, hn, V = self.saved
-            h_prev, acts, hn = _wrap(h_prev), _wrap(acts), _wrap(hn)
+        h_prev, acts, hn = steps
         T, B, H = h_prev.shape
         r, z, n = split(acts, H, -1)
         # with dh the gradient reaching h_t: d(x gates) = [dh, dh, dh] * k, d(h gates) = that * [1, 1, r]
@@ -270,7 +278,7 @@ class GRUSequence(Op):
             dhg[t] = dx[t] * rs[t]
             dh = dhg[t] @ w_hh + dh * zs[t]
         nx, nw, nb = self.needs_input_grad[:3]
-        dxg = cat(dx, 0).reshape(xg.shape) if nx else None
+        dxg = cat(dx, 0).reshape(xg_shape) if nx else None
         dw, db = None, None
         if nw or nb:
             dhg = cat(dhg, 0)
@@ -345,15 +353,17 @@ class RNNSequence(Op):
         return y, h.copy()
 
     def backward(self, grads, xg, w_hh, h0, *lengths):
+        _, _, (h_prev, act), V = _rnn_composite(xg, w_hh, h0, lengths[0] if lengths else None,
+                                                 self.reverse, self.nonlinearity)
+        return self._bptt(grads, h_prev, act, V, w_hh, h0, lengths)
+
+    def backward_arrays(self, grads, xg, w_hh, h0, *lengths):
+        h_prev, V = self.saved
+        # the forward output is the activation wherever a sequence runs, the only places it is read
+        return _on_tensors(self._bptt, grads, _wrap(h_prev), self.output(0), V, _wrap(w_hh), _wrap(h0), lengths)
+
+    def _bptt(self, grads, h_prev, act, V, w_hh, h0, lengths):
         gy, gh = grads
-        if is_grad_enabled():
-            _, _, (h_prev, act), V = _rnn_composite(xg, w_hh, h0, lengths[0] if lengths else None,
-                                                     self.reverse, self.nonlinearity)
-        else:
-            h_prev, V = self.saved
-            h_prev = _wrap(h_prev)
-            # the forward output is the activation wherever a sequence runs, the only places it is read
-            act = self.output(0)
         T, B, H = h_prev.shape
         k = (act > 0).to(act.dtype) if self.nonlinearity == "relu" else 1.0 - act * act
         gy, k = _backward_masks(V, gy, k)
@@ -397,6 +407,13 @@ def _rnn_composite(xg, w_hh, h0, lengths, reverse, nonlinearity):
 
 
 # ---------------------------------------------------------------- shared by the backwards
+
+def _on_tensors(bptt, grads, *args):
+    """Run a Tensor-op backward on raw arrays (the engine's first-order path): raw gradients and
+    inputs in, raw gradients out. No graph is recorded (the engine runs it with grad mode off)."""
+    out = bptt(tuple(None if g is None else _wrap(g) for g in grads), *args)
+    return tuple(None if g is None else g.data for g in out)
+
 
 def _composite_masks(xg, lengths):
     """Per-step (B, 1) bool Tensors (None where every sequence runs) and the raw (T, B, 1) mask."""

@@ -292,7 +292,7 @@ def test_train_command_writes_metrics_checkpoint_plot_and_resumes(tmp_path, monk
     assert run_train_seq2seq([*TINY_RUN, "--out", str(full)]) == 0
     metrics = json.loads((full / "metrics.json").read_text())
     assert [e["epoch"] for e in metrics["epochs"]] == [1, 2]
-    for key in ("train_loss", "eval_loss", "heldout_exact_match", "heldout_token_accuracy", "epoch_time_s"):
+    for key in ("train_loss", "eval_loss", "heldout_exact_match", "heldout_token_accuracy", "elapsed_s"):
         assert key in metrics["epochs"][-1]
     assert metrics["config"]["task"] == "add" and metrics["steps"]
     assert (full / "checkpoint.safetensors").exists() and (full / "loss.png").exists()

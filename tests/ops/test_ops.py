@@ -170,3 +170,38 @@ def test_gradgradcheck(info, sample):
     for k, (a, n, leaf) in enumerate(zip(analytic, numeric, leaves)):
         a = np.zeros(leaf.shape) if a is None else as_numpy(a)
         assert_close(a, n, 1e-4, 1e-3, f"{info.name} second-order input {k} {sample}")
+
+
+def _has_array_backward(outs):
+    from lamina.autograd import _topological_order
+    roots = [o._node for o in outs if o._node is not None]
+    return any(n.backward_arrays is not None for n in _topological_order(roots))
+
+
+ARRAY_PATH_CASES = [c for c in GRAD_CASES
+                    if _has_array_backward(float_outputs(call(c.values[0], c.values[1])[1]))]
+
+
+def test_array_backward_cases_exist():
+    """Every op class with an array-level backward is reached by some sample below."""
+    from lamina.ops.base import REGISTRY
+    with_fast = {name for name, cls in REGISTRY.items() if cls.backward_arrays is not None}
+    assert with_fast >= {"Gelu", "LayerNorm", "LSTMSequence", "GRUSequence", "RNNSequence"}
+    assert len(ARRAY_PATH_CASES) >= len(with_fast)
+
+
+@pytest.mark.parametrize("info,sample", ARRAY_PATH_CASES)
+def test_array_and_tensor_backward_agree(info, sample):
+    """The engine's first-order path (``backward_arrays``) and the graph-building path
+    (``backward`` under create_graph) give the same gradients."""
+    results = []
+    for create_graph in (False, True):
+        leaves, outs = call(info, sample)
+        outs = float_outputs(outs)
+        loss = scalar_loss(outs, projection_weights(outs))
+        grads = lamina.grad(loss, leaves, allow_unused=True, create_graph=create_graph)
+        results.append([None if g is None else as_numpy(g.detach()) for g in grads])
+    for k, (a, b) in enumerate(zip(*results)):
+        assert (a is None) == (b is None), f"{info.name} input {k}"
+        if a is not None:
+            assert_close(a, b, 1e-10, 1e-9, f"{info.name} array vs tensor backward, input {k} {sample}")
