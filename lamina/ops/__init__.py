@@ -26,7 +26,7 @@ from .pool import (  # noqa: F401
 from .nn import dropout, embedding, layer_norm, log_softmax, softmax  # noqa: F401
 from .sorting import argsort, cumsum, multinomial, sort, topk  # noqa: F401
 from . import loss, rnn  # noqa: F401,E402  (fused ops used by lamina.nn; imported so they register)
-from .diagonal import diag, diag_embed, diagonal  # noqa: F401,E402
+from .diagonals import diag, diag_embed, diagonal  # noqa: F401,E402
 from .resample import affine_grid, grid_sample, interpolate, pixel_shuffle, pixel_unshuffle  # noqa: F401,E402
-from .norm import group_norm, instance_norm  # noqa: F401,E402
+from .normalization import group_norm, instance_norm  # noqa: F401,E402
 from .feature_dropout import dropout1d, dropout2d, dropout3d  # noqa: F401,E402

@@ -4,18 +4,20 @@ bilinear, bicubic, trilinear, area), ``pixel_shuffle``/``pixel_unshuffle``, ``af
 
 Linear and cubic interpolation act on one spatial axis at a time as a matmul with a small
 (out, in) weight matrix, as adaptive pooling does: forward and backward are both BLAS calls,
-and the gradient is the transposed matrix. Nearest upsampling by a whole factor is a broadcast,
-whose gradient is a sum; other nearest sizes gather rows with ``index_select``.
+and the gradient is the transposed matrix. Nearest upsampling by whole factors is a primitive
+(``NearestUpsample``, one broadcasting copy) whose gradient ``BlockSum`` adds strided slices;
+other nearest sizes gather rows with ``index_select``.
 """
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
 
 from .. import backend
 from ..tensor import Tensor
-from .base import check_float
+from .base import Op, check_float, xp_of
 
 _MODES = ("nearest", "nearest-exact", "linear", "bilinear", "bicubic", "trilinear", "area")
 _LINEAR_DIMS = {"linear": 1, "bilinear": 2, "bicubic": 2, "trilinear": 3}
@@ -146,16 +148,82 @@ def _apply_axis(x, m, axis):
     return (moved @ mt).transpose(axis, -1)
 
 
-def _nearest_axis(x, axis, idx):
-    from .indexing import index_select
-    n_in, n_out = x.shape[axis], len(idx)
+def _blocks_shape(lead, spatial, factors):
+    """(N, C, s1, f1, s2, f2, ...): each spatial dim split into (size, factor)."""
+    return tuple(lead) + tuple(v for s, f in zip(spatial, factors) for v in (s, f))
+
+
+class NearestUpsample(Op):
+    """Each element of an (N, C, *spatial) input repeated ``factors[i]`` times along spatial dim i
+    (nearest upsampling by whole factors), in one broadcasting copy."""
+    needs_inputs = False
+
+    def __init__(self, factors):
+        self.factors = tuple(factors)
+
+    def forward(self, x):
+        xp = xp_of(x)
+        lead, spatial = x.shape[:2], x.shape[2:]
+        out = xp.empty(_blocks_shape(lead, spatial, self.factors), dtype=x.dtype)
+        out[...] = x.reshape(_blocks_shape(lead, spatial, (1,) * len(spatial)))
+        return out.reshape(tuple(lead) + tuple(s * f for s, f in zip(spatial, self.factors)))
+
+    def backward(self, g, x):
+        return BlockSum(self.factors)(g)
+
+
+class BlockSum(Op):
+    """The sum of each f1 x f2 x ... block of the spatial dims (the gradient of NearestUpsample),
+    as a few strided adds rather than a reduction over short axes, which NumPy does slowly."""
+    needs_inputs = False
+
+    def __init__(self, factors):
+        self.factors = tuple(factors)
+
+    def forward(self, g):
+        lead = g.shape[:2]
+        spatial = tuple(n // f for n, f in zip(g.shape[2:], self.factors))
+        v = g.reshape(_blocks_shape(lead, spatial, self.factors))
+        out = None
+        for offsets in itertools.product(*(range(f) for f in self.factors)):
+            part = v[(slice(None), slice(None)) + tuple(x for o in offsets for x in (slice(None), o))]
+            if out is None:
+                out = part.copy()
+            else:
+                out += part
+        return out
+
+    def backward(self, gg, g):
+        return NearestUpsample(self.factors)(gg)
+
+
+def _check_factors(opname, x, factors):
+    factors = tuple(int(f) for f in factors)
+    if x.ndim < 3 or len(factors) != x.ndim - 2 or any(f < 1 for f in factors):
+        raise ValueError(f"{opname}: expected one positive factor per spatial dim of input shape {x.shape}, "
+                         f"got {factors}")
+    return factors
+
+
+def nearest_upsample(x, factors):
+    """Repeat each element of (N, C, *spatial) ``factors[i]`` times along spatial dim i."""
+    return NearestUpsample(_check_factors("nearest_upsample", x, factors))(x)
+
+
+def block_sum(x, factors):
+    """Sum each block of ``factors`` elements of the spatial dims of (N, C, *spatial)."""
+    factors = _check_factors("block_sum", x, factors)
+    if any(n % f for n, f in zip(x.shape[2:], factors)):
+        raise ValueError(f"block_sum: spatial dims of input shape {x.shape} must be multiples of {factors}")
+    return BlockSum(factors)(x)
+
+
+def _whole_factor(idx, n_in):
+    """The factor f if ``idx`` repeats each of n_in source rows f times in order, else None."""
+    n_out = len(idx)
     if n_out % n_in == 0 and np.array_equal(idx, np.arange(n_out) // (n_out // n_in)):
-        # a whole-factor upsample: repeat each row by broadcasting (its gradient is a sum)
-        f = n_out // n_in
-        shape = x.shape
-        y = x.unsqueeze(axis + 1).expand(*shape[:axis + 1], f, *shape[axis + 1:])
-        return y.reshape(*shape[:axis], n_out, *shape[axis + 1:])
-    return index_select(x, axis, Tensor(idx, device=x.device))
+        return n_out // n_in
+    return None
 
 
 def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corners=None,
@@ -196,16 +264,33 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
         if d == 2:
             return adaptive_avg_pool2d(x, out)
         raise ValueError(f"{opname}: mode 'area' supports 3-D and 4-D inputs, got shape {input.shape}")
+    if mode in ("nearest", "nearest-exact"):
+        return _nearest(x, out, scales, mode == "nearest-exact")
     for k in range(d):
         axis = 2 + k
         n_in, n_out = x.shape[axis], out[k]
-        if mode in ("nearest", "nearest-exact"):
-            if n_in != n_out:
-                x = _nearest_axis(x, axis, _nearest_index(n_in, n_out, scales[k], mode == "nearest-exact"))
-        elif mode == "bicubic":
+        if mode == "bicubic":
             x = _apply_axis(x, _cubic_matrix(n_in, n_out, scales[k], bool(align_corners)), axis)
         elif n_in != n_out or scales[k] not in (None, 1, 1.0):
             x = _apply_axis(x, _linear_matrix(n_in, n_out, scales[k], bool(align_corners)), axis)
+    return x
+
+
+def _nearest(x, out, scales, exact):
+    """Whole-factor axes in one NearestUpsample; any other axis gathers its source rows."""
+    from .indexing import index_select
+    factors, gathers = [], []
+    for k, n_out in enumerate(out):
+        n_in = x.shape[2 + k]
+        idx = np.arange(n_in) if n_in == n_out else _nearest_index(n_in, n_out, scales[k], exact)
+        f = _whole_factor(idx, n_in)
+        factors.append(f or 1)
+        if f is None:
+            gathers.append((2 + k, idx))
+    for axis, idx in gathers:
+        x = index_select(x, axis, Tensor(idx, device=x.device))
+    if any(f > 1 for f in factors):
+        x = NearestUpsample(factors)(x)
     return x
 
 

@@ -1,5 +1,5 @@
-"""Samples of the diagonal ops (lamina/ops/diagonal.py), resampling (lamina/ops/resample.py),
-group/instance normalisation (lamina/ops/norm.py) and the activations and distances composed in
+"""Samples of the diagonal ops (lamina/ops/diagonals.py), resampling (lamina/ops/resample.py),
+group/instance normalisation (lamina/ops/normalization.py) and the activations and distances composed in
 lamina.nn.functional. Composites are in the table too: they get the same parity, finite-difference
 and second-order checks as primitives."""
 from __future__ import annotations
@@ -11,6 +11,7 @@ import torch.nn.functional as TF
 import lamina
 import lamina.nn.functional as F
 from lamina import ops
+from lamina.ops import resample
 from tests.ops.opinfo import OpInfo, R, Raway, Sample
 
 
@@ -59,6 +60,28 @@ def interpolate_samples(rng):
     yield Sample((R(rng, 2, 2, 5),), dict(size=3, mode="nearest"))
     yield Sample((R(rng, 1, 1, 2, 3, 2),), dict(scale_factor=2, mode="trilinear"))
     yield Sample((R(rng, 1, 2, 6, 5),), dict(size=(3, 2), mode="area"))
+
+
+def nearest_upsample_samples(rng):
+    yield Sample((R(rng, 2, 3, 2, 3), (2, 3)))
+    yield Sample((R(rng, 1, 2, 3), (4,)), desc="1-D")
+    yield Sample((R(rng, 1, 1, 2, 2, 1), (1, 2, 3)), desc="3-D, a factor of 1")
+
+
+def nearest_upsample_ref(x, factors):
+    return TF.interpolate(x, scale_factor=factors, mode="nearest")
+
+
+def block_sum_samples(rng):
+    yield Sample((R(rng, 2, 3, 4, 6), (2, 3)))
+    yield Sample((R(rng, 1, 2, 6), (3,)), desc="1-D")
+    yield Sample((R(rng, 1, 1, 2, 4, 3), (1, 2, 3)), desc="3-D")
+
+
+def block_sum_ref(x, factors):
+    n, c = x.shape[:2]
+    split = [v for s, f in zip(x.shape[2:], factors) for v in (s // f, f)]
+    return x.reshape(n, c, *split).sum(dim=tuple(3 + 2 * i for i in range(len(factors))))
 
 
 def affine_grid_samples(rng):
@@ -143,6 +166,8 @@ OPS = [
     OpInfo("pixel_shuffle", ops.pixel_shuffle, TF.pixel_shuffle, pixel_shuffle_samples),
     OpInfo("pixel_unshuffle", ops.pixel_unshuffle, TF.pixel_unshuffle, pixel_unshuffle_samples),
     OpInfo("interpolate", ops.interpolate, TF.interpolate, interpolate_samples, atol=1e-12, rtol=1e-10),
+    OpInfo("nearest_upsample", resample.nearest_upsample, nearest_upsample_ref, nearest_upsample_samples),
+    OpInfo("block_sum", resample.block_sum, block_sum_ref, block_sum_samples),
     OpInfo("affine_grid", ops.affine_grid, TF.affine_grid, affine_grid_samples),
     OpInfo("grid_sample", ops.grid_sample, TF.grid_sample, grid_sample_samples),
     OpInfo("group_norm", ops.group_norm, TF.group_norm, group_norm_samples),
