@@ -31,14 +31,13 @@ class Tensor:
 
     def __init__(self, data, dtype=None, device=None, requires_grad=False):
         from .creation import _array_from
-        self.data = _array_from(data, dtype, device)
-        self.grad = None
-        self._node = None
-        self._out_idx = 0
-        self._version = [0]
-        self._hooks = None
-        self._post_hooks = None
-        self.requires_grad = False
+        self._init(_array_from(data, dtype, device), requires_grad)
+
+    def _init(self, array, requires_grad=False):
+        """Set every field of a new leaf tensor around ``array`` (no copy). ``_wrap`` sets the same
+        fields in the same one statement for tensors made by ops (the hot path)."""
+        self.data, self.requires_grad, self.grad, self._node, self._out_idx, self._version, self._hooks, \
+            self._post_hooks = array, False, None, None, 0, [0], None, None
         if requires_grad:
             self.requires_grad_(True)
 
@@ -238,10 +237,9 @@ class Tensor:
                                f"{self._node.name}); detach() it first")
         new = type(self).__new__(type(self))
         memo[id(self)] = new
-        new.data = self.data.copy()
+        new._init(self.data.copy())
         new.requires_grad = self.requires_grad
         new.grad = None if self.grad is None else self.grad.__deepcopy__(memo)
-        new._node, new._out_idx, new._version = None, 0, [0]
         new._hooks = list(self._hooks) if self._hooks else None
         new._post_hooks = list(self._post_hooks) if self._post_hooks else None
         return new
@@ -642,14 +640,8 @@ def _wrap(data, node=None, idx=0) -> Tensor:
     if data.__class__ is not _ndarray and isinstance(data, np.generic):
         data = np.asarray(data)  # NumPy ufuncs turn 0-d arrays into scalars
     t = Tensor.__new__(Tensor)
-    t.data = data
-    t.requires_grad = node is not None
-    t.grad = None
-    t._node = node
-    t._out_idx = idx
-    t._version = [0]
-    t._hooks = None
-    t._post_hooks = None
+    t.data, t.requires_grad, t.grad, t._node, t._out_idx, t._version, t._hooks, t._post_hooks = (
+        data, node is not None, None, node, idx, [0], None, None)
     return t
 
 

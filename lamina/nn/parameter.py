@@ -13,16 +13,7 @@ class Parameter(Tensor):
         if data is None:
             data = []
         if isinstance(data, Tensor):
-            self.data = data.data
-            self.grad = None
-            self._node = None
-            self._out_idx = 0
-            self._version = [0]
-            self._hooks = None
-            self._post_hooks = None
-            self.requires_grad = False
-            if requires_grad:
-                self.requires_grad_(True)
+            self._init(data.data, requires_grad)  # shares the tensor's memory, as in PyTorch
         else:
             super().__init__(data, requires_grad=requires_grad)
 
