@@ -2,10 +2,12 @@
 last dim placed on a diagonal of zeros) and ``diag`` (vector <-> matrix, as ``torch.diag``).
 
 Two primitives, each the other's gradient: ``Diagonal`` reads a diagonal, ``DiagEmbed`` writes
-values onto the diagonal of a zero tensor of a given shape. ``diagonal`` returns a copy, not a
-view of its input: writing into the result leaves the input unchanged.
+values onto the diagonal of a zero tensor of a given shape. ``diagonal`` returns a view, as
+PyTorch's: an in-place change of the result changes the input (``diag`` returns a copy).
 """
 from __future__ import annotations
+
+import numpy as np
 
 from ..tensor import Tensor
 from .base import Op, normalize_dim, xp_of
@@ -19,7 +21,8 @@ def _diag_index(xp, n1, n2, offset):
 
 
 class Diagonal(Op):
-    """The diagonal ``offset`` of dims (dim1, dim2), as a new last dim (dim1 indexes rows)."""
+    """The diagonal ``offset`` of dims (dim1, dim2), as a new last dim (dim1 indexes rows): a
+    strided view of the input."""
     needs_inputs = False
 
     def __init__(self, offset, dim1, dim2):
@@ -28,8 +31,14 @@ class Diagonal(Op):
     def forward(self, x):
         xp = xp_of(x)
         m = xp.moveaxis(x, (self.dim1, self.dim2), (-2, -1))
-        rows, cols = _diag_index(xp, m.shape[-2], m.shape[-1], self.offset)
-        return m[..., rows, cols]
+        n1, n2 = m.shape[-2], m.shape[-1]
+        rows, _ = _diag_index(np, n1, n2, self.offset)
+        if len(rows) == 0:
+            return xp.empty(m.shape[:-2] + (0,), dtype=x.dtype)
+        corner = m[..., int(rows[0]):, int(rows[0]) + self.offset:]
+        # one step along the diagonal is one row plus one column
+        strides = corner.strides[:-2] + (corner.strides[-2] + corner.strides[-1],)
+        return xp.lib.stride_tricks.as_strided(corner, m.shape[:-2] + (len(rows),), strides)
 
     def backward(self, g, x):
         return DiagEmbed(x.shape, self.offset, self.dim1, self.dim2)(g)
@@ -61,7 +70,7 @@ def _check(x, opname):
 
 def diagonal(input, offset=0, dim1=0, dim2=1):
     """Diagonal ``offset`` (> 0 above, < 0 below the main one) of dims ``dim1`` and ``dim2``,
-    appended as the last dim, as ``torch.diagonal`` (a copy here, not a view)."""
+    appended as the last dim: a view of the input, as ``torch.diagonal``."""
     _check(input, "diagonal")
     if input.ndim < 2:
         raise ValueError(f"diagonal: expected a tensor of at least 2 dims, got shape {input.shape}")
@@ -69,7 +78,9 @@ def diagonal(input, offset=0, dim1=0, dim2=1):
     d2 = normalize_dim(dim2, input.ndim, "diagonal")
     if d1 == d2:
         raise ValueError(f"diagonal: dim1 and dim2 must differ, got {dim1} and {dim2} for shape {input.shape}")
-    return Diagonal(int(offset), d1, d2)(input)
+    from .shape import _share_version
+    op = Diagonal(int(offset), d1, d2)
+    return _share_version(op(input), input, lambda b: Diagonal(int(offset), d1, d2)(b))
 
 
 def diag_embed(input, offset=0, dim1=-2, dim2=-1):
@@ -95,6 +106,7 @@ def diag(input, diagonal=0):
     _check(input, "diag")
     if input.ndim == 1:
         return diag_embed(input, diagonal, 0, 1)
-    if input.ndim == 2:
-        return Diagonal(int(diagonal), 0, 1)(input)
+    if input.ndim == 2:  # a copy, as torch.diag's
+        from .shape import clone
+        return clone(Diagonal(int(diagonal), 0, 1)(input))
     raise ValueError(f"diag: expected a 1-D or 2-D tensor, got shape {input.shape}")

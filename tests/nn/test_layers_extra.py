@@ -273,3 +273,22 @@ def test_interpolate_nearest_upsample_gradient_sums_each_block():
     np.testing.assert_array_equal(y.detach().numpy()[0, 0, 3], [3.0, 3.0, 4.0, 4.0, 5.0, 5.0])
     (y * y).sum().backward()
     np.testing.assert_allclose(x.grad.numpy(), 8.0 * x.detach().numpy())
+
+
+def test_diagonal_is_a_view_and_diag_a_copy_as_in_torch():
+    x = lamina.zeros(3, 4)
+    lamina.ops.diagonal(x, 1).fill_(2.0)
+    tx = torch.zeros(3, 4)
+    torch.diagonal(tx, 1).fill_(2.0)
+    np.testing.assert_array_equal(x.numpy(), tx.numpy())
+    lamina.ops.diag(x).fill_(5.0)
+    np.testing.assert_array_equal(x.numpy(), tx.numpy())
+    # an in-place change through the view is differentiated as PyTorch does it
+    a = lamina.tensor(np.arange(9.0).reshape(3, 3), requires_grad=True)
+    ta = torch.tensor(np.arange(9.0).reshape(3, 3), requires_grad=True)
+    b, tb = a * 1.0, ta * 1.0
+    lamina.ops.diagonal(b).mul_(3.0)
+    tb.diagonal().mul_(3.0)
+    (b * b).sum().backward()
+    (tb * tb).sum().backward()
+    np.testing.assert_allclose(a.grad.numpy(), ta.grad.numpy())
