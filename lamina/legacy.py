@@ -6,7 +6,8 @@ int64, ``torch.FloatTensor()`` is empty, and ``isinstance(x, torch.FloatTensor)`
 ``x`` is a float32 CPU tensor. The classes here behave so and return ordinary ``lamina.Tensor``
 objects; ``lamina.cuda.FloatTensor`` and friends do the same on the GPU.
 
-``constructor_array`` gives ``lamina.Tensor(...)`` itself the same rules: ``Tensor(2, 3)`` is
+``size_args`` gives the creation functions PyTorch's ``size=`` keyword
+(``lamina.empty(size=(2, 3))``). ``constructor_array`` gives ``lamina.Tensor(...)`` itself the same rules: ``Tensor(2, 3)`` is
 uninitialised float (the default dtype), ``Tensor()`` is empty, ``Tensor([1, 2])`` copies
 Python data as floats, while a NumPy array or Tensor keeps its dtype (Lamina's own code builds
 tensors that way).
@@ -56,6 +57,19 @@ def constructor_array(fname: str, args: tuple, dtype=None, device=None, typed=Fa
     if dtype is None and python_data:
         dtype = backend.get_default_dtype()
     return _array_from(data, dtype, device)
+
+
+def size_args(shape: tuple, size, fname: str) -> tuple:
+    """The positional sizes of ``fname(*shape)``, or PyTorch's keyword form ``fname(size=(2, 3))``,
+    as the ``shape`` tuple that the creation functions take."""
+    if size is None:
+        return shape
+    if shape:
+        raise TypeError(f"{fname}: give the shape as sizes or as size=, not both (got sizes {shape} and "
+                        f"size={size!r})")
+    if not isinstance(size, (tuple, list)):
+        raise TypeError(f"{fname}: size must be a tuple of ints, got {type(size).__name__}")
+    return (size,)  # the creation functions unpack a single tuple or list
 
 
 class _TensorType(type):

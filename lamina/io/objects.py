@@ -14,6 +14,7 @@ paths are written atomically.
 """
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
@@ -90,6 +91,8 @@ def load(f, map_location=None, weights_only=True, **kwargs):
                         f"{_NO_CODE}")
     place = _placement(map_location)
     if _is_path(f):
+        if not os.path.exists(f):  # the error torch.load gives, which programs catch
+            raise FileNotFoundError(errno.ENOENT, "lamina.load: no such file", os.fspath(f))
         return _load_path(f, place, os.fspath(f), weights_only)
     if not hasattr(f, "read"):
         raise TypeError(f"lamina.load: expected a path or a readable binary file object, got "

@@ -179,6 +179,13 @@ def test_text_mode_files_are_refused(tmp_path):
         load(f)
 
 
+def test_a_missing_file_is_file_not_found_as_in_torch(tmp_path):
+    with pytest.raises(FileNotFoundError, match="lamina.load: no such file"):
+        load(tmp_path / "missing.pt")
+    with pytest.raises(FileNotFoundError):
+        torch.load(tmp_path / "missing.pt")
+
+
 def test_errors_from_a_file_object_name_the_object_not_a_temporary_copy():
     with pytest.raises(CheckpointError) as e:
         load(io.BytesIO(b"\x05\x00\x00\x00\x00\x00\x00\x00{}"))
