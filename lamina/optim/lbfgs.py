@@ -11,7 +11,7 @@ from __future__ import annotations
 from ..autograd import enable_grad, no_grad
 from ..tensor import Tensor, _wrap
 from .flat import LayoutChanged, build_buckets
-from .optimizer import Optimizer, _as_array, _members_changed
+from .optimizer import Optimizer, _as_array
 
 
 class LBFGS(Optimizer):
@@ -68,7 +68,7 @@ class LBFGS(Optimizer):
     def _bucket(self):
         params = self.param_groups[0]["params"]
         try:
-            if _members_changed(params, self._buckets[0]):
+            if self._buckets[0].stale(params):
                 raise LayoutChanged
             for b in self._buckets[0]:
                 b.sync(self._name)  # take in parameters whose .data was rebound

@@ -206,27 +206,31 @@ class Optimizer:
                 xp, steps = bucket.xp, bucket.steps
                 states = {k: bucket.state_array(k, self._state_fill(group, k)) for k in kinds}
                 lists = {k: bucket.scalar_list(k, self._state_fill(group, k)) for k in scalar_keys}
-                for a, b, grads in _split_runs(runs, lists):
+                for a, b, grads in (_split_runs(runs, lists) if lists else runs):
                     step = steps[a] + 1
-                    scalars = self._advance_scalars(group, {k: v[a] for k, v in lists.items()}, step)
+                    scalars = self._advance_scalars(group, {k: v[a] for k, v in lists.items()},
+                                                    step) if lists else None
                     for s, pieces in bucket.chunks(a, b, grads):
                         grad, tmp = bucket.work(s.stop - s.start)
                         xp.concatenate(pieces, out=grad)
                         slices = {k: v[s] for k, v in states.items()}
-                        slices.update(scalars)
+                        if scalars:
+                            slices.update(scalars)
                         self._update(group, xp, bucket.flat[s], grad, slices, tmp, step)
                     if keeps:
                         steps[a:b] = [step] * (b - a)
-                        for k, v in scalars.items():
-                            lists[k][a:b] = [v] * (b - a)
-                    bucket.bump_versions(a, b)
+                        if scalars:
+                            for k, v in scalars.items():
+                                lists[k][a:b] = [v] * (b - a)
+                    for p in bucket.params[a:b]:
+                        p._version[0] += 1
         self._epoch += 1
         return loss
 
     def _runs(self, gi):
         """``(bucket, runs)`` for every bucket of group ``gi``, rebuilding a stale layout."""
         buckets = self._buckets[gi]
-        if _members_changed(self.param_groups[gi]["params"], buckets):
+        if buckets.stale(self.param_groups[gi]["params"]):
             buckets = self._relayout(gi)
         try:
             return [(b, b.runs(self._name)) for b in buckets]
@@ -489,7 +493,7 @@ class Optimizer:
         self.param_groups = new_groups
         for gi, group in enumerate(new_groups):
             try:
-                if _members_changed(group["params"], self._buckets[gi]):
+                if self._buckets[gi].stale(group["params"]):
                     raise LayoutChanged
                 for bucket in self._buckets[gi]:
                     bucket.sync(self._name)
@@ -552,18 +556,8 @@ class Optimizer:
         return "\n".join(lines + [")"])
 
 
-def _members_changed(params, buckets) -> bool:
-    """Whether a group's ``params`` list no longer matches its buckets (the user edited it)."""
-    if len(params) != sum(len(b) for b in buckets):
-        return True
-    return any(params[i] is not p for b in buckets for i, p in zip(b.indices, b.params))
-
-
 def _split_runs(runs, lists):
     """Cut runs where a per-parameter scalar state differs (never, unless loaded so)."""
-    if not lists:
-        yield from runs
-        return
     for a, b, grads in runs:
         start = a
         for i in range(a + 1, b + 1):
