@@ -81,7 +81,7 @@ def _output_size(opname, x, size, scale_factor, d):
                              f"shape {x.shape} ({d} spatial dims)")
         if any(s <= 0 for s in scales):
             raise ValueError(f"{opname}: scale_factor must be positive, got {scale_factor!r}")
-        out = tuple(int(math.floor(n * float(s))) for n, s in zip(spatial, scales))
+        out = tuple(math.floor(n * float(s)) for n, s in zip(spatial, scales))
     if any(o <= 0 for o in out):
         raise ValueError(f"{opname}: output size {out} for input of shape {x.shape} must be positive")
     return out, scales
