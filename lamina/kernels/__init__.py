@@ -14,8 +14,10 @@ non-contiguous layout): the caller then runs its NumPy/CuPy path, which stays th
   ``~/.cache/lamina``), so changed sources never load stale code; an unwritable directory means
   compiling in memory in every process. ``warmup()`` compiles everything ahead of time. One line goes to stderr when
   compiling takes longer than a second in a process.
-- Threads: ``set_num_threads(n)`` sets the kernels' and BLAS's threads together. Parallel
-  kernels never call BLAS inside their parallel loops; small inputs run serial kernels.
+- Threads: kernels are compiled serial and release the GIL; a large call is split into parts
+  run at once on a small pool of Python threads (no OpenMP pool, fork-safe). Small inputs run
+  in the calling thread. ``set_num_threads(n)`` sets the kernels' and BLAS's threads together;
+  BLAS is only called between kernel calls, never inside them.
 """
 from __future__ import annotations
 

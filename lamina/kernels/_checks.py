@@ -9,9 +9,9 @@ from . import _runtime
 
 FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
-# Elements below which a kernel runs serially: starting the thread pool costs a few
-# microseconds per call, more than the work saved on small arrays.
-PARALLEL_MIN = 1 << 15
+# Elements below which a kernel runs in the calling thread alone: handing parts to the pool
+# costs 10-30 microseconds per call, more than the work saved on smaller arrays.
+PARALLEL_MIN = 1 << 17
 
 # When set, every kernel splits its work into this many parts whatever the size (warm-up and
 # tests use it to reach the parallel kernels with small inputs).
@@ -38,4 +38,9 @@ def parallel(work: int) -> int:
         return force_parts
     if work < PARALLEL_MIN:
         return 1
-    return _runtime.numba_threads()
+    return _runtime.threads()
+
+
+def split(n: int, parts: int):
+    """``parts`` contiguous ranges ``(lo, hi)`` covering ``range(n)``, as even as possible."""
+    return [(i * n // parts, (i + 1) * n // parts) for i in range(parts)]

@@ -167,11 +167,6 @@ def _load_numba():
     global _numba
     if _numba is None:
         _decide_cache()
-        # Numba's default threading layer here is OpenMP (GNU libgomp), whose idle workers spin
-        # after every parallel loop; on a machine with few cores they starve the main thread,
-        # BLAS and PyTorch (a layer_norm step measured 15x slower). Sleeping workers cost a few
-        # microseconds per launch, which the serial kernels for small inputs avoid anyway.
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         import numba
         from numba.core import event
 
@@ -184,8 +179,6 @@ def _load_numba():
 
         event.register("numba:compile", _Listener())
         _numba = numba
-        if _threads is not None:
-            numba.set_num_threads(min(_threads, numba.config.NUMBA_NUM_THREADS))
     return _numba
 
 
@@ -231,28 +224,62 @@ def _guard_cache(module) -> None:
         cache._lamina_guarded = True
 
 
-def numba_threads() -> int:
-    """Threads a parallel kernel uses now (1 until Numba is loaded and told otherwise)."""
-    if _numba is None:
-        return _threads or (os.cpu_count() or 1)
-    return _numba.get_num_threads()
+def default_threads() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def threads() -> int:
+    """Threads a kernel may split its work over now."""
+    return _threads if _threads is not None else default_threads()
 
 
 def set_num_threads(n: int) -> None:
-    """Use ``n`` threads in compiled kernels and in BLAS (through threadpoolctl) together.
-
-    Numba cannot use more threads than it started with (``NUMBA_NUM_THREADS``, by default the
-    number of cores), so a larger ``n`` is clamped there for the kernels."""
+    """Use ``n`` threads in the kernels and in BLAS (through threadpoolctl) together."""
     global _threads
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"set_num_threads: expected an int >= 1, got {n!r}")
     from threadpoolctl import threadpool_limits
     threadpool_limits(n)
     _threads = n
-    if _numba is not None:
-        _numba.set_num_threads(min(n, _numba.config.NUMBA_NUM_THREADS))
 
 
 def get_num_threads() -> int:
-    """The thread count set by ``set_num_threads`` (or the kernels' default)."""
-    return _threads if _threads is not None else numba_threads()
+    """The thread count set by ``set_num_threads`` (by default the usable cores)."""
+    return threads()
+
+
+# ---------------------------------------------------------------- running parts in threads
+# Kernels are compiled serial and release the GIL (nogil); a large call is split into parts that
+# run at once on a small pool of Python threads, the calling thread taking the first part.
+# Compared with Numba's parallel=True this compiles each kernel once instead of twice (the
+# parallel lowering is the slow part of compiling), has no OpenMP pool whose idle workers spin
+# and starve BLAS and PyTorch on a small machine, and survives fork: a child process gets a new
+# pool. It costs ~10-30 us per call, so only large inputs are split.
+_pool = None
+_pool_pid = None
+_pool_size = 0
+
+
+def _executor(workers: int):
+    global _pool, _pool_pid, _pool_size
+    if _pool is None or _pool_pid != os.getpid() or _pool_size < workers:
+        from concurrent.futures import ThreadPoolExecutor
+        with _lock:
+            if _pool is None or _pool_pid != os.getpid() or _pool_size < workers:
+                _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lamina-kernel")
+                _pool_pid, _pool_size = os.getpid(), workers
+    return _pool
+
+
+def run_parts(fn, parts):
+    """``[fn(*args) for args in parts]``, the parts running at once on the kernel threads."""
+    if len(parts) == 1:
+        return [fn(*parts[0])]
+    pool = _executor(len(parts) - 1)
+    futures = [pool.submit(fn, *args) for args in parts[1:]]
+    first = fn(*parts[0])
+    return [first] + [f.result() for f in futures]

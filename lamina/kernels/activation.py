@@ -9,7 +9,6 @@ import numpy as np
 from . import _checks, _runtime
 
 _k = None
-_CHUNK = 1 << 14  # elements per parallel task: a few of L1/L2's worth
 
 
 def _lib():
@@ -37,10 +36,8 @@ def _forward(x, name, alpha=0.0):
     y = np.empty_like(x)
     xf, yf = x.reshape(-1), y.reshape(-1)
     a = x.dtype.type(alpha)
-    if _checks.parallel(xf.size) > 1:
-        k.forward_parallel(xf, yf, kind, a, _CHUNK)
-    else:
-        k.forward(xf, yf, kind, a)
+    spans = _checks.split(xf.size, _checks.parallel(xf.size))
+    _runtime.run_parts(k.forward, [(xf[lo:hi], yf[lo:hi], kind, a) for lo, hi in spans])
     return y
 
 
@@ -52,10 +49,8 @@ def _backward(g, s, name, alpha=0.0):
     dx = np.empty_like(g)
     gf, sf, df = g.reshape(-1), s.reshape(-1), dx.reshape(-1)
     a = g.dtype.type(alpha)
-    if _checks.parallel(gf.size) > 1:
-        k.backward_parallel(gf, sf, df, kind, a, _CHUNK)
-    else:
-        k.backward(gf, sf, df, kind, a)
+    spans = _checks.split(gf.size, _checks.parallel(gf.size))
+    _runtime.run_parts(k.backward, [(gf[lo:hi], sf[lo:hi], df[lo:hi], kind, a) for lo, hi in spans])
     return dx
 
 
@@ -127,11 +122,8 @@ def bias_act_forward(x, bias, activation="identity", alpha=0.0):
     x2 = x.reshape(-1, x.shape[-1])
     y = np.empty_like(x2)
     a = x.dtype.type(alpha)
-    parts = min(_checks.parallel(x2.size), x2.shape[0])
-    if parts > 1:
-        k.bias_forward_parallel(x2, bias, y, kind, a, parts)
-    else:
-        k.bias_forward_serial(x2, bias, y, kind, a)
+    spans = _checks.split(x2.shape[0], min(_checks.parallel(x2.size), max(1, x2.shape[0])))
+    _runtime.run_parts(k.bias_forward, [(x2[lo:hi], bias, y[lo:hi], kind, a) for lo, hi in spans])
     return y.reshape(x.shape)
 
 
@@ -145,9 +137,6 @@ def bias_act_backward(g, x, bias, activation="identity", alpha=0.0):
     x2, g2 = x.reshape(-1, x.shape[-1]), g.reshape(-1, x.shape[-1])
     dx = np.empty_like(x2)
     a = x.dtype.type(alpha)
-    parts = min(_checks.parallel(x2.size), x2.shape[0])
-    if parts > 1:
-        db = k.bias_backward(g2, x2, bias, dx, kind, a, parts)
-    else:
-        db = k.bias_backward_serial(g2, x2, bias, dx, kind, a)
-    return dx.reshape(x.shape), db.astype(x.dtype)
+    spans = _checks.split(x2.shape[0], min(_checks.parallel(x2.size), max(1, x2.shape[0])))
+    dbs = _runtime.run_parts(k.bias_backward, [(g2[lo:hi], x2[lo:hi], bias, dx[lo:hi], kind, a) for lo, hi in spans])
+    return dx.reshape(x.shape), sum(dbs[1:], dbs[0]).astype(x.dtype)

@@ -1,8 +1,8 @@
 """2-D convolution and pooling on raw NCHW CPU arrays.
 
-A convolution packs the input into columns with compiled parallel loops and multiplies them
-with one BLAS GEMM per group (NumPy's matmul, called between the compiled loops, never inside
-them, so Numba's and BLAS's threads never run at once). The batch is processed in blocks whose
+A convolution packs the input into columns with compiled loops (split over the kernel threads
+for large inputs) and multiplies them with one BLAS GEMM per group (NumPy's matmul, called
+between the compiled loops, never inside them, so kernel and BLAS threads never run at once). The batch is processed in blocks whose
 columns stay under ``COLUMN_BUDGET`` elements, so memory does not grow with the batch.
 Backward recomputes the columns rather than keeping them from the forward.
 
@@ -53,8 +53,22 @@ def _block(n, ck, p):
     return max(1, min(n, COLUMN_BUDGET // max(1, ck * p)))
 
 
-def _parts(rows, work):
-    return max(1, min(rows, _checks.parallel(work)))
+def _spans(rows, work):
+    return _checks.split(rows, max(1, min(rows, _checks.parallel(work))))
+
+
+def _im2col(k, x, cols, n0, n1, geo):
+    _runtime.run_parts(k.im2col_rows, [(x, cols, n0, n1, r0, r1) + geo
+                                       for r0, r1 in _spans(cols.shape[0], cols.size)])
+
+
+def _col2im(k, cols, dx, n0, n1, geo):
+    planes = (n1 - n0) * dx.shape[1]
+    _runtime.run_parts(k.col2im_planes, [(cols, dx, n0, q0, q1) + geo for q0, q1 in _spans(planes, cols.size)])
+
+
+def _planes(fn, work, *args, planes):
+    _runtime.run_parts(fn, [args + (q0, q1) for q0, q1 in _spans(planes, work)])
 
 
 def im2col(x, kernel_size, stride=1, padding=0, dilation=1, n0=0, n1=None):
@@ -65,7 +79,7 @@ def im2col(x, kernel_size, stride=1, padding=0, dilation=1, n0=0, n1=None):
     g = _geometry(x.shape, (1, x.shape[1], kh, kw), stride, padding, dilation, 1)
     n1 = x.shape[0] if n1 is None else n1
     cols = np.empty((x.shape[1] * kh * kw, (n1 - n0) * g[8] * g[9]), x.dtype)
-    _lib().im2col(x, cols, n0, n1, *g, _parts(cols.shape[0], cols.size))
+    _im2col(_lib(), x, cols, n0, n1, g)
     return cols
 
 
@@ -79,7 +93,7 @@ def col2im(cols, x_shape, kernel_size, stride=1, padding=0, dilation=1):
     if cols.shape != (x_shape[1] * kh * kw, x_shape[0] * g[8] * g[9]):
         return None
     dx = np.zeros(x_shape, cols.dtype)
-    _lib().col2im(cols, dx, 0, x_shape[0], *g, _parts(x_shape[0] * x_shape[1], cols.size))
+    _col2im(_lib(), cols, dx, 0, x_shape[0], g)
     return dx
 
 
@@ -110,10 +124,10 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0, dilation=1, groups
         y = ymat[:, :(n1 - n0) * p] if n1 - n0 < nb else ymat
         if n1 - n0 < nb:
             c, y = np.ascontiguousarray(c), np.ascontiguousarray(y)
-        k.im2col(x, c, n0, n1, *geo, _parts(ck, c.size))
+        _im2col(k, x, c, n0, n1, geo)
         for gi in range(groups):
             np.matmul(wmat[gi], c[gi * ckg:(gi + 1) * ckg], out=y[gi * og:(gi + 1) * og])
-        k.to_nchw(y, out, n0, n1, b, bias is not None)
+        _planes(k.to_nchw, y.size, y, out, n0, n1, b, bias is not None, planes=o)
     out = out.reshape(n, o, oh, ow)
     if keep_columns:
         return out, (cols if nb == n else None)
@@ -147,20 +161,20 @@ def conv2d_backward(g, x, weight, stride=1, padding=0, dilation=1, groups=1, nee
         n1 = min(n, n0 + nb)
         m = (n1 - n0) * p
         dyt = np.empty((o, m), x.dtype)
-        k.from_nchw(g3, n0, n1, dyt, db, need_bias)
+        _planes(k.from_nchw, dyt.size, g3, n0, n1, dyt, db, need_bias, planes=o)
         if need_weight:
             if kept:
                 cols = columns
             else:
                 cols = np.empty((ck, m), x.dtype)
-                k.im2col(x, cols, n0, n1, *geo, _parts(ck, cols.size))
+                _im2col(k, x, cols, n0, n1, geo)
             for gi in range(groups):
                 dw[gi] += dyt[gi * og:(gi + 1) * og] @ cols[gi * ckg:(gi + 1) * ckg].T
         if need_input:
             dcols = np.empty((ck, m), x.dtype)
             for gi in range(groups):
                 np.matmul(wmat[gi].T, dyt[gi * og:(gi + 1) * og], out=dcols[gi * ckg:(gi + 1) * ckg])
-            k.col2im(dcols, dx, n0, n1, *geo, _parts((n1 - n0) * x.shape[1], dcols.size))
+            _col2im(k, dcols, dx, n0, n1, geo)
     return (dx, dw.reshape(weight.shape) if need_weight else None,
             db.astype(x.dtype) if need_bias else None)
 
@@ -195,7 +209,7 @@ def max_pool2d_forward(x, kernel_size, stride=None, padding=0, dilation=1, ceil_
                                                             ceil_mode, "max_pool2d")
     y = np.empty(x.shape[:2] + (oh, ow), x.dtype)
     idx = np.empty(y.shape, np.int64)
-    _lib().max_pool2d(x, y, idx, kh, kw, sh, sw, ph, pw, dh, dw)
+    _planes(_lib().max_pool2d, x.size, x, y, idx, kh, kw, sh, sw, ph, pw, dh, dw, planes=x.shape[0] * x.shape[1])
     return y, idx
 
 
@@ -205,7 +219,7 @@ def max_pool2d_backward(g, indices, x_shape):
             or indices.shape != g.shape or not indices.flags.c_contiguous or len(x_shape) != 4):
         return None
     dx = np.zeros(x_shape, g.dtype)
-    _lib().max_pool2d_backward(g, indices, dx)
+    _planes(_lib().max_pool2d_backward, dx.size, g, indices, dx, planes=g.shape[0] * g.shape[1])
     return dx
 
 
@@ -215,7 +229,8 @@ def avg_pool2d_forward(x, kernel_size, stride=None, padding=0, ceil_mode=False, 
     kh, kw, sh, sw, ph, pw, _, _, oh, ow = _pool_geometry(x, kernel_size, stride, padding, 1, ceil_mode,
                                                           "avg_pool2d")
     y = np.empty(x.shape[:2] + (oh, ow), x.dtype)
-    _lib().avg_pool2d(x, y, kh, kw, sh, sw, ph, pw, count_include_pad)
+    _planes(_lib().avg_pool2d, x.size, x, y, kh, kw, sh, sw, ph, pw, count_include_pad,
+            planes=x.shape[0] * x.shape[1])
     return y
 
 
@@ -228,5 +243,6 @@ def avg_pool2d_backward(g, x_shape, kernel_size, stride=None, padding=0, ceil_mo
                                                           "avg_pool2d")
     if g.shape != x_shape[:2] + (oh, ow):
         return None
-    _lib().avg_pool2d_backward(g, dx, kh, kw, sh, sw, ph, pw, count_include_pad)
+    _planes(_lib().avg_pool2d_backward, dx.size, g, dx, kh, kw, sh, sw, ph, pw, count_include_pad,
+            planes=g.shape[0] * g.shape[1])
     return dx

@@ -8,7 +8,7 @@ import numpy as np
 from . import _checks, _runtime
 
 _k = None
-_CHUNK = 1 << 14
+_CHUNK = 1 << 14  # elements summed in the array's dtype before going into float64
 
 
 def _lib():
@@ -32,11 +32,8 @@ def embedding_backward(g, index, num_embeddings, padding_idx=None):
                          f"[{int(idx.min())}, {int(idx.max())}]")
     dw = np.zeros((num_embeddings, d), g.dtype)
     pad = -1 if padding_idx is None else int(padding_idx)
-    parts = min(_checks.parallel(g.size), d)
-    if parts > 1:
-        k.embedding_backward(g2, idx, dw, pad, parts)
-    else:
-        k.embedding_backward_serial(g2, idx, dw, pad)
+    spans = _checks.split(d, max(1, min(_checks.parallel(g.size), d)))
+    _runtime.run_parts(k.embedding_backward, [(g2, idx, dw, pad, c0, c1) for c0, c1 in spans])
     return dw
 
 
@@ -54,15 +51,15 @@ def dropout_forward(x, p, seed):
     threshold = np.uint64(min(int(round(p * (1 << 24))), 1 << 24))
     scale = x.dtype.type(1.0 / (1.0 - p))
     s = np.uint64(int(seed) & (2 ** 64 - 1))
-    if _checks.parallel(x.size) > 1:
-        k.dropout(xf, yf, mf, s, threshold, scale, _CHUNK)
-    else:
-        k.dropout_serial(xf, yf, mf, s, threshold, scale)
+    spans = _checks.split(xf.size, _checks.parallel(xf.size))
+    _runtime.run_parts(k.dropout, [(xf[lo:hi], yf[lo:hi], mf[lo:hi], s, threshold, scale, lo) for lo, hi in spans])
     return y, mask
 
 
-def _chunk(n):
-    return max(_CHUNK, -(-n // (4 * _runtime.numba_threads())))
+def _total(fn, xf, *args):
+    """fn's float64 sum over parts of xf, added up."""
+    spans = _checks.split(xf.size, _checks.parallel(xf.size))
+    return sum(_runtime.run_parts(fn, [(xf[lo:hi],) + args + (_CHUNK,) for lo, hi in spans if hi > lo]))
 
 
 def sum_all(x):
@@ -72,7 +69,7 @@ def sum_all(x):
         return None
     if x.size == 0:
         return np.zeros((), x.dtype)
-    return np.asarray(_lib().total(x.reshape(-1), _chunk(x.size)), x.dtype)
+    return np.asarray(_total(_lib().total, x.reshape(-1)), x.dtype)
 
 
 def mean_all(x):
@@ -80,7 +77,7 @@ def mean_all(x):
         return None
     if x.size == 0:
         return np.asarray(np.nan, x.dtype)
-    return np.asarray(_lib().total(x.reshape(-1), _chunk(x.size)) / x.size, x.dtype)
+    return np.asarray(_total(_lib().total, x.reshape(-1)) / x.size, x.dtype)
 
 
 def var_all(x, correction=1):
@@ -93,5 +90,5 @@ def var_all(x, correction=1):
         return np.asarray(np.nan, x.dtype)
     k = _lib()
     xf = x.reshape(-1)
-    m = k.total(xf, _chunk(n)) / n
-    return np.asarray(k.squared_deviation(xf, m, _chunk(n)) / (n - correction), x.dtype)
+    m = _total(k.total, xf) / n
+    return np.asarray(_total(k.squared_deviation, xf, m) / (n - correction), x.dtype)

@@ -42,11 +42,9 @@ def layer_norm_forward(x, features, weight=None, bias=None, eps=1e-5):
     w = weight.reshape(-1) if weight is not None else empty
     b = bias.reshape(-1) if bias is not None else empty
     e = x.dtype.type(eps)
-    parts = min(_checks.parallel(x.size), rows)
-    if parts > 1:
-        k.forward_parallel(x2, w, b, y, mean, rstd, e, weight is not None, bias is not None, parts)
-    else:
-        k.forward_serial(x2, w, b, y, mean, rstd, e, weight is not None, bias is not None)
+    spans = _checks.split(rows, min(_checks.parallel(x.size), rows))
+    _runtime.run_parts(k.forward, [(x2[lo:hi], w, b, y[lo:hi], mean[lo:hi], rstd[lo:hi], e,
+                                    weight is not None, bias is not None) for lo, hi in spans])
     return y.reshape(x.shape), mean, rstd
 
 
@@ -64,13 +62,13 @@ def layer_norm_backward(g, x, mean, rstd, features, weight=None, need_input=True
     need_weight = need_weight and weight is not None
     dx = np.empty_like(x2) if need_input else np.empty((0, features), x.dtype)
     w = weight.reshape(-1) if weight is not None else np.empty(0, x.dtype)
-    parts = min(_checks.parallel(x.size), rows)
-    args = (g2, x2, w, mean.reshape(-1), rstd.reshape(-1), dx if need_input else np.empty_like(x2),
-            weight is not None, need_input, need_weight, need_bias)
-    if parts > 1:
-        dw, db = k.backward(*args, parts)
-    else:
-        dw, db = k.backward_serial(*args)
+    mean, rstd = mean.reshape(-1), rstd.reshape(-1)
+    spans = _checks.split(rows, min(_checks.parallel(x.size), rows))
+    sums = _runtime.run_parts(k.backward, [
+        (g2[lo:hi], x2[lo:hi], w, mean[lo:hi], rstd[lo:hi], dx[lo:hi] if need_input else dx,
+         weight is not None, need_input, need_weight, need_bias) for lo, hi in spans])
+    dw = sum((s[0] for s in sums[1:]), sums[0][0])
+    db = sum((s[1] for s in sums[1:]), sums[0][1])
     shape = weight.shape if weight is not None else (features,)
     return (dx.reshape(x.shape) if need_input else None,
             dw.astype(x.dtype).reshape(shape) if need_weight else None,

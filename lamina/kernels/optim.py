@@ -18,6 +18,13 @@ def _lib():
     return _k
 
 
+def _run(fn, arrays, scalars):
+    """fn over slices of the 1-D ``arrays`` (empty ones passed whole) in parts."""
+    n = arrays[0].size
+    spans = _checks.split(n, _checks.parallel(n))
+    _runtime.run_parts(fn, [tuple(a[lo:hi] if a.size else a for a in arrays) + scalars for lo, hi in spans])
+
+
 def _flat(*arrays) -> bool:
     if not _checks.floats(*arrays):
         return False
@@ -36,13 +43,8 @@ def sgd_update(param, grad, momentum_buffer, step, lr, momentum=0.0, dampening=0
     k = _lib()
     t = param.dtype.type
     buf = momentum_buffer if has_mom else param[:0]
-    args = (param, grad, buf, step == 1, t(-lr), t(momentum), t(1 - dampening), t(weight_decay),
-            weight_decay != 0, has_mom, bool(nesterov), bool(maximize))
-    parts = _checks.parallel(param.size)
-    if parts > 1:
-        k.sgd_parallel(*args, parts)
-    else:
-        k.sgd_serial(*args)
+    _run(k.sgd, (param, grad, buf), (step == 1, t(-lr), t(momentum), t(1 - dampening), t(weight_decay),
+                                     weight_decay != 0, has_mom, bool(nesterov), bool(maximize)))
     return True
 
 
@@ -59,14 +61,9 @@ def adam_update(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta
     vmax = max_exp_avg_sq if amsgrad else param[:0]
     step_size = lr / (1 - beta1 ** step)
     bc2_sqrt = (1 - beta2 ** step) ** 0.5
-    args = (param, grad, exp_avg, exp_avg_sq, vmax, t(1 - lr * weight_decay), t(weight_decay), t(1 - beta1),
-            t(beta2), t(1 - beta2), t(bc2_sqrt), t(eps), t(-step_size), weight_decay != 0,
-            bool(decoupled_weight_decay), bool(amsgrad), bool(maximize))
-    parts = _checks.parallel(param.size)
-    if parts > 1:
-        k.adam_parallel(*args, parts)
-    else:
-        k.adam_serial(*args)
+    _run(k.adam, (param, grad, exp_avg, exp_avg_sq, vmax),
+         (t(1 - lr * weight_decay), t(weight_decay), t(1 - beta1), t(beta2), t(1 - beta2), t(bc2_sqrt), t(eps),
+          t(-step_size), weight_decay != 0, bool(decoupled_weight_decay), bool(amsgrad), bool(maximize)))
     return True
 
 
@@ -82,12 +79,7 @@ def rmsprop_update(param, grad, square_avg, momentum_buffer, grad_avg, lr, alpha
     k = _lib()
     t = param.dtype.type
     empty = param[:0]
-    args = (param, grad, square_avg, momentum_buffer if has_mom else empty, grad_avg if centered else empty,
-            t(-lr), t(alpha), t(1 - alpha), t(eps), t(momentum), t(weight_decay), weight_decay != 0,
-            bool(centered), has_mom, bool(maximize))
-    parts = _checks.parallel(param.size)
-    if parts > 1:
-        k.rmsprop_parallel(*args, parts)
-    else:
-        k.rmsprop_serial(*args)
+    _run(k.rmsprop, (param, grad, square_avg, momentum_buffer if has_mom else empty, grad_avg if centered else empty),
+         (t(-lr), t(alpha), t(1 - alpha), t(eps), t(momentum), t(weight_decay), weight_decay != 0, bool(centered),
+          has_mom, bool(maximize)))
     return True

@@ -38,10 +38,9 @@ def _forward(x, log):
     y = np.empty_like(x)
     x2, y2 = _rows(x), _rows(y)
     mx, has_mx = _maxima(x2)
-    if _checks.parallel(x2.size) > 1 and x2.shape[0] > 1:
-        k.forward_parallel(x2, y2, log, mx, has_mx)
-    else:
-        k.forward_serial(x2, y2, log, mx, has_mx)
+    spans = _checks.split(x2.shape[0], min(_checks.parallel(x2.size), x2.shape[0]))
+    _runtime.run_parts(k.forward, [(x2[lo:hi], y2[lo:hi], log, mx[lo:hi] if has_mx else mx, has_mx)
+                                   for lo, hi in spans])
     return y
 
 
@@ -51,10 +50,8 @@ def _backward(g, y, log):
     k = _lib()
     dx = np.empty_like(g)
     g2, y2, d2 = _rows(g), _rows(y), _rows(dx)
-    if _checks.parallel(g2.size) > 1 and g2.shape[0] > 1:
-        k.backward_parallel(g2, y2, d2, log)
-    else:
-        k.backward_serial(g2, y2, d2, log)
+    spans = _checks.split(g2.shape[0], min(_checks.parallel(g2.size), g2.shape[0]))
+    _runtime.run_parts(k.backward, [(g2[lo:hi], y2[lo:hi], d2[lo:hi], log) for lo, hi in spans])
     return dx
 
 
@@ -87,7 +84,7 @@ def cross_entropy(logits, target, ignore_index=-100, reduction="mean", label_smo
     inputs it does not take (class weights are not covered: the caller passes none here)."""
     if (not _checks.floats(logits) or logits.ndim != 2 or type(target) is not np.ndarray
             or target.dtype != np.int64 or target.shape != logits.shape[:1] or not target.flags.c_contiguous
-            or logits.shape[1] == 0):
+            or logits.shape[1] == 0 or logits.shape[0] == 0):
         return None
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"cross_entropy: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
@@ -97,15 +94,24 @@ def cross_entropy(logits, target, ignore_index=-100, reduction="mean", label_smo
     n, c = logits.shape
     grad = np.empty_like(logits)
     loss = np.empty(n, logits.dtype)
-    mean = reduction == "mean"
     mx, has_mx = _maxima(logits)
+    mean = reduction == "mean"
     parts = min(_checks.parallel(logits.size), n)
-    if parts > 1:
-        counted, total = k.cross_entropy_parallel(logits, target, grad, loss, ignore_index,
-                                                  label_smoothing, mean, mx, has_mx, parts)
-    else:
+    if parts == 1:  # small: one call counts, sums and scales
         counted, total = k.cross_entropy_serial(logits, target, grad, loss, ignore_index,
                                                 label_smoothing, mean, mx, has_mx)
+    else:  # the count first, so every part scales its own rows in the same pass
+        valid = int(np.count_nonzero(target != ignore_index))
+        scale = logits.dtype.type(1.0 / valid if mean and valid else 0.0 if mean else 1.0)
+        counts = _runtime.run_parts(k.cross_entropy_rows, [
+            (logits[lo:hi], target[lo:hi], grad[lo:hi], loss[lo:hi], ignore_index, label_smoothing,
+             mx[lo:hi] if has_mx else mx, has_mx, scale) for lo, hi in _checks.split(n, parts)])
+        bad = [(i, c_) for i, c_ in enumerate(counts) if c_ < 0]
+        if bad:
+            i, c_ = bad[0]
+            counted = -1 - (_checks.split(n, parts)[i][0] + (-1 - c_))
+        else:
+            counted, total = valid, float(loss.sum(dtype=np.float64))
     if counted < 0:
         r = -1 - counted
         raise IndexError(f"cross_entropy: target {int(target[r])} of row {r} is out of range for "

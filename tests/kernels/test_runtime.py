@@ -51,10 +51,10 @@ def test_cache_in_lamina_home_and_a_second_process_loads_it(tmp_path):
     code = """
         import sys, numpy as np
         import lamina.kernels as K
-        K.relu_forward(np.ones(3, np.float32))
+        K.embedding_backward(np.ones((2, 3), np.float32), np.array([0, 1]), 2)
         from lamina.kernels import _runtime
-        k = _runtime.load('activation')
-        print(K.cache_enabled(), K.cache_dir(), sum(k.forward.stats.cache_hits.values()))
+        k = _runtime.load('misc')
+        print(K.cache_enabled(), K.cache_dir(), sum(k.embedding_backward.stats.cache_hits.values()))
     """
     first = _run(code, {"LAMINA_HOME": str(tmp_path)})
     assert first.returncode == 0, first.stderr
@@ -75,12 +75,12 @@ def test_unwritable_cache_dir_compiles_in_memory(tmp_path):
     try:
         out = _run("""
             import numpy as np, lamina.kernels as K
-            print(K.cache_enabled(), K.relu_forward(np.array([-1.0, 2.0], np.float32)).tolist())
+            print(K.cache_enabled(), K.embedding_backward(np.array([[-1.0, 2.0]], np.float32), np.array([1]), 2).tolist())
         """, {"LAMINA_HOME": str(home)})
     finally:
         home.chmod(0o700)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["False", "[0.0,", "2.0]"]
+    assert out.stdout.split() == ["False", "[[0.0,", "0.0],", "[-1.0,", "2.0]]"]
 
 
 def test_unwritable_cache_dir_as_root_or_user(tmp_path):
@@ -89,29 +89,36 @@ def test_unwritable_cache_dir_as_root_or_user(tmp_path):
     blocker.write_text("not a directory")
     out = _run("""
         import numpy as np, lamina.kernels as K
-        print(K.cache_enabled(), K.relu_forward(np.array([-1.0, 2.0], np.float32)).tolist())
+        print(K.cache_enabled(), K.embedding_backward(np.array([[-1.0, 2.0]], np.float32), np.array([1]), 2).tolist())
     """, {"NUMBA_CACHE_DIR": str(blocker / "cache")})
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["False", "[0.0,", "2.0]"]
+    assert out.stdout.split() == ["False", "[[0.0,", "0.0],", "[-1.0,", "2.0]]"]
     assert "not cached" in out.stderr or "compiling" not in out.stderr
 
 
 def test_stale_cache_files_are_harmless(tmp_path):
     code = """
         import numpy as np, lamina.kernels as K
-        print(K.relu_forward(np.array([-1.0, 2.0], np.float32)).tolist())
+        print(K.embedding_backward(np.array([[-1.0, 2.0]], np.float32), np.array([1]), 2).tolist())
     """
     assert _run(code, {"LAMINA_HOME": str(tmp_path)}).returncode == 0
     for f in (tmp_path / "numba-cache").rglob("*.nb*"):
         f.write_bytes(b"garbage")  # corrupt index and data files
     out = _run(code, {"LAMINA_HOME": str(tmp_path)})
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "[0.0, 2.0]"
+    assert out.stdout.strip() == "[[0.0, 0.0], [-1.0, 2.0]]"
 
 
 def test_compile_notice_is_one_line_once():
     notice = _runtime._CompileNotice()
     assert notice.message().startswith("lamina: compiling CPU kernels (once; ")
+
+
+def test_parts_run_in_threads_and_in_order():
+    import threading
+    seen = _runtime.run_parts(lambda i: (i, threading.get_ident()), [(i,) for i in range(3)])
+    assert [i for i, _ in seen] == [0, 1, 2]
+    assert seen[0][1] == threading.get_ident() and len({t for _, t in seen}) > 1
 
 
 def test_threads(monkeypatch):
@@ -120,8 +127,7 @@ def test_threads(monkeypatch):
     try:
         K.set_num_threads(1)
         assert K.get_num_threads() == 1
-        _runtime.load("activation")
-        assert _runtime.numba_threads() == 1
+        assert _runtime.threads() == 1
         assert all(p["num_threads"] == 1 for p in threadpool_info() if p["user_api"] == "blas")
     finally:
         _runtime._threads = before

@@ -1,13 +1,14 @@
 """Elementwise activations, forward and backward, one pass each, over flat C-contiguous arrays;
-and bias + activation over the rows of a 2-D array, with the bias gradient from per-thread
-partial sums. ``kind`` picks the activation (the constants below); the branch on it sits outside
-each inner loop so every loop vectorises on its own. Inner loops run over ``range(len)`` of
-whole arrays (slices of the caller's): a loop from an arbitrary start keeps Numba's
-negative-index check in the loop and stops LLVM from vectorising it."""
+and bias + activation over the rows of a 2-D array, returning the bias gradient of those rows
+(float64), so parts of a call summed separately never share an accumulator. ``kind`` picks the
+activation (the constants below); the branch on it sits outside each inner loop so every loop
+vectorises on its own. Inner loops run over ``range(len)`` of whole arrays (slices of the
+caller's): a loop from an arbitrary start keeps Numba's negative-index check in the loop and
+stops LLVM from vectorising it."""
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from .scalar import JIT, fexp, ftanh, like, ncdf, sigmoid_of
 
@@ -101,37 +102,25 @@ def backward(g, s, dx, kind, alpha):
             dx[i] = g[i]
 
 
-@njit(parallel=True, **JIT)
-def forward_parallel(x, y, kind, alpha, chunk):
-    n = x.shape[0]
-    for c in prange((n + chunk - 1) // chunk):
-        lo, hi = c * chunk, min(n, (c + 1) * chunk)
-        forward(x[lo:hi], y[lo:hi], kind, alpha)
-
-
-@njit(parallel=True, **JIT)
-def backward_parallel(g, s, dx, kind, alpha, chunk):
-    n = g.shape[0]
-    for c in prange((n + chunk - 1) // chunk):
-        lo, hi = c * chunk, min(n, (c + 1) * chunk)
-        backward(g[lo:hi], s[lo:hi], dx[lo:hi], kind, alpha)
-
-
 @njit(**JIT)
-def bias_forward_rows(x, b, y, r0, r1, kind, alpha, pre):
-    """y[r] = f(x[r] + b) for rows r0 <= r < r1 (``pre`` is a row-sized scratch buffer)."""
+def bias_forward(x, b, y, kind, alpha):
+    """y[r] = f(x[r] + b) for every row r of the 2-D x."""
     f = x.shape[1]
-    for r in range(r0, r1):
+    pre = np.empty(f, x.dtype)
+    for r in range(x.shape[0]):
         for j in range(f):
             pre[j] = x[r, j] + b[j]
         forward(pre, y[r], kind, alpha)
 
 
 @njit(**JIT)
-def bias_backward_rows(g, x, b, dx, db, r0, r1, kind, alpha, pre, act):
-    """dx[r] = g[r] f'(x[r] + b) and db += dx[r] (db: float64 partial sums) for r0 <= r < r1."""
+def bias_backward(g, x, b, dx, kind, alpha):
+    """dx[r] = g[r] f'(x[r] + b) for every row; returns the rows' bias gradient in float64."""
     f = x.shape[1]
-    for r in range(r0, r1):
+    pre = np.empty(f, x.dtype)
+    act = np.empty(f, x.dtype)
+    db = np.zeros(f, np.float64)
+    for r in range(x.shape[0]):
         for j in range(f):
             pre[j] = x[r, j] + b[j]
         if kind == SIGMOID or kind == TANH:  # their derivative is written in the output
@@ -141,44 +130,4 @@ def bias_backward_rows(g, x, b, dx, db, r0, r1, kind, alpha, pre, act):
             backward(g[r], pre, dx[r], kind, alpha)
         for j in range(f):
             db[j] += dx[r, j]
-
-
-@njit(**JIT)
-def bias_forward_serial(x, b, y, kind, alpha):
-    pre = np.empty(x.shape[1], x.dtype)
-    bias_forward_rows(x, b, y, 0, x.shape[0], kind, alpha, pre)
-
-
-@njit(parallel=True, **JIT)
-def bias_forward_parallel(x, b, y, kind, alpha, parts):
-    rows, f = x.shape
-    for p in prange(parts):
-        pre = np.empty(f, x.dtype)
-        bias_forward_rows(x, b, y, p * rows // parts, (p + 1) * rows // parts, kind, alpha, pre)
-
-
-@njit(parallel=True, **JIT)
-def bias_backward(g, x, b, dx, kind, alpha, parts):
-    """Returns db (float64); ``parts`` blocks of rows, each with its own partial bias sum."""
-    rows, f = x.shape
-    partial = np.zeros((parts, f), np.float64)
-    for p in prange(parts):
-        pre = np.empty(f, x.dtype)
-        act = np.empty(f, x.dtype)
-        bias_backward_rows(g, x, b, dx, partial[p], p * rows // parts, (p + 1) * rows // parts,
-                           kind, alpha, pre, act)
-    db = np.zeros(f, np.float64)
-    for p in range(parts):
-        for j in range(f):
-            db[j] += partial[p, j]
-    return db
-
-
-@njit(**JIT)
-def bias_backward_serial(g, x, b, dx, kind, alpha):
-    f = x.shape[1]
-    db = np.zeros(f, np.float64)
-    pre = np.empty(f, x.dtype)
-    act = np.empty(f, x.dtype)
-    bias_backward_rows(g, x, b, dx, db, 0, x.shape[0], kind, alpha, pre, act)
     return db

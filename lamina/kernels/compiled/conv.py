@@ -2,16 +2,17 @@
 
 Columns are laid out (C*kh*kw, nb*P): one row per (channel, kernel offset), one column per
 output position of a block of ``nb`` samples, so a convolution is one GEMM per group,
-W (O, C*kh*kw) @ cols -> (O, nb*P), done by BLAS outside these loops. ``im2col`` fills the
-rows in parallel (each row a run of contiguous copies from one input row), ``col2im`` adds
-columns back into the input gradient in parallel over (sample, channel) planes (no two tasks
-write the same plane), and the two transposes move between the GEMM's (O, nb*P) and NCHW,
-adding the bias (forward) or summing it (backward) on the way.
+W (O, C*kh*kw) @ cols -> (O, nb*P), done by BLAS outside these loops. Every function works on
+a range of its rows or planes, so a call can be split over threads: ``im2col_rows`` fills rows
+(each a run of contiguous copies from one input row), ``col2im_planes`` adds columns back into
+(sample, channel) planes of the input gradient (no two parts write the same plane), and the two
+transposes move between the GEMM's (O, nb*P) and NCHW for a range of output channels, adding
+the bias (forward) or summing it (backward) on the way.
 """
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from .scalar import JIT, like
 
@@ -25,7 +26,8 @@ def _span(ow, off, sw, width):
 
 
 @njit(**JIT)
-def _im2col_rows(x, cols, n0, n1, r0, r1, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow):
+def im2col_rows(x, cols, n0, n1, r0, r1, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow):
+    """Rows r0..r1-1 of the columns (C*kh*kw, (n1-n0)*oh*ow) of samples n0..n1-1 of x."""
     h, w = x.shape[2], x.shape[3]
     p = oh * ow
     for row in range(r0, r1):
@@ -55,17 +57,8 @@ def _im2col_rows(x, cols, n0, n1, r0, r1, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow
                         dd[t] = src[a + t * sw]
 
 
-@njit(parallel=True, **JIT)
-def im2col(x, cols, n0, n1, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, parts):
-    """Fill cols (C*kh*kw, (n1-n0)*oh*ow) from samples n0..n1-1 of x (N, C, H, W)."""
-    rows = cols.shape[0]
-    for q in prange(parts):
-        _im2col_rows(x, cols, n0, n1, q * rows // parts, (q + 1) * rows // parts,
-                     kh, kw, sh, sw, ph, pw, dh, dw, oh, ow)
-
-
 @njit(**JIT)
-def _col2im_planes(cols, dx, n0, q0, q1, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow):
+def col2im_planes(cols, dx, n0, q0, q1, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow):
     """Add columns into planes q0..q1-1 of the (n, c) planes of dx[n0:] (dx pre-zeroed)."""
     c_in, h, w = dx.shape[1], dx.shape[2], dx.shape[3]
     p = oh * ow
@@ -94,22 +87,13 @@ def _col2im_planes(cols, dx, n0, q0, q1, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow)
                             dst[t * sw + off] += s[t]
 
 
-@njit(parallel=True, **JIT)
-def col2im(cols, dx, n0, n1, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, parts):
-    """dx[n0:n1] += the columns cols (C*kh*kw, (n1-n0)*oh*ow) put back at their windows."""
-    planes = (n1 - n0) * dx.shape[1]
-    for t in prange(parts):
-        _col2im_planes(cols, dx, n0, t * planes // parts, (t + 1) * planes // parts,
-                       kh, kw, sh, sw, ph, pw, dh, dw, oh, ow)
-
-
-@njit(parallel=True, **JIT)
-def to_nchw(ymat, out, n0, n1, bias, has_bias):
-    """out[n, o, :] = ymat[o, (n-n0)*P:(n-n0+1)*P] (+ bias[o]) for n0 <= n < n1; out (N, O, P)."""
-    o_ch, p = out.shape[1], out.shape[2]
-    for t in prange((n1 - n0) * o_ch):
-        nn = t // o_ch
-        o = t % o_ch
+@njit(**JIT)
+def to_nchw(ymat, out, n0, n1, bias, has_bias, o0, o1):
+    """out[n, o, :] = ymat[o, (n-n0)*P:(n-n0+1)*P] (+ bias[o]) for n0 <= n < n1, o0 <= o < o1."""
+    p = out.shape[2]
+    for t in range((n1 - n0) * (o1 - o0)):
+        nn = t // (o1 - o0)
+        o = o0 + t % (o1 - o0)
         src = ymat[o, nn * p:(nn + 1) * p]
         dst = out[n0 + nn, o]
         if has_bias:
@@ -120,11 +104,12 @@ def to_nchw(ymat, out, n0, n1, bias, has_bias):
             dst[:] = src
 
 
-@njit(parallel=True, **JIT)
-def from_nchw(g, n0, n1, dyt, db, need_bias):
-    """dyt[o, (n-n0)*P + j] = g[n, o, j]; db[o] += the sum of those (float64) when need_bias."""
-    o_ch, p = g.shape[1], g.shape[2]
-    for o in prange(o_ch):
+@njit(**JIT)
+def from_nchw(g, n0, n1, dyt, db, need_bias, o0, o1):
+    """dyt[o, (n-n0)*P + j] = g[n, o, j]; db[o] += the sum of those (float64) when need_bias;
+    for o0 <= o < o1."""
+    p = g.shape[2]
+    for o in range(o0, o1):
         acc = 0.0
         for nn in range(n1 - n0):
             src = g[n0 + nn, o]
@@ -138,13 +123,14 @@ def from_nchw(g, n0, n1, dyt, db, need_bias):
         db[o] += acc
 
 
-@njit(parallel=True, **JIT)
-def max_pool2d(x, y, idx, kh, kw, sh, sw, ph, pw, dh, dw):
+@njit(**JIT)
+def max_pool2d(x, y, idx, kh, kw, sh, sw, ph, pw, dh, dw, q0, q1):
     """y, idx (N, C, oh, ow): the max of each window (NaN wins, as in PyTorch) and its flat
-    index ih*W + iw in the input plane; windows read -inf outside the input."""
+    index ih*W + iw in the input plane; windows read -inf outside the input. For the (n, c)
+    planes q0..q1-1."""
     n, c, h, w = x.shape
     oh, ow = y.shape[2], y.shape[3]
-    for q in prange(n * c):
+    for q in range(q0, q1):
         xp = x[q // c, q % c]
         for i in range(oh):
             h0 = i * sh - ph
@@ -171,12 +157,13 @@ def max_pool2d(x, y, idx, kh, kw, sh, sw, ph, pw, dh, dw):
                 idx[q // c, q % c, i, j] = bi
 
 
-@njit(parallel=True, **JIT)
-def max_pool2d_backward(g, idx, dx):
-    """dx (pre-zeroed, N, C, H, W) += g at the saved indices (overlapping windows add)."""
-    n, c = g.shape[0], g.shape[1]
+@njit(**JIT)
+def max_pool2d_backward(g, idx, dx, q0, q1):
+    """dx (pre-zeroed, N, C, H, W) += g at the saved indices (overlapping windows add), for
+    the planes q0..q1-1."""
+    c = g.shape[1]
     w = dx.shape[3]
-    for q in prange(n * c):
+    for q in range(q0, q1):
         gp, ip, dp = g[q // c, q % c], idx[q // c, q % c], dx[q // c, q % c]
         for i in range(gp.shape[0]):
             for j in range(gp.shape[1]):
@@ -200,11 +187,11 @@ def _avg_window(i, j, kh, kw, sh, sw, ph, pw, h, w, count_include_pad):
     return h0, h1, w0, w1, size
 
 
-@njit(parallel=True, **JIT)
-def avg_pool2d(x, y, kh, kw, sh, sw, ph, pw, count_include_pad):
+@njit(**JIT)
+def avg_pool2d(x, y, kh, kw, sh, sw, ph, pw, count_include_pad, q0, q1):
     n, c, h, w = x.shape
     oh, ow = y.shape[2], y.shape[3]
-    for q in prange(n * c):
+    for q in range(q0, q1):
         xp, yp = x[q // c, q % c], y[q // c, q % c]
         for i in range(oh):
             for j in range(ow):
@@ -216,12 +203,12 @@ def avg_pool2d(x, y, kh, kw, sh, sw, ph, pw, count_include_pad):
                 yp[i, j] = s / like(s, size)
 
 
-@njit(parallel=True, **JIT)
-def avg_pool2d_backward(g, dx, kh, kw, sh, sw, ph, pw, count_include_pad):
-    """dx (pre-zeroed) += each window's upstream gradient / its divisor."""
+@njit(**JIT)
+def avg_pool2d_backward(g, dx, kh, kw, sh, sw, ph, pw, count_include_pad, q0, q1):
+    """dx (pre-zeroed) += each window's upstream gradient / its divisor, planes q0..q1-1."""
     n, c, h, w = dx.shape
     oh, ow = g.shape[2], g.shape[3]
-    for q in prange(n * c):
+    for q in range(q0, q1):
         gp, dp = g[q // c, q % c], dx[q // c, q % c]
         for i in range(oh):
             for j in range(ow):

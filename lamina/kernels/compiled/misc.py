@@ -8,13 +8,15 @@ number depends only on (s, i), so the mask is the same whatever the thread count
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange, uint64
+from numba import njit, uint64
 
 from .scalar import JIT, REDUCE, like
 
 
 @njit(**JIT)
-def _embedding_cols(g, index, dw, padding_idx, c0, c1):
+def embedding_backward(g, index, dw, padding_idx, c0, c1):
+    """dw[index[r], c0:c1] += g[r, c0:c1] for every row r except those whose index is
+    padding_idx. Parts of a call take disjoint column ranges, so repeated indices never race."""
     for r in range(index.shape[0]):
         t = index[r]
         if t == padding_idx:
@@ -25,20 +27,6 @@ def _embedding_cols(g, index, dw, padding_idx, c0, c1):
             dst[j] += src[j]
 
 
-@njit(parallel=True, **JIT)
-def embedding_backward(g, index, dw, padding_idx, parts):
-    """dw[index[r]] += g[r] for every row r except those whose index is padding_idx. Threads split
-    the embedding dimension, so repeated indices never race."""
-    d = g.shape[1]
-    for p in prange(parts):
-        _embedding_cols(g, index, dw, padding_idx, p * d // parts, (p + 1) * d // parts)
-
-
-@njit(**JIT)
-def embedding_backward_serial(g, index, dw, padding_idx):
-    _embedding_cols(g, index, dw, padding_idx, 0, g.shape[1])
-
-
 @njit(**JIT)
 def _splitmix(z):
     z = (z ^ (z >> uint64(30))) * uint64(0xBF58476D1CE4E5B9)
@@ -47,7 +35,7 @@ def _splitmix(z):
 
 
 @njit(**JIT)
-def _dropout_range(x, y, mask, seed, threshold, scale, lo):
+def dropout(x, y, mask, seed, threshold, scale, lo):
     """Elements lo.. of the call, on slices x, y, mask that start there."""
     golden = uint64(0x9E3779B97F4A7C15)
     for i in range(x.shape[0]):
@@ -55,19 +43,6 @@ def _dropout_range(x, y, mask, seed, threshold, scale, lo):
         m = scale if u >= threshold else like(scale, 0.0)
         mask[i] = m
         y[i] = x[i] * m
-
-
-@njit(parallel=True, **JIT)
-def dropout(x, y, mask, seed, threshold, scale, chunk):
-    n = x.shape[0]
-    for c in prange((n + chunk - 1) // chunk):
-        lo, hi = c * chunk, min(n, (c + 1) * chunk)
-        _dropout_range(x[lo:hi], y[lo:hi], mask[lo:hi], seed, threshold, scale, lo)
-
-
-@njit(**JIT)
-def dropout_serial(x, y, mask, seed, threshold, scale):
-    _dropout_range(x, y, mask, seed, threshold, scale, 0)
 
 
 @njit(**REDUCE)
@@ -87,24 +62,22 @@ def _sq_dev(x, m):
     return s
 
 
-@njit(parallel=True, **JIT)
+@njit(**JIT)
 def total(x, chunk):
-    """Sum in float64 of per-chunk sums (each chunk summed in the array's dtype, vectorised)."""
+    """Sum in float64 of chunk sums (each chunk summed in the array's dtype, vectorised)."""
     n = x.shape[0]
-    parts = (n + chunk - 1) // chunk
-    partial = np.zeros(parts, np.float64)
-    for c in prange(parts):
-        partial[c] = _sum(x[c * chunk:min(n, (c + 1) * chunk)])
-    return partial.sum()
+    acc = 0.0
+    for lo in range(0, n, chunk):
+        acc += _sum(x[lo:min(n, lo + chunk)])
+    return acc
 
 
-@njit(parallel=True, **JIT)
+@njit(**JIT)
 def squared_deviation(x, m, chunk):
     """Sum over x of (x - m)^2, float64 across chunks."""
     n = x.shape[0]
-    parts = (n + chunk - 1) // chunk
-    partial = np.zeros(parts, np.float64)
     mm = like(x[0], m)
-    for c in prange(parts):
-        partial[c] = _sq_dev(x[c * chunk:min(n, (c + 1) * chunk)], mm)
-    return partial.sum()
+    acc = 0.0
+    for lo in range(0, n, chunk):
+        acc += _sq_dev(x[lo:min(n, lo + chunk)], mm)
+    return acc

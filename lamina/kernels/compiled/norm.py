@@ -1,11 +1,11 @@
 """layer_norm over the last axis of a 2-D C-contiguous array: forward saving the mean and
 1/std of every row, and a fused backward that gives the input, weight and bias gradients in
-one pass over the rows. Weight and bias gradients are summed per block of rows in float64
-(one block per thread), then added together, so threads never share an accumulator."""
+one pass over the rows. The backward returns the weight and bias gradients of its rows in
+float64; parts of a call running in threads sum their own and the caller adds them up."""
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from .scalar import JIT, REDUCE, like
 
@@ -37,16 +37,8 @@ def _forward_rows(x, w, b, y, mean, rstd, eps, has_w, has_b):
 
 
 @njit(**JIT)
-def forward_serial(x, w, b, y, mean, rstd, eps, has_w, has_b):
+def forward(x, w, b, y, mean, rstd, eps, has_w, has_b):
     _forward_rows(x, w, b, y, mean, rstd, eps, has_w, has_b)
-
-
-@njit(parallel=True, **JIT)
-def forward_parallel(x, w, b, y, mean, rstd, eps, has_w, has_b, parts):
-    rows = x.shape[0]
-    for p in prange(parts):
-        r0, r1 = p * rows // parts, (p + 1) * rows // parts
-        _forward_rows(x[r0:r1], w, b, y[r0:r1], mean[r0:r1], rstd[r0:r1], eps, has_w, has_b)
 
 
 @njit(**REDUCE)
@@ -86,28 +78,9 @@ def _backward_rows(g, x, w, mean, rstd, dx, dw, db, has_w, need_dx, need_w, need
                 dr[j] = (dxhat[j] - s1 - ((xr[j] - m) * rs) * s2) * rs
 
 
-@njit(parallel=True, **JIT)
-def backward(g, x, w, mean, rstd, dx, has_w, need_dx, need_w, need_b, parts):
-    """Returns (dw, db) in float64, summed over the row blocks."""
-    rows, f = x.shape
-    pw = np.zeros((parts, f), np.float64)
-    pb = np.zeros((parts, f), np.float64)
-    for p in prange(parts):
-        r0, r1 = p * rows // parts, (p + 1) * rows // parts
-        dxhat = np.empty(f, x.dtype)
-        _backward_rows(g[r0:r1], x[r0:r1], w, mean[r0:r1], rstd[r0:r1], dx[r0:r1], pw[p], pb[p],
-                       has_w, need_dx, need_w, need_b, dxhat)
-    dw = np.zeros(f, np.float64)
-    db = np.zeros(f, np.float64)
-    for p in range(parts):
-        for j in range(f):
-            dw[j] += pw[p, j]
-            db[j] += pb[p, j]
-    return dw, db
-
-
 @njit(**JIT)
-def backward_serial(g, x, w, mean, rstd, dx, has_w, need_dx, need_w, need_b):
+def backward(g, x, w, mean, rstd, dx, has_w, need_dx, need_w, need_b):
+    """Returns (dw, db) of these rows in float64."""
     f = x.shape[1]
     dw = np.zeros(f, np.float64)
     db = np.zeros(f, np.float64)

@@ -8,7 +8,7 @@ multiply-add, no reassociation). A kernel reads the gradient and never writes it
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from .scalar import JIT, like
 
@@ -97,50 +97,20 @@ def _rmsprop(p, g, sq, buf, gavg, lr_neg, alpha, one_minus_a, eps, momentum, wd,
 
 
 
-@njit(parallel=True, **JIT)
-def sgd_parallel(p, g, buf, first, lr_neg, momentum, one_minus_damp, wd, has_wd, has_mom, nesterov,
-                 maximize, parts):
-    n = p.shape[0]
-    for t in prange(parts):
-        a, b = t * n // parts, (t + 1) * n // parts
-        _sgd(p[a:b], g[a:b], buf[a:b] if has_mom else buf, first, lr_neg, momentum, one_minus_damp, wd,
-             has_wd, has_mom, nesterov, maximize)
-
-
 @njit(**JIT)
-def sgd_serial(p, g, buf, first, lr_neg, momentum, one_minus_damp, wd, has_wd, has_mom, nesterov, maximize):
+def sgd(p, g, buf, first, lr_neg, momentum, one_minus_damp, wd, has_wd, has_mom, nesterov, maximize):
     _sgd(p, g, buf, first, lr_neg, momentum, one_minus_damp, wd, has_wd, has_mom, nesterov, maximize)
 
 
-@njit(parallel=True, **JIT)
-def adam_parallel(p, g, m, v, vmax, lr_wd, wd, one_minus_b1, beta2, one_minus_b2, bc2_sqrt, eps, step_neg,
-                  has_wd, decoupled, amsgrad, maximize, parts):
-    n = p.shape[0]
-    for t in prange(parts):
-        a, b = t * n // parts, (t + 1) * n // parts
-        _adam(p[a:b], g[a:b], m[a:b], v[a:b], vmax[a:b] if amsgrad else vmax, lr_wd, wd, one_minus_b1,
-              beta2, one_minus_b2, bc2_sqrt, eps, step_neg, has_wd, decoupled, amsgrad, maximize)
-
-
 @njit(**JIT)
-def adam_serial(p, g, m, v, vmax, lr_wd, wd, one_minus_b1, beta2, one_minus_b2, bc2_sqrt, eps, step_neg,
-                has_wd, decoupled, amsgrad, maximize):
+def adam(p, g, m, v, vmax, lr_wd, wd, one_minus_b1, beta2, one_minus_b2, bc2_sqrt, eps, step_neg,
+         has_wd, decoupled, amsgrad, maximize):
     _adam(p, g, m, v, vmax, lr_wd, wd, one_minus_b1, beta2, one_minus_b2, bc2_sqrt, eps, step_neg,
           has_wd, decoupled, amsgrad, maximize)
 
 
-@njit(parallel=True, **JIT)
-def rmsprop_parallel(p, g, sq, buf, gavg, lr_neg, alpha, one_minus_a, eps, momentum, wd, has_wd, centered,
-                     has_mom, maximize, parts):
-    n = p.shape[0]
-    for t in prange(parts):
-        a, b = t * n // parts, (t + 1) * n // parts
-        _rmsprop(p[a:b], g[a:b], sq[a:b], buf[a:b] if has_mom else buf, gavg[a:b] if centered else gavg,
-                 lr_neg, alpha, one_minus_a, eps, momentum, wd, has_wd, centered, has_mom, maximize)
-
-
 @njit(**JIT)
-def rmsprop_serial(p, g, sq, buf, gavg, lr_neg, alpha, one_minus_a, eps, momentum, wd, has_wd, centered,
-                   has_mom, maximize):
+def rmsprop(p, g, sq, buf, gavg, lr_neg, alpha, one_minus_a, eps, momentum, wd, has_wd, centered,
+            has_mom, maximize):
     _rmsprop(p, g, sq, buf, gavg, lr_neg, alpha, one_minus_a, eps, momentum, wd, has_wd, centered,
              has_mom, maximize)

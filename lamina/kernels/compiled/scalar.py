@@ -21,8 +21,9 @@ from numba.extending import intrinsic, overload
 
 from .. import _runtime
 
-# Options of every compiled kernel: on-disk cache when usable, NumPy's float error model.
-JIT = dict(cache=_runtime.cache_enabled(), error_model="numpy")
+# Options of every kernel called from Python: on-disk cache when usable, NumPy's float error
+# model, and no GIL (``lamina.kernels._runtime.run_parts`` runs parts of a call in threads).
+JIT = dict(cache=_runtime.cache_enabled(), error_model="numpy", nogil=True)
 # Fast-math flags for loops that sum: reassociation lets LLVM vectorise a reduction (and sum in
 # several lanes, which is no less accurate). Never nnan/ninf: -inf and NaN must stay exact.
 REDUCE = dict(error_model="numpy", fastmath={"reassoc", "nsz", "contract"})

@@ -5,7 +5,7 @@ cache between its max, sum and write loops). A row of all -inf gives NaN, as in 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from .scalar import JIT, REDUCE, fexp, flog, like
 
@@ -57,27 +57,15 @@ def _softmax_backward_row(g, y, dx, log):
 
 
 @njit(**JIT)
-def forward_serial(x, y, log, mx, has_mx):
+def forward(x, y, log, mx, has_mx):
     """Rows of x; ``mx`` holds the row maxima when ``has_mx`` (NumPy's, for long rows)."""
     for r in range(x.shape[0]):
         _softmax_row(x[r], y[r], log, mx[r] if has_mx else _row_max(x[r]))
 
 
-@njit(parallel=True, **JIT)
-def forward_parallel(x, y, log, mx, has_mx):
-    for r in prange(x.shape[0]):
-        _softmax_row(x[r], y[r], log, mx[r] if has_mx else _row_max(x[r]))
-
-
 @njit(**JIT)
-def backward_serial(g, y, dx, log):
+def backward(g, y, dx, log):
     for r in range(g.shape[0]):
-        _softmax_backward_row(g[r], y[r], dx[r], log)
-
-
-@njit(parallel=True, **JIT)
-def backward_parallel(g, y, dx, log):
-    for r in prange(g.shape[0]):
         _softmax_backward_row(g[r], y[r], dx[r], log)
 
 
@@ -103,13 +91,13 @@ def _ce_row(x, t, dx, smoothing, m):
     return (like(m, 1.0) - eps) * (lse - x[t]) + eps * (lse - sx / like(m, c))
 
 
-@njit(**REDUCE)
-def _ce_rows(x, target, dx, loss, ignore_index, smoothing, mx, has_mx, r0, r1):
-    """Rows r0..r1-1; returns the number of counted rows, or -1 - r for the first row r whose
-    target is out of range."""
+@njit(**JIT)
+def cross_entropy_rows(x, target, dx, loss, ignore_index, smoothing, mx, has_mx, scale):
+    """Loss and gradient (times ``scale``) of every row; ignored rows get 0. Returns the number
+    of counted rows, or -1 - r for the first row r whose target is out of range."""
     c = x.shape[1]
     counted = 0
-    for r in range(r0, r1):
+    for r in range(x.shape[0]):
         t = target[r]
         if t == ignore_index:
             loss[r] = 0.0
@@ -119,40 +107,29 @@ def _ce_rows(x, target, dx, loss, ignore_index, smoothing, mx, has_mx, r0, r1):
         if t < 0 or t >= c:
             return -1 - r
         loss[r] = _ce_row(x[r], t, dx[r], smoothing, mx[r] if has_mx else _row_max(x[r]))
+        if scale != 1:
+            d = dx[r]
+            for j in range(c):
+                d[j] *= scale
         counted += 1
     return counted
 
 
-@njit(**REDUCE)
-def _ce_finish(dx, loss, counted, mean):
-    """Total loss (float64); for 'mean' the gradient is scaled by 1/counted (0 if none)."""
+@njit(**JIT)
+def cross_entropy_serial(x, target, dx, loss, ignore_index, smoothing, mean, mx, has_mx):
+    """All rows in one call, for small inputs: returns (counted rows or -1 - bad row, total loss
+    in float64); for 'mean' the gradient is scaled by 1/counted (0 when none counts)."""
+    counted = cross_entropy_rows(x, target, dx, loss, ignore_index, smoothing, mx, has_mx,
+                                 like(x[0, 0], 1.0))
+    if counted < 0:
+        return counted, 0.0
     total = 0.0
     for r in range(loss.shape[0]):
         total += loss[r]
-    if mean and counted >= 0:
-        scale = like(dx[0, 0], 1.0 / counted) if counted > 0 else like(dx[0, 0], 0.0)
+    if mean:
+        scale = like(x[0, 0], 1.0 / counted) if counted > 0 else like(x[0, 0], 0.0)
         for r in range(dx.shape[0]):
-            for j in range(dx.shape[1]):
-                dx[r, j] *= scale
-    return total
-
-
-@njit(**JIT)
-def cross_entropy_serial(x, target, dx, loss, ignore_index, smoothing, mean, mx, has_mx):
-    counted = _ce_rows(x, target, dx, loss, ignore_index, smoothing, mx, has_mx, 0, x.shape[0])
-    return counted, _ce_finish(dx, loss, counted, mean)
-
-
-@njit(parallel=True, **JIT)
-def cross_entropy_parallel(x, target, dx, loss, ignore_index, smoothing, mean, mx, has_mx, parts):
-    rows = x.shape[0]
-    counts = np.zeros(parts, np.int64)
-    for p in prange(parts):
-        counts[p] = _ce_rows(x, target, dx, loss, ignore_index, smoothing, mx, has_mx,
-                             p * rows // parts, (p + 1) * rows // parts)
-    counted = 0
-    for p in range(parts):
-        if counts[p] < 0:
-            return counts[p], 0.0
-        counted += counts[p]
-    return counted, _ce_finish(dx, loss, counted, mean)
+            d = dx[r]
+            for j in range(d.shape[0]):
+                d[j] *= scale
+    return counted, total
