@@ -7,7 +7,6 @@ number depends only on (s, i), so the mask is the same whatever the thread count
 """
 from __future__ import annotations
 
-import numpy as np
 from numba import njit, uint64
 
 from .scalar import JIT, REDUCE, like
