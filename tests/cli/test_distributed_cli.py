@@ -99,11 +99,12 @@ def test_lenet_two_ranks_train_like_one_process_and_resume_across_world_sizes(mn
     need_mpi()
     monkeypatch.setenv("LAMINA_HOME", str(tmp_path / "home"))
     one, two = tmp_path / "one", tmp_path / "two"
+    # SGD: its steps scale with the gradients, so a wrong weighting of the ranks' rows would show
     # --distributed without mpiexec: one process and a one-line note
-    assert main(_lenet_args(mnist, one, "--epochs", "1")) == 0
+    assert main(_lenet_args(mnist, one, "--epochs", "1", "--optimizer", "sgd")) == 0
     err = capsys.readouterr().err
     assert err.count("--distributed: not started by mpiexec, so training as 1 process") == 1
-    proc = _mpi(tmp_path, 2, *_lenet_args(mnist, two, "--epochs", "1"))
+    proc = _mpi(tmp_path, 2, *_lenet_args(mnist, two, "--epochs", "1", "--optimizer", "sgd"))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     _only_rank0_wrote(two, proc)
     _assert_same_training(one, two, weights_atol=1e-5)
@@ -185,7 +186,8 @@ def test_ctrl_c_stops_every_rank_at_one_step_and_the_run_resumes_on_one_process(
     assert main(["train", "lenet", "--resume", str(run), "--device", "cpu", "--quiet"]) == 0
     assert main(_lenet_args(mnist, full, "--epochs", "1", "--batch-size", "16")) == 0
     capsys.readouterr()
-    _assert_same_training(full, run, weights_atol=1e-5, curve_until=stop)
+    # 100 Adam steps: float32 rounding of the split sums grows a little more than in the shorter runs
+    _assert_same_training(full, run, weights_atol=1e-4, curve_until=stop)
 
 
 @pytest.mark.parametrize("mode", ["raise", "kill"])
