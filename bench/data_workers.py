@@ -4,8 +4,10 @@ NumPy and a pure-Python loop (a few ms per sample, like a decode-crop-jitter pip
 
 Prints the seconds per epoch for num_workers=0 and each requested worker count (the best and the
 median of interleaved rounds, after one warm-up epoch each), the speed-up over num_workers=0
-(from the best rounds: other work on the machine only ever slows a round down), the load average
-before and after, and, with --torch, PyTorch's DataLoader on the same dataset.
+(from the best rounds: other work on the machine only ever slows a round down), the CPU seconds
+an epoch costs in all processes together (what the workers add in overhead, whatever the load),
+the load average before and after, and, with --torch, PyTorch's DataLoader on the same dataset.
+The speed-up needs as many idle cores as workers.
 
     python bench/data_workers.py [--samples 256] [--batch-size 16] [--workers 2] [--rounds 3]
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import sys
 import time
@@ -55,13 +58,23 @@ class Augmented:
         return np.ascontiguousarray(out, dtype=np.float32), int(np.argmax(hist))
 
 
+def _cpu_seconds():
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)  # workers, once they have exited
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def epoch_seconds(make_loader):
+    """Wall seconds, CPU seconds (this process and its finished workers) and samples of one epoch."""
     loader = make_loader()
+    cpu = _cpu_seconds()
     start = time.perf_counter()
     n = 0
     for x, _ in loader:
         n += len(x)
-    return time.perf_counter() - start, n
+    wall = time.perf_counter() - start
+    del loader
+    return wall, _cpu_seconds() - cpu, n
 
 
 def main(argv=None):
@@ -85,14 +98,16 @@ def main(argv=None):
         for w in args.workers:
             cases[f"torch-{w}"] = lambda w=w: tud.DataLoader(ds, batch_size=args.batch_size, num_workers=w)
     times = {k: [] for k in cases}
+    cpu = {k: [] for k in cases}
     load_before = os.getloadavg()[0]
     for k, make in cases.items():  # warm-up: imports, page faults, the first fork
         epoch_seconds(make)
     for _ in range(args.rounds):
         for k, make in cases.items():
-            t, n = epoch_seconds(make)
+            t, c, n = epoch_seconds(make)
             assert n == args.samples
             times[k].append(t)
+            cpu[k].append(c)
     best = {k: min(v) for k, v in times.items()}
     med = {k: statistics.median(v) for k, v in times.items()}
     print(f"{args.samples} samples, batch {args.batch_size}, {os.cpu_count()} CPUs, "
@@ -102,10 +117,11 @@ def main(argv=None):
     for k, t in best.items():
         base = best["torch-0"] if str(k).startswith("torch") else best[0]
         base_med = med["torch-0"] if str(k).startswith("torch") else med[0]
+        c = statistics.median(cpu[k])
         print(f"  num_workers={k!s:>8}: best {t:.3f} s/epoch, speed-up x{base / t:.2f}   "
-              f"(median {med[k]:.3f} s, x{base_med / med[k]:.2f})")
+              f"(median {med[k]:.3f} s, x{base_med / med[k]:.2f}; CPU {c:.3f} s/epoch)")
         result[str(k)] = {"best_seconds": t, "median_seconds": med[k], "speedup": base / t,
-                          "median_speedup": base_med / med[k]}
+                          "median_speedup": base_med / med[k], "cpu_seconds": c}
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
     return result
