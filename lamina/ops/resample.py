@@ -347,8 +347,9 @@ def _reflect(coord, lo, hi):
 
 
 def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corners=None):
-    """Sample a 4-D input (N, C, H, W) at the normalised (x, y) points of grid (N, H_out, W_out, 2),
-    as ``torch.nn.functional.grid_sample`` for 4-D inputs. Modes bilinear and nearest; padding
+    """Sample input (N, C, H, W) at the normalised (x, y) points of grid (N, H_out, W_out, 2), or
+    input (N, C, D, H, W) at the (x, y, z) points of grid (N, D_out, H_out, W_out, 3), as
+    ``torch.nn.functional.grid_sample``. Modes bilinear (trilinear for 5-D) and nearest; padding
     zeros, border and reflection. Gradients flow to both the input and the grid."""
     from .elementwise import clamp, floor_divide, logical_and, where
     from .indexing import gather
@@ -357,45 +358,53 @@ def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corner
         raise ValueError(f"{opname}: mode must be 'bilinear' or 'nearest', got {mode!r}")
     if padding_mode not in ("zeros", "border", "reflection"):
         raise ValueError(f"{opname}: padding_mode must be 'zeros', 'border' or 'reflection', got {padding_mode!r}")
-    if input.ndim != 4 or grid.ndim != 4 or grid.shape[-1] != 2 or grid.shape[0] != input.shape[0]:
-        raise ValueError(f"{opname}: expected input (N, C, H, W) and grid (N, H_out, W_out, 2), got "
-                         f"{input.shape} and {grid.shape}")
+    d = input.ndim - 2
+    if d not in (2, 3) or grid.ndim != input.ndim or grid.shape[-1] != d or grid.shape[0] != input.shape[0]:
+        raise ValueError(f"{opname}: expected input (N, C, H, W) with grid (N, H_out, W_out, 2), or input "
+                         f"(N, C, D, H, W) with grid (N, D_out, H_out, W_out, 3); got {input.shape} and {grid.shape}")
     if grid.dtype != input.dtype:
         raise TypeError(f"{opname}: grid dtype {grid.dtype} does not match the input's {input.dtype}")
     check_float(input, opname)
     align = bool(align_corners)
-    n, c, h, w = input.shape
-    ho, wo = grid.shape[1], grid.shape[2]
-    ix = _unnormalize(grid[..., 0], w, align)
-    iy = _unnormalize(grid[..., 1], h, align)
-    if padding_mode == "reflection":
-        ix = _reflect(ix, 0.0, w - 1.0) if align else clamp(_reflect(ix, -0.5, w - 0.5), 0.0, w - 1.0)
-        iy = _reflect(iy, 0.0, h - 1.0) if align else clamp(_reflect(iy, -0.5, h - 0.5), 0.0, h - 1.0)
-    if padding_mode in ("border", "reflection"):
-        ix, iy = clamp(ix, 0.0, w - 1.0), clamp(iy, 0.0, h - 1.0)
-    flat = input.reshape(n, c, h * w)
+    n, c = input.shape[:2]
+    sizes = input.shape[2:]
+    out_spatial = grid.shape[1:-1]
+    points = math.prod(out_spatial)
+    coords = []  # one per input spatial axis; the grid lists them last axis first (x, y[, z])
+    for a, size in enumerate(sizes):
+        i = _unnormalize(grid[..., d - 1 - a], size, align)
+        if padding_mode == "reflection":
+            i = _reflect(i, 0.0, size - 1.0) if align else _reflect(i, -0.5, size - 0.5)
+        if padding_mode in ("border", "reflection"):
+            i = clamp(i, 0.0, size - 1.0)
+        coords.append(i)
+    flat = input.reshape(n, c, math.prod(sizes))
 
-    def tap(yi, xi):
-        """Input values at integer positions (N, H_out, W_out); zero outside the image."""
-        inside = logical_and(logical_and(xi >= 0, xi <= w - 1), logical_and(yi >= 0, yi <= h - 1))
-        xc, yc = clamp(xi, 0, w - 1), clamp(yi, 0, h - 1)
-        idx = (yc * w + xc).reshape(n, 1, ho * wo).expand(n, c, ho * wo)
-        vals = gather(flat, 2, idx).reshape(n, c, ho, wo)
+    def tap(idx):
+        """Input values at integer positions ``idx`` (one tensor per axis); zero outside."""
+        inside, pos = None, None
+        for i, size in zip(idx, sizes):
+            ok = logical_and(i >= 0, i <= size - 1)
+            inside = ok if inside is None else logical_and(inside, ok)
+            ic = clamp(i, 0, size - 1)
+            pos = ic if pos is None else pos * size + ic
+        vals = gather(flat, 2, pos.reshape(n, 1, points).expand(n, c, points)).reshape(n, c, *out_spatial)
         return where(inside.unsqueeze(1), vals, 0.0)
 
-    if mode == "nearest":
-        # round half to even, as PyTorch's nearbyint
-        xi = _round_half_even(ix.detach())
-        yi = _round_half_even(iy.detach())
-        return tap(yi, xi)
-    x0f = floor_divide(ix.detach(), 1.0)
-    y0f = floor_divide(iy.detach(), 1.0)
-    wx1, wy1 = ix - x0f, iy - y0f
-    wx0, wy0 = 1.0 - wx1, 1.0 - wy1
-    x0, y0 = x0f.to(backend.int64), y0f.to(backend.int64)
-    x1, y1 = x0 + 1, y0 + 1
-    out = (tap(y0, x0) * (wy0 * wx0).unsqueeze(1) + tap(y0, x1) * (wy0 * wx1).unsqueeze(1)
-           + tap(y1, x0) * (wy1 * wx0).unsqueeze(1) + tap(y1, x1) * (wy1 * wx1).unsqueeze(1))
+    if mode == "nearest":  # round half to even, as PyTorch's nearbyint
+        return tap([_round_half_even(i.detach()) for i in coords])
+    lows = [floor_divide(i.detach(), 1.0) for i in coords]
+    upper = [i - lo for i, lo in zip(coords, lows)]  # the weight of the upper neighbour per axis
+    lower = [1.0 - u for u in upper]
+    lows = [lo.to(backend.int64) for lo in lows]
+    out = None
+    for corner in itertools.product((0, 1), repeat=d):
+        weight = None
+        for a, bit in enumerate(corner):
+            w = upper[a] if bit else lower[a]
+            weight = w if weight is None else weight * w
+        term = tap([lo + bit for lo, bit in zip(lows, corner)]) * weight.unsqueeze(1)
+        out = term if out is None else out + term
     return out
 
 

@@ -98,6 +98,10 @@ def grid_sample_samples(rng):
         grid = R(rng, 1, 3, 2, 2, low=-1.3, high=1.3)
         yield Sample((x, grid), dict(mode=mode, padding_mode=padding, align_corners=align),
                      desc=f"{mode} {padding} align={align}")
+    x3 = R(rng, 1, 2, 2, 3, 2)
+    for mode, padding in (("bilinear", "zeros"), ("bilinear", "reflection"), ("nearest", "border")):
+        yield Sample((x3, R(rng, 1, 2, 1, 2, 3, low=-1.3, high=1.3)),
+                     dict(mode=mode, padding_mode=padding, align_corners=False), desc=f"5-D {mode} {padding}")
 
 
 def group_norm_samples(rng):
