@@ -117,7 +117,8 @@ def worker_children():
 
 
 def leftover_files():
-    return glob.glob(os.path.join(shm_dir(), "lamina-dl-*"))
+    """Batch files of this process's loaders (other processes may be running loaders too)."""
+    return glob.glob(os.path.join(shm_dir(), f"lamina-dl-{os.getpid()}-*"))
 
 
 @pytest.fixture(autouse=True)
