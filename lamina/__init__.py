@@ -1,4 +1,5 @@
 """Lamina: a small, readable deep learning framework on NumPy (CPU) and CuPy (CUDA)."""
+from ._version import __version__  # noqa: F401
 from .backend import (  # noqa: F401
     Device, Generator, bfloat16, bool_, cuda_is_available, default_generator, float16, float32,
     float64, get_default_dtype, initial_seed, int8, int16, int32, int64, manual_seed,
@@ -33,4 +34,3 @@ half = float16
 long = int64
 int = int32  # noqa: A001
 
-__version__ = "0.1.0"

@@ -1,102 +1,18 @@
 """Reverse-mode automatic differentiation over the graph that ops record.
 
-Grad mode (``no_grad``, ``enable_grad``, ``set_grad_enabled``) and anomaly mode are
-thread-local switches read by every op. ``backward`` and ``grad`` walk the recorded nodes
+Grad mode and anomaly mode (``no_grad``, ``enable_grad``, ``detect_anomaly``, ...) live in
+``grad_mode`` and are re-exported here. ``backward`` and ``grad`` walk the recorded nodes
 (``Op`` instances) from the outputs back to the leaves in reverse topological order,
 accumulating gradients and freeing each node's saved values as soon as it has run.
 """
 from __future__ import annotations
 
-import functools
-import threading
-import traceback
-
-
-class _Mode(threading.local):
-    enabled = True
-    anomaly = False
-    callbacks = None  # while a backward runs: functions to call once it has finished
-
-
-_mode = _Mode()
-
-
-def is_grad_enabled() -> bool:
-    return _mode.enabled
-
-
-class _GradSwitch:
-    """Context manager and decorator that sets grad mode, restoring it on exit."""
-
-    _value: bool
-
-    def __enter__(self):
-        self._prev = _mode.enabled
-        _mode.enabled = self._value
-
-    def __exit__(self, *exc):
-        _mode.enabled = self._prev
-        return False
-
-    def __call__(self, fn):
-        value = self._value
-
-        @functools.wraps(fn)
-        def wrapper(*args, **kwargs):
-            prev = _mode.enabled
-            _mode.enabled = value
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                _mode.enabled = prev
-        return wrapper
-
-
-class no_grad(_GradSwitch):
-    """Ops inside record nothing: no graph, no saved values."""
-    _value = False
-
-
-class enable_grad(_GradSwitch):
-    """Turn recording back on inside a ``no_grad`` block."""
-    _value = True
-
-
-class set_grad_enabled(_GradSwitch):
-    """``set_grad_enabled(False)`` works like ``no_grad``. Called on its own it switches the mode at
-    once (as in PyTorch); as a context manager it restores the mode from before the call on exit."""
-
-    def __init__(self, mode: bool):
-        self._value = bool(mode)
-        self._before = _mode.enabled
-        _mode.enabled = self._value
-
-    def __enter__(self):
-        self._prev = self._before
-        _mode.enabled = self._value
-
-
-class detect_anomaly:
-    """Check every op's output and every gradient for NaN/Inf, naming the op that made it.
-
-    Also records where each node was created, so a backward error points at the forward code.
-    Slow; for debugging only.
-    """
-
-    def __init__(self, enabled: bool = True):
-        self._value = enabled
-
-    def __enter__(self):
-        self._prev = _mode.anomaly
-        _mode.anomaly = self._value
-
-    def __exit__(self, *exc):
-        _mode.anomaly = self._prev
-        return False
-
-
-def set_detect_anomaly(enabled: bool) -> None:
-    _mode.anomaly = bool(enabled)
+from . import backend
+from .grad_mode import (  # noqa: F401  (the public names of grad mode live here too)
+    _mode, creation_trace, detect_anomaly, enable_grad, is_grad_enabled, no_grad, set_detect_anomaly,
+    set_grad_enabled,
+)
+from .tensor import Tensor, _wrap
 
 
 # ---------------------------------------------------------------- the engine
@@ -488,10 +404,4 @@ def _meta(shape, dtype):
     return f"{dtype}[{', '.join(str(s) for s in shape)}]"
 
 
-def creation_trace():
-    """The stack of the code creating a node, recorded only in anomaly mode."""
-    return traceback.format_stack()[:-3]
 
-
-from . import backend  # noqa: E402
-from .tensor import Tensor, _wrap  # noqa: E402  (Tensor builds on grad mode, defined above)

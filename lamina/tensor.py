@@ -11,7 +11,7 @@ import weakref
 import numpy as np
 
 from . import backend
-from .autograd import _mode, backward as _backward, no_grad as _no_grad
+from .grad_mode import _mode, no_grad as _no_grad
 
 _ndarray = np.ndarray
 
@@ -203,7 +203,8 @@ class Tensor:
 
     def backward(self, gradient=None, retain_graph=None, create_graph=False):
         """Accumulate the gradient of this tensor into ``.grad`` of every leaf that requires grad."""
-        _backward([self], [gradient], retain_graph=retain_graph, create_graph=create_graph)
+        from .autograd import backward  # the engine builds on Tensor; once per step, not per op
+        backward([self], [gradient], retain_graph=retain_graph, create_graph=create_graph)
 
     def retain_grad(self) -> None:
         """Keep ``.grad`` for this non-leaf tensor during backward."""

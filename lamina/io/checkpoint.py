@@ -6,6 +6,7 @@ version and the Lamina version that wrote it. Any safetensors reader can open th
 """
 from __future__ import annotations
 
+from .._version import __version__
 from .errors import cannot_load
 from .serialization import as_device, read_safetensors, write_safetensors
 from .structure import Malformed, flatten, unflatten
@@ -27,7 +28,6 @@ def save_checkpoint(path, state) -> None:
     "rng": lamina.io.rng_state()}``. An unsupported value raises ``TypeError`` before any file
     is touched.
     """
-    from .. import __version__  # here, not at import time: lamina/__init__ may import lamina.io
     text, arrays = flatten(state)
     metadata = {_VERSION_KEY: str(FORMAT_VERSION), _LAMINA_KEY: __version__, _STATE_KEY: text}
     write_safetensors(path, arrays, metadata, "save_checkpoint")

@@ -14,7 +14,7 @@ import re
 import numpy as np
 
 from .. import backend
-from ..autograd import _mode, creation_trace
+from ..grad_mode import _mode, creation_trace
 from ..tensor import Tensor, _wrap
 
 REGISTRY: dict[str, type] = {}

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import backend
-from ..autograd import _mode
+from ..grad_mode import _mode
 from ..tensor import Tensor, _register_view
 from .base import Op, normalize_dim, unbroadcast, xp_of
 

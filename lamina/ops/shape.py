@@ -11,7 +11,7 @@ import math
 import numpy as np
 
 from .. import backend
-from ..autograd import _mode
+from ..grad_mode import _mode
 from ..tensor import Tensor, _register_view
 from .base import Op, normalize_dim, unbroadcast, xp_of
 
