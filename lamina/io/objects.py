@@ -275,7 +275,7 @@ def _load_path(path, place, name, weights_only):
         raise _foreign(path, name, weights_only) or e from None
     if _VERSION_KEY not in metadata:  # a plain safetensors file: its tensors by name
         flat = load_safetensors(path)
-        return {k: _move(t, place(t, "cpu"), k) for k, t in flat.items()}
+        return {k: _move(t, place(t, "cpu"), k, "cpu") for k, t in flat.items()}
     state = load_checkpoint(path, "cpu")
     try:
         devices = json.loads(metadata.get(DEVICES_KEY, "{}"))
@@ -288,17 +288,17 @@ def _load_path(path, place, name, weights_only):
     for entry, t in zip(names, _tensors_in_order(state)):
         if id(t) not in moved:
             loc = devices.get(entry, "cpu")
-            moved[id(t)] = _move(t, place(t, loc), entry)
+            moved[id(t)] = _move(t, place(t, loc), entry, loc)
     return _rebuild(state, moved)
 
 
-def _move(t: Tensor, target, entry: str) -> Tensor:
+def _move(t: Tensor, target, entry: str, saved_on: str) -> Tensor:
     if isinstance(target, Tensor):
         return target
     device = backend.Device(target)
     if device.type == "cuda" and not backend.cuda_is_available():
-        raise RuntimeError(f"lamina.load: tensor {entry!r} was saved on {device} but CUDA is not "
-                           f"available; pass map_location='cpu' to load it on the CPU")
+        raise RuntimeError(f"lamina.load: tensor {entry!r} (saved on {saved_on}) would go to {device} but CUDA "
+                           f"is not available; pass map_location='cpu' to load it on the CPU")
     return t if device == t.device else t.to(device)
 
 

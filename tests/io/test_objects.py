@@ -331,8 +331,11 @@ def write_with_devices(path, devices):
 @pytest.mark.skipif(lamina.cuda_is_available(), reason="checks the CPU-only behaviour")
 def test_cuda_tensors_without_cuda_need_map_location(tmp_path):
     write_with_devices(tmp_path / "g.pt", {"w": "cuda:0", "v": "cpu"})
-    with pytest.raises(RuntimeError, match=r"'w' was saved on cuda:0 .*map_location='cpu'"):
+    with pytest.raises(RuntimeError, match=r"'w' \(saved on cuda:0\) would go to cuda:0 .*map_location='cpu'"):
         load(tmp_path / "g.pt")
+    save({"v": lamina.zeros(1)}, tmp_path / "c.pt")
+    with pytest.raises(RuntimeError, match=r"'v' \(saved on cpu\) would go to cuda:0"):
+        load(tmp_path / "c.pt", map_location="cuda")
     for where in ("cpu", {"cuda:0": "cpu"}, lambda t, loc: t.cpu()):
         back = load(tmp_path / "g.pt", map_location=where)
         assert back["w"].device == lamina.Device("cpu")
