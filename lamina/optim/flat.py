@@ -14,6 +14,11 @@ chunk is about ``CPU_CHUNK`` elements: small parameters are batched together, la
 so the dozen passes an update makes over its arrays stay in cache; streaming multi-megabyte
 buffers through every pass from main memory was measured slower than a per-parameter loop.
 
+Besides the per-element kinds, a bucket keeps per-parameter scalar state (NAdam's running
+product of momentum coefficients) as one Python number per parameter; runs are also cut where
+those differ. Parameters in shared memory (``lamina.multiprocessing``, Hogwild training) are not
+copied: a run of them tiled back to back in one segment is a bucket over that very memory.
+
 The constraint this layout puts on users (repeated in ``Optimizer``'s docstring): the optimiser
 owns the memory of its parameters. Writes into ``p.data`` in place are seen by the optimiser.
 Rebinding ``p.data`` to another array is noticed at the next step: the new values are copied
@@ -41,7 +46,7 @@ class FlatBucket:
     ``steps[i]`` counts the updates that touched parameter ``i``'s state; 0 means it has none.
     """
 
-    def __init__(self, params, indices):
+    def __init__(self, params, indices, flat=None):
         self.params = params
         self.indices = indices  # position of each parameter in its group's "params" list
         ref = params[0].data
@@ -57,8 +62,10 @@ class FlatBucket:
         self.state = {}  # kind -> flat array, allocated on first use
         self.scalars = {}  # kind -> one number per parameter (NAdam's mu_product), made on first use
         self._work = None  # (grad, tmp): chunk-sized buffers the update math may overwrite
-        with backend.device_context(self.device):
-            self.flat = self.xp.empty(self.offsets[-1], dtype=self.dtype)
+        if flat is None:
+            with backend.device_context(self.device):
+                flat = self.xp.empty(self.offsets[-1], dtype=self.dtype)
+        self.flat = flat  # or, for parameters tiled in shared memory, a view of that memory
         self.views = [None] * len(params)
         for i, p in enumerate(params):
             self._adopt(i, p.data)
@@ -197,10 +204,51 @@ class Buckets(list):
 
 
 def build_buckets(params):
-    """Split a group's parameters into buckets by (device, dtype), keeping their order."""
+    """Split a group's parameters into buckets by (device, dtype), keeping their order.
+
+    Parameters in shared memory (``lamina.multiprocessing``: Hogwild-style training) are never
+    copied out: each run of them that lies back to back in one segment becomes a bucket whose flat
+    buffer is that memory, so every update reaches the other processes.
+    """
     by_key = {}
     for i, p in enumerate(params):
         members, indices = by_key.setdefault((backend.device_of(p.data), p.data.dtype), ([], []))
         members.append(p)
         indices.append(i)
-    return Buckets([FlatBucket(members, indices) for members, indices in by_key.values()], params)
+    buckets = []
+    for members, indices in by_key.values():
+        buckets += _split_shared(members, indices)
+    return Buckets(buckets, params)
+
+
+def _split_shared(members, indices):
+    """Buckets for parameters of one device and dtype: one copied bucket for those in private
+    memory, one in-place bucket per tiled run of those in shared memory."""
+    if type(members[0].data) is not np.ndarray:
+        return [FlatBucket(members, indices)]
+    from ..multiprocessing import shared_memory  # only CPU arrays can live in a segment
+    in_segment = [shared_memory.segment_of(p.data) is not None for p in members]
+    if not any(in_segment):
+        return [FlatBucket(members, indices)]
+    private = [(p, i) for p, i, shared in zip(members, indices, in_segment) if not shared]
+    out = [FlatBucket([p for p, _ in private], [i for _, i in private])] if private else []
+    run = []
+
+    def close(run):
+        if not run:
+            return
+        tiled = shared_memory.tiled_view([p.data for p, _ in run])
+        if tiled is None:  # each on its own, in place (copied only if it is not contiguous)
+            out.extend(FlatBucket([p], [i], shared_memory.tiled_view([p.data])) for p, i in run)
+        else:
+            out.append(FlatBucket([p for p, _ in run], [i for _, i in run], tiled))
+
+    for p, i, shared in zip(members, indices, in_segment):
+        if not shared:
+            continue
+        if run and shared_memory.tiled_view([run[-1][0].data, p.data]) is None:
+            close(run)
+            run = []
+        run.append((p, i))
+    close(run)
+    return out

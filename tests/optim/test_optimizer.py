@@ -254,3 +254,26 @@ def test_a_parameter_shared_by_two_optimizers_stays_correct():
             o.step()
     for a, b in zip(mine, ref):
         np.testing.assert_allclose(a.detach().numpy(), b.detach().numpy(), rtol=1e-12)
+
+
+def test_parameters_in_shared_memory_stay_there():
+    from lamina import multiprocessing as mp
+    model = mp.module_share_memory(lamina.nn.Sequential(lamina.nn.Linear(3, 4), lamina.nn.Tanh(),
+                                                        lamina.nn.Linear(4, 2)))
+    params = list(model.parameters())
+    reference = [Parameter(lamina.tensor(p.detach().numpy().copy())) for p in params]
+    # Groups that cut the shared tiling: a run of two, then two apart (each in place alone).
+    opts = [optim.Adam([{"params": [params[0], params[1]]}, {"params": [params[3], params[2]]}],
+                       lr=0.1),
+            optim.Adam([{"params": reference[:2]}, {"params": [reference[3], reference[2]]}], lr=0.1)]
+    x = lamina.randn(5, 3, dtype=lamina.float32)
+    for _ in range(3):
+        for ps, opt in zip((params, reference), opts):
+            opt.zero_grad()
+            h = lamina.nn.functional.linear(x, ps[0], ps[1]).tanh()
+            (lamina.nn.functional.linear(h, ps[2], ps[3]) ** 2).sum().backward()
+            opt.step()
+    assert all(mp.is_shared(p) for p in params)
+    assert len(opts[0]._buckets[1]) == 2
+    for p, r in zip(params, reference):
+        np.testing.assert_allclose(p.detach().numpy(), r.detach().numpy(), rtol=1e-6)
