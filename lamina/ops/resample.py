@@ -352,7 +352,7 @@ def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corner
     ``torch.nn.functional.grid_sample``. Modes bilinear (trilinear for 5-D) and nearest; padding
     zeros, border and reflection. Gradients flow to both the input and the grid."""
     from .elementwise import clamp, floor_divide, logical_and, where
-    from .indexing import gather
+    from .indexing import index_select
     opname = "grid_sample"
     if mode not in ("bilinear", "nearest"):
         raise ValueError(f"{opname}: mode must be 'bilinear' or 'nearest', got {mode!r}")
@@ -378,33 +378,46 @@ def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corner
         if padding_mode in ("border", "reflection"):
             i = clamp(i, 0.0, size - 1.0)
         coords.append(i)
-    flat = input.reshape(n, c, math.prod(sizes))
+    volume = math.prod(sizes)
+    flat = input.reshape(-1)
+    # where each (sample, channel) plane starts in the flattened input
+    plane = Tensor((np.arange(n * c, dtype=np.int64) * volume).reshape(n, c, 1), device=input.device)
 
-    def tap(idx):
-        """Input values at integer positions ``idx`` (one tensor per axis); zero outside."""
-        inside, pos = None, None
-        for i, size in zip(idx, sizes):
-            ok = logical_and(i >= 0, i <= size - 1)
-            inside = ok if inside is None else logical_and(inside, ok)
-            ic = clamp(i, 0, size - 1)
-            pos = ic if pos is None else pos * size + ic
-        vals = gather(flat, 2, pos.reshape(n, 1, points).expand(n, c, points)).reshape(n, c, *out_spatial)
-        return where(inside.unsqueeze(1), vals, 0.0)
+    def taps(corners):
+        """Input values (N, C, K, *out_spatial) at K integer positions per point (each a list of
+        one tensor per axis), gathered at once; zero outside the input."""
+        from .shape import stack
+        inside, pos = [], []
+        for idx in corners:
+            ok, p = None, None
+            for i, size in zip(idx, sizes):
+                inb = logical_and(i >= 0, i <= size - 1)
+                ok = inb if ok is None else logical_and(ok, inb)
+                ic = clamp(i, 0, size - 1)
+                p = ic if p is None else p * size + ic
+            inside.append(ok)
+            pos.append(p)
+        k = len(corners)
+        pos = stack(pos, 1).reshape(n, 1, k * points)
+        vals = index_select(flat, 0, (pos + plane).reshape(-1)).reshape(n, c, k, *out_spatial)
+        return where(stack(inside, 1).unsqueeze(1), vals, 0.0)
 
     if mode == "nearest":  # round half to even, as PyTorch's nearbyint
-        return tap([_round_half_even(i.detach()) for i in coords])
+        return taps([[_round_half_even(i.detach()) for i in coords]]).squeeze(2)
     lows = [floor_divide(i.detach(), 1.0) for i in coords]
     upper = [i - lo for i, lo in zip(coords, lows)]  # the weight of the upper neighbour per axis
     lower = [1.0 - u for u in upper]
     lows = [lo.to(backend.int64) for lo in lows]
-    out = None
+    corners, weights = [], []
     for corner in itertools.product((0, 1), repeat=d):
         weight = None
         for a, bit in enumerate(corner):
             w = upper[a] if bit else lower[a]
             weight = w if weight is None else weight * w
-        term = tap([lo + bit for lo, bit in zip(lows, corner)]) * weight.unsqueeze(1)
-        out = term if out is None else out + term
+        corners.append([lo + bit for lo, bit in zip(lows, corner)])
+        weights.append(weight)
+    from .shape import stack
+    out = (taps(corners) * stack(weights, 1).unsqueeze(1)).sum(dim=2)
     return out
 
 
