@@ -206,3 +206,37 @@ def test_an_optimizer_without_step_says_so():
     opt = NoStep([lamina.nn.Parameter(lamina.zeros(2))])
     with pytest.raises(NotImplementedError, match="NoStep: a subclass of Optimizer must define step"):
         opt.step()
+
+
+# The tensor methods hand-written optimisers are made of, each against torch (results may differ
+# from torch's in the last bit where torch fuses a multiply-add).
+PRIMITIVES = {
+    "add_(alpha)": lambda x, y, z: x.add_(y, alpha=-0.3),
+    "add_(scalar)": lambda x, y, z: x.add_(0.5),
+    "mul_": lambda x, y, z: x.mul_(0.9).mul_(y),
+    "addcmul_": lambda x, y, z: x.addcmul_(y, z, value=0.1),
+    "addcdiv_": lambda x, y, z: x.addcdiv_(y, z, value=-0.1),
+    "lerp_": lambda x, y, z: x.lerp_(y, 0.1),
+    "lerp_(weight > 0.5)": lambda x, y, z: x.lerp_(y, 0.7),
+    "sqrt": lambda x, y, z: z.sqrt(),
+    "clamp_": lambda x, y, z: x.clamp_(-0.5, 0.5),
+    "clamp_(max)": lambda x, y, z: x.clamp_(max=0.2),
+    "copy_": lambda x, y, z: x.copy_(y),
+    "zero_": lambda x, y, z: x.zero_(),
+    "sign": lambda x, y, z: x.sign(),
+}
+
+
+@pytest.mark.parametrize("name", list(PRIMITIVES))
+def test_in_place_primitives_match_torch(name):
+    rng = np.random.default_rng(3)
+    a, b = rng.standard_normal((3, 4)), rng.standard_normal((3, 4))
+    c = np.abs(rng.standard_normal((3, 4))) + 0.5
+    fn = PRIMITIVES[name]
+    x = lamina.tensor(a.copy())
+    out = fn(x, lamina.tensor(b), lamina.tensor(c))
+    expected = fn(torch.tensor(a.copy()), torch.tensor(b), torch.tensor(c)).numpy()
+    np.testing.assert_allclose(out.numpy(), expected, rtol=1e-14, atol=1e-15)
+    if name.endswith("_") or "_(" in name:
+        assert out is x
+        np.testing.assert_allclose(x.numpy(), expected, rtol=1e-14, atol=1e-15)
