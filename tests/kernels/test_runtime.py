@@ -142,3 +142,26 @@ def test_warmup_compiles_a_family():
     assert set(times) == {"optim"} and times["optim"] >= 0
     with pytest.raises(ValueError, match="unknown kernel families"):
         K.warmup(families=("gemm",))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_split_kernels_work_in_a_forked_child():
+    """Data-loader workers fork: a child must get its own thread pool, not the parent's dead one."""
+    from lamina.kernels import _checks
+    x = np.linspace(-3, 3, 1001).astype(np.float32)
+    previous = _checks.force_parts
+    _checks.force_parts = 2
+    try:
+        expected = K.relu_forward(x)  # the parent's pool now exists
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # child: report and leave without running the parent's cleanup
+            ok = np.array_equal(K.relu_forward(x), expected)
+            os.write(w, b"1" if ok else b"0")
+            os._exit(0)
+        os.close(w)
+        _, status = os.waitpid(pid, 0)
+        assert os.read(r, 1) == b"1" and status == 0
+        os.close(r)
+    finally:
+        _checks.force_parts = previous
