@@ -1,11 +1,15 @@
 """Every optimiser against torch.optim: same float64 problem, same numbers after 20 steps."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
+import torch
+
+import lamina
 
 from lamina.optim import flat
 from tests.optim.configs import CASES
-from tests.optim.problem import Trainer, assert_close
+from tests.optim.problem import Trainer, assert_close, loss
 
 STEPS = 20
 
@@ -39,3 +43,20 @@ def test_matches_torch_with_parameters_split_across_chunks(monkeypatch, ours, th
     ref = Trainer("torch", theirs, kwargs, skip_at=lambda step: (4,) if step % 3 else ()).train(STEPS)
     assert mine.opt._buckets[0][0].chunk == 5
     assert_close(mine.params, ref.params)
+
+
+@pytest.mark.parametrize("ours, theirs, kwargs", CASES)
+def test_add_param_group_mid_run_matches_torch(ours, theirs, kwargs):
+    extra = np.linspace(-1, 1, 6).reshape(2, 3)
+    runs = []
+    for framework, make in (("lamina", lambda: lamina.nn.Parameter(lamina.tensor(extra.copy()))),
+                            ("torch", lambda: torch.tensor(extra.copy(), requires_grad=True))):
+        t = Trainer(framework, ours if framework == "lamina" else theirs, kwargs).train(3)
+        p = make()
+        t.opt.add_param_group({"params": [p], "lr": kwargs["lr"] * 0.3})
+        for _ in range(4):
+            t.opt.zero_grad()
+            (loss(t.params, t.x, t.y) + (p * p * p).sum() * 0.1).backward()
+            t.opt.step()
+        runs.append(t.params + [p])
+    assert_close(*runs)
