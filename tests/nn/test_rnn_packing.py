@@ -91,15 +91,16 @@ def test_pack_sequence_unpack_and_unpad_round_trip():
 
 @pytest.mark.parametrize("cls", ["LSTM", "GRU", "RNN"])
 @pytest.mark.parametrize("bidirectional", [False, True])
-@pytest.mark.parametrize("with_hx", [False, True])
-def test_recurrent_layers_on_packed_input_match_torch(cls, bidirectional, with_hx):
+@pytest.mark.parametrize("with_hx,sort", [(False, False), (True, False), (True, True)],
+                         ids=["no_hx", "hx", "hx_presorted"])
+def test_recurrent_layers_on_packed_input_match_torch(cls, bidirectional, with_hx, sort):
     torch.manual_seed(0)
     tm = getattr(torch.nn, cls)(3, 4, num_layers=2, bidirectional=bidirectional, batch_first=True).double()
     lm = getattr(nn, cls)(3, 4, num_layers=2, bidirectional=bidirectional, batch_first=True, dtype=lamina.float64)
     lm.load_state_dict({k: lamina.tensor(v.detach().numpy()) for k, v in tm.state_dict().items()})
-    ls, ts = _seqs()
-    p = pack_sequence(ls, enforce_sorted=False)
-    tp = trnn.pack_sequence(ts, enforce_sorted=False)
+    ls, ts = _seqs(sorted(LENGTHS, reverse=True) if sort else LENGTHS)
+    p = pack_sequence(ls, enforce_sorted=sort)
+    tp = trnn.pack_sequence(ts, enforce_sorted=sort)
     hx = thx = None
     if with_hx:  # in the original batch order, as PyTorch takes it
         rng = np.random.default_rng(3)
