@@ -165,11 +165,13 @@ def _share_storage(obj):
 
 def _storage_key(t: Tensor):
     # Two tensors are one entry when they are the same elements of the same memory: the same
-    # array object (state_dict()'s detach() shares it) or a view with identical geometry.
-    a = t.detach().data
-    if isinstance(a, np.ndarray):
+    # array (state_dict()'s detach() shares it) or a view with identical geometry.
+    t = t.detach()
+    if t.device.type == "cpu":
+        a = np.asarray(t)  # the tensor's own array, not a copy
         ptr = a.__array_interface__["data"][0]
     else:
+        a = t.data
         ptr = a.data.ptr
     return (str(t.device), ptr, a.shape, a.strides, a.dtype.str)
 
