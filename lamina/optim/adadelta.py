@@ -1,11 +1,12 @@
-"""``Adadelta``: step sizes from running averages of squared gradients and squared updates (PyTorch's rule)."""
+"""``Adadelta``: step sizes from running averages of squared gradients and of squared updates
+(PyTorch's rule)."""
 from __future__ import annotations
 
 from .optimizer import Optimizer
 
 
 class Adadelta(Optimizer):
-    """Δ = √(E[Δ²] + eps)/√(E[g²] + eps)·g; θ ← θ − lr·Δ, with both averages decaying by ``rho``.
+    """Δ = √(E[Δ²] + eps)/√(E[g²] + eps)·g; θ ← θ − lr·Δ; both averages decay by ``rho``.
 
     ``weight_decay`` adds ``weight_decay``·θ to the gradient.
     """

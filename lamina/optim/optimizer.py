@@ -541,7 +541,7 @@ class Optimizer:
                 raise ValueError(f"{name}: the loaded state has an entry for parameter {k}, which "
                                  "no parameter group lists")
             if not isinstance(entry, dict):
-                raise ValueError(f"{name}: the state of parameter {k} must be a dict, got "
+                raise TypeError(f"{name}: the state of parameter {k} must be a dict, got "
                                  f"{type(entry).__name__}")
             gi, pos = where[k]
             param = self.param_groups[gi]["params"][pos]

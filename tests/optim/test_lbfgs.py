@@ -9,7 +9,15 @@ import torch
 
 import lamina
 from lamina import optim
-from tests.optim.problem import assert_close, data, initial_arrays, lamina_params, loss, torch_params, values
+from tests.optim.problem import (
+    assert_close,
+    data,
+    initial_arrays,
+    lamina_params,
+    loss,
+    torch_params,
+    values,
+)
 
 # (options, steps). L-BFGS amplifies last-bit differences (here ~3x per iteration once the line
 # search is on), so each case runs as many steps as keep torch and a 1-ulp perturbed torch within

@@ -6,7 +6,6 @@ import pytest
 import torch
 
 import lamina
-
 from lamina.optim import flat
 from tests.optim.configs import CASES
 from tests.optim.problem import Trainer, assert_close, loss

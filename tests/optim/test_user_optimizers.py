@@ -11,8 +11,14 @@ import torch
 
 import lamina
 from lamina import optim
-from tests.optim.problem import (Trainer, assert_close, data, initial_arrays, numpy_loss_and_grads,
-                                 values)
+from tests.optim.problem import (
+    Trainer,
+    assert_close,
+    data,
+    initial_arrays,
+    numpy_loss_and_grads,
+    values,
+)
 
 
 class Lion(lamina.optim.Optimizer):
@@ -139,7 +145,6 @@ def make_hand_adam(base, no_grad, zeros_like):
                     denom = (exp_avg_sq.sqrt() / math.sqrt(bias_correction2)).add_(group["eps"])
                     p.addcdiv_(exp_avg, denom, value=-lr / bias_correction1)
                     state["last_update"].sub_(p).neg_()
-            return None
 
         def reset_moments(self):
             for s in self.state.values():
