@@ -255,8 +255,10 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
     out, scales = _output_size(opname, input, size, scale_factor, d)
     if recompute_scale_factor:
         scales = (None,) * d
-    check_float(input, opname)
     x = input
+    if mode in ("nearest", "nearest-exact"):  # any dtype: it only moves values
+        return _nearest(x, out, scales, mode == "nearest-exact")
+    check_float(input, opname)
     if mode == "area":
         from .pool import adaptive_avg_pool1d, adaptive_avg_pool2d
         if d == 1:
@@ -264,8 +266,6 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
         if d == 2:
             return adaptive_avg_pool2d(x, out)
         raise ValueError(f"{opname}: mode 'area' supports 3-D and 4-D inputs, got shape {input.shape}")
-    if mode in ("nearest", "nearest-exact"):
-        return _nearest(x, out, scales, mode == "nearest-exact")
     for k in range(d):
         axis = 2 + k
         n_in, n_out = x.shape[axis], out[k]

@@ -292,3 +292,13 @@ def test_diagonal_is_a_view_and_diag_a_copy_as_in_torch():
     (b * b).sum().backward()
     (tb * tb).sum().backward()
     np.testing.assert_allclose(a.grad.numpy(), ta.grad.numpy())
+
+
+def test_nearest_interpolation_keeps_integer_dtypes():
+    x = np.arange(24, dtype=np.uint8).reshape(1, 2, 3, 4)
+    for kwargs in (dict(scale_factor=2), dict(size=(5, 7)), dict(size=(2, 3), mode="nearest-exact")):
+        out = F.interpolate(lamina.tensor(x), **kwargs)
+        assert out.dtype == lamina.uint8
+        np.testing.assert_array_equal(out.numpy(), torch.nn.functional.interpolate(torch.from_numpy(x), **kwargs).numpy())
+    with pytest.raises(TypeError, match="interpolate: expected a floating-point tensor"):
+        F.interpolate(lamina.tensor(x), scale_factor=2, mode="bilinear")
