@@ -23,6 +23,7 @@ import tempfile
 import numpy as np
 
 from .. import backend
+from .._version import __version__
 from ..tensor import Tensor
 from .checkpoint import _LAMINA_KEY, _STATE_KEY, _VERSION_KEY, FORMAT_VERSION, load_checkpoint
 from .errors import CheckpointError, cannot_load
@@ -49,7 +50,6 @@ def save(obj, f) -> None:
     replaced atomically, so a failed save leaves any older file in place.
     """
     _check_target(f)
-    from .. import __version__  # here, not at import time: lamina/__init__ imports lamina.io
     obj = _share_storage(obj)
     text, arrays = flatten(obj)
     devices = {name: str(t.device) for name, t in zip(_placeholders(json.loads(text)), _tensors_in_order(obj))}
