@@ -31,26 +31,24 @@ def _kind(name: str) -> int:
 def _forward(x, name, alpha=0.0):
     if not _checks.floats(x):
         return None
-    k = _lib()
-    kind = _kind(name)
+    fn = getattr(_lib(), name + "_fwd")
     y = np.empty_like(x)
     xf, yf = x.reshape(-1), y.reshape(-1)
     a = x.dtype.type(alpha)
     spans = _checks.split(xf.size, _checks.parallel(xf.size))
-    _runtime.run_parts(k.forward, [(xf[lo:hi], yf[lo:hi], kind, a) for lo, hi in spans])
+    _runtime.run_parts(fn, [(xf[lo:hi], yf[lo:hi], a) for lo, hi in spans])
     return y
 
 
 def _backward(g, s, name, alpha=0.0):
     if not _checks.floats(g, s) or g.shape != s.shape:
         return None
-    k = _lib()
-    kind = _kind(name)
+    fn = getattr(_lib(), name + "_bwd")
     dx = np.empty_like(g)
     gf, sf, df = g.reshape(-1), s.reshape(-1), dx.reshape(-1)
     a = g.dtype.type(alpha)
     spans = _checks.split(gf.size, _checks.parallel(gf.size))
-    _runtime.run_parts(k.backward, [(gf[lo:hi], sf[lo:hi], df[lo:hi], kind, a) for lo, hi in spans])
+    _runtime.run_parts(fn, [(gf[lo:hi], sf[lo:hi], df[lo:hi], a) for lo, hi in spans])
     return dx
 
 

@@ -1,8 +1,8 @@
-"""Elementwise activations, forward and backward, one pass each, over flat C-contiguous arrays;
+"""Elementwise activations, forward and backward, one pass each, over flat C-contiguous arrays
+(one kernel per activation, so only the ones used get compiled);
 and bias + activation over the rows of a 2-D array, returning the bias gradient of those rows
 (float64), so parts of a call summed separately never share an accumulator. ``kind`` picks the
-activation (the constants below); the branch on it sits outside each inner loop so every loop
-vectorises on its own. Inner loops run over ``range(len)`` of whole arrays (slices of the
+activation (the constants below). Inner loops run over ``range(len)`` of whole arrays (slices of the
 caller's): a loop from an arbitrary start keeps Numba's negative-index check in the loop and
 stops LLVM from vectorising it."""
 from __future__ import annotations
@@ -25,81 +25,163 @@ def _gelu_tanh_s(v):
     return like(v, 1.0) / (like(v, 1.0) + fexp(-u2))
 
 
+# One small kernel per activation and direction, so a process compiles only the activations it
+# uses; ``forward``/``backward`` dispatch on ``kind`` for bias + activation.
+@njit(**JIT)
+def gelu_fwd(x, y, alpha):
+    for i in range(x.shape[0]):
+        v = x[i]
+        y[i] = v * ncdf(v)
+
+
+@njit(**JIT)
+def gelu_tanh_fwd(x, y, alpha):
+    for i in range(x.shape[0]):
+        v = x[i]
+        y[i] = v * _gelu_tanh_s(v)
+
+
+@njit(**JIT)
+def silu_fwd(x, y, alpha):
+    for i in range(x.shape[0]):
+        v = x[i]
+        y[i] = v * sigmoid_of(v)
+
+
+@njit(**JIT)
+def sigmoid_fwd(x, y, alpha):
+    for i in range(x.shape[0]):
+        y[i] = sigmoid_of(x[i])
+
+
+@njit(**JIT)
+def tanh_fwd(x, y, alpha):
+    for i in range(x.shape[0]):
+        y[i] = ftanh(x[i])
+
+
+@njit(**JIT)
+def relu_fwd(x, y, alpha):
+    for i in range(x.shape[0]):
+        v = x[i]
+        y[i] = like(v, 0.0) if v < like(v, 0.0) else v  # NaN passes through, as in PyTorch
+
+
+@njit(**JIT)
+def leaky_relu_fwd(x, y, alpha):
+    """``alpha``, the slope, has the arrays' dtype."""
+    for i in range(x.shape[0]):
+        v = x[i]
+        y[i] = v if v > like(v, 0.0) else v * alpha
+
+
+@njit(**JIT)
+def identity_fwd(x, y, alpha):
+    for i in range(x.shape[0]):
+        y[i] = x[i]
+
+
+# Backward: ``s`` is the input x (GELU, SiLU, ReLU, leaky ReLU) or the output y (sigmoid,
+# tanh), whichever the derivative is cheaper from.
+@njit(**JIT)
+def gelu_bwd(g, s, dx, alpha):
+    for i in range(g.shape[0]):
+        v = s[i]
+        pdf = like(v, _INV_SQRT_2PI) * fexp(like(v, -0.5) * v * v)
+        dx[i] = g[i] * (ncdf(v) + v * pdf)
+
+
+@njit(**JIT)
+def gelu_tanh_bwd(g, s, dx, alpha):
+    for i in range(g.shape[0]):
+        v = s[i]
+        sg = _gelu_tanh_s(v)
+        du = like(v, 2.0 * _SQRT_2_OVER_PI) * (like(v, 1.0) + like(v, 3 * 0.044715) * v * v)
+        dx[i] = g[i] * (sg + v * sg * (like(v, 1.0) - sg) * du)
+
+
+@njit(**JIT)
+def silu_bwd(g, s, dx, alpha):
+    for i in range(g.shape[0]):
+        v = s[i]
+        sg = sigmoid_of(v)
+        dx[i] = g[i] * (sg * (like(v, 1.0) + v * (like(v, 1.0) - sg)))
+
+
+@njit(**JIT)
+def sigmoid_bwd(g, s, dx, alpha):
+    for i in range(g.shape[0]):
+        yv = s[i]
+        dx[i] = g[i] * (yv * (like(yv, 1.0) - yv))
+
+
+@njit(**JIT)
+def tanh_bwd(g, s, dx, alpha):
+    for i in range(g.shape[0]):
+        yv = s[i]
+        dx[i] = g[i] * (like(yv, 1.0) - yv * yv)
+
+
+@njit(**JIT)
+def relu_bwd(g, s, dx, alpha):
+    for i in range(g.shape[0]):
+        v = s[i]
+        dx[i] = like(v, 0.0) if v <= like(v, 0.0) else g[i]  # PyTorch's threshold_backward
+
+
+@njit(**JIT)
+def leaky_relu_bwd(g, s, dx, alpha):
+    for i in range(g.shape[0]):
+        v = s[i]
+        dx[i] = g[i] if v > like(v, 0.0) else g[i] * alpha
+
+
+@njit(**JIT)
+def identity_bwd(g, s, dx, alpha):
+    for i in range(g.shape[0]):
+        dx[i] = g[i]
+
+
 @njit(**JIT)
 def forward(x, y, kind, alpha):
-    """y[i] = f(x[i]) over flat arrays; ``alpha`` (leaky ReLU's slope) has the arrays' dtype."""
-    n = x.shape[0]
+    """y = f(x) for the activation ``kind``."""
     if kind == GELU:
-        for i in range(n):
-            v = x[i]
-            y[i] = v * ncdf(v)
+        gelu_fwd(x, y, alpha)
     elif kind == GELU_TANH:
-        for i in range(n):
-            v = x[i]
-            y[i] = v * _gelu_tanh_s(v)
+        gelu_tanh_fwd(x, y, alpha)
     elif kind == SILU:
-        for i in range(n):
-            v = x[i]
-            y[i] = v * sigmoid_of(v)
+        silu_fwd(x, y, alpha)
     elif kind == SIGMOID:
-        for i in range(n):
-            y[i] = sigmoid_of(x[i])
+        sigmoid_fwd(x, y, alpha)
     elif kind == TANH:
-        for i in range(n):
-            y[i] = ftanh(x[i])
+        tanh_fwd(x, y, alpha)
     elif kind == RELU:
-        for i in range(n):
-            v = x[i]
-            y[i] = like(v, 0.0) if v < like(v, 0.0) else v  # NaN passes through, as in PyTorch
+        relu_fwd(x, y, alpha)
     elif kind == LEAKY_RELU:
-        for i in range(n):
-            v = x[i]
-            y[i] = v if v > like(v, 0.0) else v * alpha
+        leaky_relu_fwd(x, y, alpha)
     else:
-        for i in range(n):
-            y[i] = x[i]
+        identity_fwd(x, y, alpha)
 
 
 @njit(**JIT)
 def backward(g, s, dx, kind, alpha):
-    """dx[i] = g[i] f'(.) over flat arrays, with ``s`` the input x (GELU, SiLU, ReLU, leaky
-    ReLU) or the output y (sigmoid, tanh), whichever the derivative is cheaper from."""
-    n = g.shape[0]
+    """dx = g f'(.) for the activation ``kind``."""
     if kind == GELU:
-        for i in range(n):
-            v = s[i]
-            pdf = like(v, _INV_SQRT_2PI) * fexp(like(v, -0.5) * v * v)
-            dx[i] = g[i] * (ncdf(v) + v * pdf)
+        gelu_bwd(g, s, dx, alpha)
     elif kind == GELU_TANH:
-        for i in range(n):
-            v = s[i]
-            sg = _gelu_tanh_s(v)
-            du = like(v, 2.0 * _SQRT_2_OVER_PI) * (like(v, 1.0) + like(v, 3 * 0.044715) * v * v)
-            dx[i] = g[i] * (sg + v * sg * (like(v, 1.0) - sg) * du)
+        gelu_tanh_bwd(g, s, dx, alpha)
     elif kind == SILU:
-        for i in range(n):
-            v = s[i]
-            sg = sigmoid_of(v)
-            dx[i] = g[i] * (sg * (like(v, 1.0) + v * (like(v, 1.0) - sg)))
+        silu_bwd(g, s, dx, alpha)
     elif kind == SIGMOID:
-        for i in range(n):
-            yv = s[i]
-            dx[i] = g[i] * (yv * (like(yv, 1.0) - yv))
+        sigmoid_bwd(g, s, dx, alpha)
     elif kind == TANH:
-        for i in range(n):
-            yv = s[i]
-            dx[i] = g[i] * (like(yv, 1.0) - yv * yv)
+        tanh_bwd(g, s, dx, alpha)
     elif kind == RELU:
-        for i in range(n):
-            v = s[i]
-            dx[i] = like(v, 0.0) if v <= like(v, 0.0) else g[i]  # PyTorch's threshold_backward
+        relu_bwd(g, s, dx, alpha)
     elif kind == LEAKY_RELU:
-        for i in range(n):
-            v = s[i]
-            dx[i] = g[i] if v > like(v, 0.0) else g[i] * alpha
+        leaky_relu_bwd(g, s, dx, alpha)
     else:
-        for i in range(n):
-            dx[i] = g[i]
+        identity_bwd(g, s, dx, alpha)
 
 
 @njit(**JIT)
