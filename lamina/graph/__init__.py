@@ -1,0 +1,5 @@
+"""The data-flow graph as an object: tracing (``trace``), the IR (``Graph``, ``Node``, ``Value``),
+cost accounting (``costs``, ``summary``), passes (``passes``), running a graph (``executor``,
+``compile``) and drawing (``draw``)."""
+from .ir import Graph, Node, Value  # noqa: F401
+from .trace import TraceError, check_concrete, trace  # noqa: F401
