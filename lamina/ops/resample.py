@@ -4,7 +4,8 @@ bilinear, bicubic, trilinear, area), ``pixel_shuffle``/``pixel_unshuffle``, ``af
 
 Linear and cubic interpolation act on one spatial axis at a time as a matmul with a small
 (out, in) weight matrix, as adaptive pooling does: forward and backward are both BLAS calls,
-and the gradient is the transposed matrix. Nearest upsampling by whole factors is a primitive
+and the gradient is the transposed matrix. (Unlike PyTorch's kernels, a NaN or infinite input
+value then reaches every output of its row and column through the zero weights.) Nearest upsampling by whole factors is a primitive
 (``NearestUpsample``, one broadcasting copy) whose gradient ``BlockSum`` adds strided slices;
 other nearest sizes gather rows with ``index_select``.
 """
