@@ -167,3 +167,30 @@ def test_errors():
         optim.LBFGS([a], line_search_fn="wolfe")
     with pytest.raises(ValueError, match="LBFGS.step: needs a closure"):
         optim.LBFGS([a]).step(None)
+
+
+def test_float32_close_to_torch():
+    # PyTorch keeps the curvature scalars as float32 tensors, lamina as Python floats: close, not equal.
+    rng = np.random.default_rng(2)
+    start = rng.standard_normal(6).astype(np.float32)
+    target = rng.standard_normal(6).astype(np.float32)
+    runs = []
+    for lib in (lamina, torch):
+        p = lamina.nn.Parameter(lamina.tensor(start.copy())) if lib is lamina else \
+            torch.tensor(start.copy(), requires_grad=True)
+        goal = lib.tensor(target)
+        opt = (optim.LBFGS if lib is lamina else torch.optim.LBFGS)(
+            [p], lr=1, max_iter=5, line_search_fn="strong_wolfe")
+
+        def closure():
+            opt.zero_grad()
+            value = (((p - goal) ** 2) * (p * p + 1)).sum()
+            value.backward()
+            return value
+
+        first = opt.step(closure).item()
+        runs.append((p.detach().numpy().copy(), first, closure().item()))
+    (mine, first, last), (ref, _, ref_last) = runs
+    assert mine.dtype == np.float32 and last < first / 10
+    np.testing.assert_allclose(mine, ref, rtol=1e-4, atol=1e-5)
+    assert last == pytest.approx(ref_last, rel=1e-3, abs=1e-6)

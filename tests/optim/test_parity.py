@@ -59,3 +59,26 @@ def test_add_param_group_mid_run_matches_torch(ours, theirs, kwargs):
             t.opt.step()
         runs.append(t.params + [p])
     assert_close(*runs)
+
+
+@pytest.mark.parametrize("ours, theirs, kwargs", [c for c in CASES if c.id.endswith("(lr=0.05)") or
+                                                  c.id in ("Adadelta(lr=1.0)", "RMSprop(lr=0.01)",
+                                                           "Adagrad(lr=0.1)", "SGD(lr=0.1)")])
+def test_float32_matches_torch(ours, theirs, kwargs):
+    rng = np.random.default_rng(7)
+    start = [rng.standard_normal(s).astype(np.float32) for s in ((4, 3), (3,), ())]
+    target = [rng.standard_normal(a.shape).astype(np.float32) for a in start]
+    runs = []
+    for lib, cls in ((lamina, ours), (torch, theirs)):
+        params = [lamina.nn.Parameter(lamina.tensor(a.copy())) if lib is lamina else
+                  torch.tensor(a.copy(), requires_grad=True) for a in start]
+        goal = [lib.tensor(a) for a in target]
+        opt = cls(params, **kwargs)
+        for _ in range(10):
+            opt.zero_grad()
+            sum((((p - g) ** 2) * (p * p + 1)).sum() for p, g in zip(params, goal)).backward()
+            opt.step()
+        runs.append(params)
+    for a, b in zip(*runs):
+        assert a.dtype == np.float32
+        np.testing.assert_allclose(a.detach().numpy(), b.detach().numpy(), rtol=2e-5, atol=2e-6)
