@@ -182,7 +182,7 @@ def test_float32_close_to_torch():
         opt = (optim.LBFGS if lib is lamina else torch.optim.LBFGS)(
             [p], lr=1, max_iter=5, line_search_fn="strong_wolfe")
 
-        def closure():
+        def closure(opt=opt, p=p, goal=goal):
             opt.zero_grad()
             value = (((p - goal) ** 2) * (p * p + 1)).sum()
             value.backward()
