@@ -2,10 +2,9 @@
 bilinear, bicubic, trilinear, area), ``pixel_shuffle``/``pixel_unshuffle``, ``affine_grid`` and
 ``grid_sample``, with PyTorch's coordinate conventions.
 
-Linear and cubic interpolation act on one spatial axis at a time as a matmul with a small
-(out, in) weight matrix, as adaptive pooling does: forward and backward are both BLAS calls,
-and the gradient is the transposed matrix. (Unlike PyTorch's kernels, a NaN or infinite input
-value then reaches every output of its row and column through the zero weights.) Nearest upsampling by whole factors is a primitive
+Linear and cubic interpolation act on one spatial axis at a time (``AxisInterpolate``): forward
+gathers the 2 or 4 source rows of each output row and weighs them; the gradient is a matmul with
+the small (in, out) weight matrix. Nearest upsampling by whole factors is a primitive
 (``NearestUpsample``, one broadcasting copy) whose gradient ``BlockSum`` adds strided slices;
 other nearest sizes gather rows with ``index_select``.
 """
@@ -105,22 +104,20 @@ def _linear_scale(n_in, n_out, scale, align_corners):
     return 1.0 / scale if scale is not None and scale > 0 else n_in / n_out
 
 
-def _linear_matrix(n_in, n_out, scale, align_corners):
+def _linear_taps(n_in, n_out, scale, align_corners):
+    """Source rows (2, n_out) and weights (2, n_out) of linear interpolation along one axis."""
     s = _linear_scale(n_in, n_out, scale, align_corners)
     dst = np.arange(n_out, dtype=np.float64)
     src = dst * s if align_corners else np.maximum(s * (dst + 0.5) - 0.5, 0.0)
     i0 = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
     i1 = np.minimum(i0 + 1, n_in - 1)
     w1 = src - i0
-    m = np.zeros((n_out, n_in))
-    rows = np.arange(n_out)
-    np.add.at(m, (rows, i0), 1.0 - w1)
-    np.add.at(m, (rows, i1), w1)
-    return m
+    return np.stack([i0, i1]), np.stack([1.0 - w1, w1])
 
 
-def _cubic_matrix(n_in, n_out, scale, align_corners, a=-0.75):
-    """Keys' cubic convolution (A = -0.75) with edge rows repeated, as PyTorch's bicubic."""
+def _cubic_taps(n_in, n_out, scale, align_corners, a=-0.75):
+    """Source rows and weights (4, n_out) of Keys' cubic convolution (A = -0.75) with edge rows
+    repeated, as PyTorch's bicubic."""
     s = _linear_scale(n_in, n_out, scale, align_corners)
     dst = np.arange(n_out, dtype=np.float64)
     src = dst * s if align_corners else s * (dst + 0.5) - 0.5
@@ -132,12 +129,8 @@ def _cubic_matrix(n_in, n_out, scale, align_corners, a=-0.75):
 
     def far(x):  # 1 < |x| < 2
         return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
-    weights = (far(t + 1), near(t), near(1 - t), far(2 - t))
-    m = np.zeros((n_out, n_in))
-    rows = np.arange(n_out)
-    for k, w in enumerate(weights):
-        np.add.at(m, (rows, np.clip(i - 1 + k, 0, n_in - 1)), w)
-    return m
+    idx = np.stack([np.clip(i - 1 + k, 0, n_in - 1) for k in range(4)])
+    return idx, np.stack([far(t + 1), near(t), near(1 - t), far(2 - t)])
 
 
 def _apply_axis(x, m, axis):
@@ -147,6 +140,38 @@ def _apply_axis(x, m, axis):
         return x @ mt
     moved = x.transpose(axis, -1)
     return (moved @ mt).transpose(axis, -1)
+
+
+class AxisInterpolate(Op):
+    """Along one axis, each output row is a weighted sum of K source rows (K = 2 for linear, 4 for
+    cubic): ``out[.., j, ..] = sum_k w[k, j] x[.., idx[k, j], ..]``. Forward gathers, so an output
+    reads only its own sources (a NaN stays local, as in PyTorch); backward multiplies by the
+    (in, out) weight matrix, one BLAS call."""
+    needs_inputs = False
+
+    def __init__(self, axis, idx, weights, n_in):
+        self.axis, self.idx, self.weights, self.n_in = axis, idx, weights, n_in
+
+    def forward(self, x):
+        xp = xp_of(x)
+        shape = [1] * x.ndim
+        shape[self.axis] = self.idx.shape[1]
+        out = None
+        for idx, w in zip(self.idx, self.weights):
+            term = xp.take(x, xp.asarray(idx), axis=self.axis)
+            term *= xp.asarray(w.reshape(shape), dtype=x.dtype)
+            if out is None:
+                out = term
+            else:
+                out += term
+        return out
+
+    def backward(self, g, x):
+        m = np.zeros((self.idx.shape[1], self.n_in))
+        rows = np.arange(self.idx.shape[1])
+        for idx, w in zip(self.idx, self.weights):
+            np.add.at(m, (rows, idx), w)
+        return _apply_axis(g, m.T, self.axis)
 
 
 def _blocks_shape(lead, spatial, factors):
@@ -271,9 +296,9 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
         axis = 2 + k
         n_in, n_out = x.shape[axis], out[k]
         if mode == "bicubic":
-            x = _apply_axis(x, _cubic_matrix(n_in, n_out, scales[k], bool(align_corners)), axis)
+            x = AxisInterpolate(axis, *_cubic_taps(n_in, n_out, scales[k], bool(align_corners)), n_in)(x)
         elif n_in != n_out or scales[k] not in (None, 1, 1.0):
-            x = _apply_axis(x, _linear_matrix(n_in, n_out, scales[k], bool(align_corners)), axis)
+            x = AxisInterpolate(axis, *_linear_taps(n_in, n_out, scales[k], bool(align_corners)), n_in)(x)
     return x
 
 

@@ -303,3 +303,13 @@ def test_nearest_interpolation_keeps_integer_dtypes():
         np.testing.assert_array_equal(out.numpy(), ref.numpy())
     with pytest.raises(TypeError, match="interpolate: expected a floating-point tensor"):
         F.interpolate(lamina.tensor(x), scale_factor=2, mode="bilinear")
+
+
+@pytest.mark.parametrize("mode", ["linear", "bilinear", "bicubic"])
+def test_interpolation_keeps_a_nan_local_as_torch(mode):
+    x = np.random.default_rng(3).standard_normal((1, 2, 5, 6)[:3 if mode == "linear" else 4])
+    x[(0, 1, 2, 3)[:x.ndim]] = np.nan
+    out = F.interpolate(lamina.tensor(x), scale_factor=2, mode=mode).numpy()
+    ref = torch.nn.functional.interpolate(torch.tensor(x), scale_factor=2, mode=mode).numpy()
+    np.testing.assert_array_equal(np.isnan(out), np.isnan(ref))
+    np.testing.assert_allclose(out, ref, rtol=1e-12, atol=1e-12)
