@@ -1,0 +1,160 @@
+"""ONNX operator conformance of Lamina: the ``onnx`` package's node tests, run through
+``onnx.backend.test.runner.Runner`` with ``lamina.onnx.backend.LaminaBackend``.
+
+The set: every node test (generated from the installed ``onnx`` package, nothing downloaded)
+whose graph uses only one operator, that operator being one of ``OPERATORS`` (those CNNs, RNNs
+and Transformers need). ``--expanded`` also runs the function-expanded variants of those
+operators' tests (graphs of several simpler ops), reported separately.
+
+    python bench/onnx_conformance.py                 # writes bench/ONNX_CONFORMANCE.md
+    python bench/onnx_conformance.py --ops Relu Conv --out -
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import re
+import sys
+import time
+import unittest
+import warnings
+
+OPERATORS = (
+    "Abs Acos Add And ArgMax ArgMin Asin Atan AveragePool BatchNormalization Cast Ceil Clip Concat Constant "
+    "ConstantOfShape Conv ConvTranspose Cos Cosh CumSum Div Dropout Einsum Elu Equal Erf Exp Expand Flatten Floor "
+    "GRU Gather GatherElements Gemm GlobalAveragePool GlobalMaxPool Greater HardSigmoid Identity LayerNormalization "
+    "LeakyRelu Less Log LogSoftmax LSTM MatMul Max MaxPool Mean Min Mul Neg Not Or Pad Pow PRelu Range Reciprocal "
+    "ReduceL2 ReduceLogSumExp ReduceMax ReduceMean ReduceMin ReduceProd ReduceSum ReduceSumSquare Relu Reshape RNN "
+    "ScatterElements Selu Shape Sigmoid Sign Sin Sinh Size Slice Softmax Softplus Softsign Split Sqrt Squeeze Sub "
+    "Sum Tan Tanh Tile TopK Transpose Trilu Unsqueeze Where Xor"
+).split()
+
+
+def select(ops=OPERATORS, expanded=False):
+    """{test name: operator} for the node tests of ``ops`` (single-operator graphs; with
+    ``expanded``, the ``*_expanded*`` variants of those tests instead)."""
+    from onnx.backend.test.loader import load_model_tests
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tests = load_model_tests(kind="node")
+    single = {}
+    for t in tests:
+        kinds = {n.op_type for n in t.model.graph.node}
+        if len(kinds) == 1 and next(iter(kinds)) in ops:
+            single[t.name] = next(iter(kinds))
+    if not expanded:
+        return single
+    out = {}
+    for t in tests:
+        base = re.sub(r"_expanded(_ver\d+)?$", "", t.name)
+        if base != t.name and base in single and t.name not in single:
+            out[t.name] = single[base]
+    return out
+
+
+class _Result(unittest.TestResult):
+    def __init__(self):
+        super().__init__()
+        self.outcome = {}
+
+    def addSuccess(self, test):
+        self.outcome[test._testMethodName] = ("pass", "")
+
+    def addFailure(self, test, err):
+        self.outcome[test._testMethodName] = ("fail", _reason(err))
+
+    def addError(self, test, err):
+        self.outcome[test._testMethodName] = ("fail", _reason(err))
+
+    def addSkip(self, test, reason):
+        self.outcome[test._testMethodName] = ("skip", reason)
+
+
+def _reason(err):
+    _, e, _ = err
+    text = " ".join(str(e).split())
+    return f"{type(e).__name__}: {text[:300]}"
+
+
+def run(names, device="CPU"):
+    """Run the named node tests; {name: (status, reason)} and the seconds taken."""
+    import onnx.backend.test
+    from lamina.onnx.backend import LaminaBackend
+    runner = onnx.backend.test.runner.Runner(LaminaBackend, __name__)
+    pattern = "^(" + "|".join(re.escape(n) for n in sorted(names)) + f")_{device.lower()}$"
+    runner.include(pattern)
+    suite = runner.test_suite
+    result = _Result()
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import numpy as np
+        with np.errstate(all="ignore"):
+            suite.run(result)
+    secs = time.perf_counter() - t0
+    out = {}
+    for method, res in result.outcome.items():
+        out[method[: -len(device) - 1]] = res
+    for n in names:
+        out.setdefault(n, ("skip", "not run by the runner"))
+    return out, secs
+
+
+def table(selected, results, title):
+    per = collections.defaultdict(lambda: collections.Counter())
+    for name, op in selected.items():
+        per[op][results[name][0]] += 1
+    total = collections.Counter()
+    for c in per.values():
+        total.update(c)
+    n = sum(total.values())
+    rate = 100.0 * total["pass"] / max(n, 1)
+    lines = [f"### {title}", "",
+             f"**{total['pass']} / {n} passed ({rate:.1f} %)**, {total['fail']} failed, {total['skip']} skipped.", "",
+             "| operator | pass | fail | skip |", "|---|---:|---:|---:|"]
+    for op in sorted(per):
+        c = per[op]
+        lines.append(f"| {op} | {c['pass']} | {c['fail']} | {c['skip']} |")
+    fails = sorted((selected[n], n, r[1]) for n, r in results.items() if n in selected and r[0] == "fail")
+    if fails:
+        lines += ["", "Failures:", "", "| operator | test | error |", "|---|---|---|"]
+        for op, name, why in fails:
+            lines.append(f"| {op} | {name} | {why.replace('|', '/')} |")
+    return "\n".join(lines), total["pass"], n
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--ops", nargs="*", default=list(OPERATORS), help="operators to test (default: the issue's set)")
+    ap.add_argument("--no-expanded", action="store_true", help="skip the function-expanded variants")
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "ONNX_CONFORMANCE.md"),
+                    help="markdown file to write ('-': print only)")
+    args = ap.parse_args(argv)
+    import onnx
+    selected = select(args.ops)
+    results, secs = run(selected)
+    text, passed, n = table(selected, results, "Node tests of single operators")
+    parts = [
+        "# ONNX operator conformance", "",
+        f"Node tests of the `onnx` {onnx.__version__} backend test suite (generated from the installed package), "
+        f"run with `lamina.onnx.backend.LaminaBackend` through `onnx.backend.test.runner.Runner` on the CPU "
+        f"(`python bench/onnx_conformance.py`, {secs:.0f} s). A test belongs to an operator when its graph uses "
+        f"that operator only.", "", text]
+    if not args.no_expanded:
+        exp = select(args.ops, expanded=True)
+        results_e, secs_e = run(exp)
+        text_e, _, _ = table(exp, results_e, "Function-expanded variants (graphs of simpler operators)")
+        parts += ["", text_e]
+    doc = "\n".join(parts) + "\n"
+    if args.out == "-":
+        print(doc)
+    else:
+        with open(args.out, "w") as f:
+            f.write(doc)
+        print(f"{passed}/{n} passed ({100.0 * passed / max(n, 1):.1f} %); wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
