@@ -130,16 +130,32 @@ class Optimizer:
 
     # ------------------------------------------------------------ param groups
     def add_param_group(self, param_group: dict) -> None:
-        """Add a group of parameters with its own hyper-parameters (missing ones from defaults)."""
+        """Add a group of parameters with its own hyper-parameters (missing ones from defaults).
+
+        As in PyTorch, ``params`` may hold ``(name, parameter)`` pairs (``named_parameters()``);
+        the names are kept as the group's ``"param_names"``.
+        """
         name = self._name
         if not isinstance(param_group, dict):
             raise TypeError(f"{name}: a param group must be a dict, got {type(param_group).__name__}")
         if "params" not in param_group:
             raise ValueError(f"{name}: a param group needs a 'params' entry, got keys "
                              f"{sorted(param_group)}")
-        params = self._check_params(param_group["params"], "the group")
+        params, names = param_group["params"], []
+        if not isinstance(params, (Tensor, set, frozenset)):
+            params = list(params)
+            named = [isinstance(p, tuple) for p in params]
+            if any(named):
+                if not all(named) or any(len(p) != 2 for p in params):
+                    raise ValueError(f"{name}: give every parameter of a group with a name, as "
+                                     "(name, parameter) pairs, or none")
+                names = [n for n, _ in params]
+                params = [p for _, p in params]
+        params = self._check_params(params, "the group")
         group = dict(param_group)
         group["params"] = params
+        if names:
+            group["param_names"] = names
         for key, value in self.defaults.items():
             group.setdefault(key, value)
         self._check_group(group)

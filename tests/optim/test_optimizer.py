@@ -277,3 +277,18 @@ def test_parameters_in_shared_memory_stay_there():
     assert len(opts[0]._buckets[1]) == 2
     for p, r in zip(params, reference):
         np.testing.assert_allclose(p.detach().numpy(), r.detach().numpy(), rtol=1e-6)
+
+
+def test_named_parameters_keep_their_names_like_torch():
+    model = lamina.nn.Linear(3, 2)
+    ref = torch.nn.Linear(3, 2)
+    opt = optim.AdamW(model.named_parameters(), lr=0.1)
+    ref_opt = torch.optim.AdamW(ref.named_parameters(), lr=0.1)
+    assert opt.param_groups[0]["param_names"] == ["weight", "bias"]
+    assert [id(p) for p in opt.param_groups[0]["params"]] == [id(model.weight), id(model.bias)]
+    groups, ref_groups = opt.state_dict()["param_groups"], ref_opt.state_dict()["param_groups"]
+    assert groups[0]["param_names"] == ref_groups[0]["param_names"]
+    assert list(groups[0]) == [k for k in ref_groups[0] if k not in ("foreach", "capturable",
+                                                                     "differentiable", "fused")]
+    with pytest.raises(ValueError, match="AdamW: give every parameter of a group with a name"):
+        optim.AdamW([("w", _param(2)), _param(3)])
