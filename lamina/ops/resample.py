@@ -6,7 +6,7 @@ Linear and cubic interpolation act on one spatial axis at a time (``AxisInterpol
 gathers the 2 or 4 source rows of each output row and weighs them; the gradient is a matmul with
 the small (in, out) weight matrix. Nearest upsampling by whole factors is a primitive
 (``NearestUpsample``, one broadcasting copy) whose gradient ``BlockSum`` adds strided slices;
-other nearest sizes gather rows with ``index_select``.
+other nearest sizes are ``AxisInterpolate`` with one source row of weight 1.
 """
 from __future__ import annotations
 
@@ -304,7 +304,6 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
 
 def _nearest(x, out, scales, exact):
     """Whole-factor axes in one NearestUpsample; any other axis gathers its source rows."""
-    from .indexing import index_select
     factors, gathers = [], []
     for k, n_out in enumerate(out):
         n_in = x.shape[2 + k]
@@ -314,7 +313,7 @@ def _nearest(x, out, scales, exact):
         if f is None:
             gathers.append((2 + k, idx))
     for axis, idx in gathers:
-        x = index_select(x, axis, Tensor(idx, device=x.device))
+        x = AxisInterpolate(axis, idx[None], np.ones((1, len(idx))), x.shape[axis])(x)
     if any(f > 1 for f in factors):
         x = NearestUpsample(factors)(x)
     return x
