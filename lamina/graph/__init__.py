@@ -3,3 +3,4 @@ cost accounting (``costs``, ``summary``), passes (``passes``), running a graph (
 ``compile``) and drawing (``draw``)."""
 from .ir import Graph, Node, Value  # noqa: F401
 from .trace import TraceError, check_concrete, trace  # noqa: F401
+from .summary import Summary, summary  # noqa: F401

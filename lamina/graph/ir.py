@@ -27,7 +27,7 @@ class Value:
     """
 
     __slots__ = ("id", "shape", "dtype", "device", "kind", "name", "producer", "index", "data",
-                 "tensor", "source")
+                 "tensor", "source", "view_of")
 
     def __init__(self, id, shape, dtype, device, kind, name=None, producer=None, index=0, data=None,
                  tensor=None, source=None):
@@ -38,6 +38,7 @@ class Value:
         self.data = data          # constants: the array
         self.tensor = tensor      # parameters and buffers: the live tensor read at run time
         self.source = source      # buffers that are not module state: ("grad", parameter tensor)
+        self.view_of = None       # the value whose memory this one shares (an op returned a view)
 
     @property
     def nbytes(self) -> int:
@@ -58,7 +59,7 @@ class Node:
     """One op call: the registry op class, a template instance holding its attributes, its input
     values and its output values (several for multi-output ops), and the module that called it."""
 
-    __slots__ = ("op_cls", "op", "inputs", "outputs", "module", "needs_input_grad", "phase", "group")
+    __slots__ = ("op_cls", "op", "inputs", "outputs", "module", "needs_input_grad", "phase", "group", "grad_of")
 
     def __init__(self, op_cls, op, inputs, outputs, module="", needs_input_grad=None, phase="forward"):
         self.op_cls, self.op, self.inputs, self.outputs = op_cls, op, list(inputs), list(outputs)
@@ -66,6 +67,7 @@ class Node:
         self.needs_input_grad = needs_input_grad  # what forward saw when traced (it decides what is saved)
         self.phase = phase  # "forward", "backward" or "update"
         self.group = None   # elementwise fusion: the id of the chain this node belongs to
+        self.grad_of = None  # backward nodes: the forward node whose gradient they compute
 
     @property
     def name(self) -> str:
@@ -140,7 +142,7 @@ class Graph:
         g.nodes = []
         for n in self.nodes:
             m = Node(n.op_cls, n.op, n.inputs, n.outputs, n.module, n.needs_input_grad, n.phase)
-            m.group = n.group
+            m.group, m.grad_of = n.group, n.grad_of
             g.nodes.append(m)
         g.inputs, g.outputs, g.out_spec = list(self.inputs), list(self.outputs), self.out_spec
         g.updates = list(self.updates)

@@ -130,6 +130,7 @@ class Tracer:
         self.grads = grads    # id(grad tensor) -> parameter, for gradients that exist before the trace
         self.modules = []     # the stack of module names being called
         self.params = {}      # id(parameter tensor) -> value
+        self.backward_of = None  # the forward node whose backward is running
 
     # ---------------------------------------------------------------- values
     def _register(self, t, v):
@@ -172,6 +173,17 @@ class Tracer:
         self._register(t, v)
         return v
 
+    def _backward_of(self, node, backward):
+        """``backward`` noting that the ops it calls compute the gradient of ``node`` (memory
+        accounting keeps ``node``'s inputs alive until then, as eager autograd does)."""
+        def run(*args):
+            prev, self.backward_of = self.backward_of, node
+            try:
+                return backward(*args)
+            finally:
+                self.backward_of = prev
+        return run
+
     # ---------------------------------------------------------------- op calls
     def call(self, op, inputs):
         mode = _mode
@@ -187,15 +199,24 @@ class Tracer:
             if o._node is not None:
                 inst = o._node
                 break
-        # the traced backward must be made of ops the trace records, not raw-array code
-        inst.backward_arrays = None
         phase = "backward" if mode.callbacks is not None else "forward"
         node = Node(type(op), op._new_node(), ins, [], self.modules[-1] if self.modules else "", inst.needs_input_grad, phase)
         node.op.__dict__.pop("backward_arrays", None)
+        node.op.__dict__.pop("backward", None)
+        node.grad_of = self.backward_of
+        if inst._recorded:
+            # the traced backward must be made of ops the trace records, not raw-array code
+            inst.backward_arrays = None
+            inst.backward = self._backward_of(node, type(inst).backward.__get__(inst))
         g = self.graph
         for i, o in enumerate(outs):
             v = g.new_value(o.shape, o.dtype, backend.device_of(o.data), "activation", producer=node, index=i)
             node.outputs.append(v)
+            if o.data.base is not None:  # a view: memory accounting charges its base instead
+                for t, iv in zip(inputs, ins):
+                    if np.may_share_memory(o.data, t.data):
+                        v.view_of = iv.view_of or iv
+                        break
             self._register(o, v)
         if inst.saved is not None:
             for path, a in _walk_arrays(inst.saved):
