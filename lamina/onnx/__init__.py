@@ -7,9 +7,20 @@ Needs the ``onnx`` package (the ``onnx`` extra); importing ``lamina`` does not i
 from .errors import OnnxImportError, UnsupportedOperatorError  # noqa: F401
 from .module import OnnxModule, from_model, load  # noqa: F401
 from .ops import OPS  # noqa: F401
-from .cli import cli_import, add_import_parser  # noqa: F401
 
 
 def supported_ops() -> list:
     """The ONNX operator types ``load`` maps onto Lamina, sorted."""
     return sorted(OPS)
+
+
+def cli_import(args, out=None) -> int:
+    """``lamina import``: see ``lamina.onnx.cli.cli_import``."""
+    from .cli import cli_import as run
+    return run(args, out)
+
+
+def add_import_parser(subparsers):
+    """Add ``lamina import`` to the ``lamina`` command's subparsers (``lamina.onnx.cli``)."""
+    from .cli import add_import_parser as add
+    return add(subparsers)

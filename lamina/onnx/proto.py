@@ -160,7 +160,9 @@ def to_array(tensor, base_dir=None, what=None) -> np.ndarray:
                                   f"holds {len(tensor.raw_data)} bytes of data")
     else:
         held = sum(len(getattr(tensor, f)) for f in _TYPED_FIELDS)
-        if held > 2 * count or (count and held == 0):
+        bits = _BITS.get(int(tensor.data_type))
+        need = -(-count * bits // 8) if bits else 2 * count if tensor.data_type in (14, 15) else count
+        if held != need:
             raise OnnxImportError(f"lamina.onnx: {what} declares shape {list(tensor.dims)} ({count} elements) but "
                                   f"holds {held} values")
     try:
@@ -169,7 +171,8 @@ def to_array(tensor, base_dir=None, what=None) -> np.ndarray:
         raise OnnxImportError(f"lamina.onnx: cannot read {what}: {_one_line(e)}") from None
     if arr.shape != tuple(tensor.dims):
         raise OnnxImportError(f"lamina.onnx: {what} decoded to shape {arr.shape}, declared {list(tensor.dims)}")
-    return np.ascontiguousarray(arr)
+    # not ascontiguousarray: that turns a 0-d array into a 1-d one
+    return arr if arr.flags.c_contiguous else arr.copy()
 
 
 def opset_of(model) -> int:
