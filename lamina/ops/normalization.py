@@ -67,7 +67,9 @@ def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=
     if not use_input_stats:
         if running_mean is None or running_var is None:
             raise ValueError(f"{opname}: running_mean and running_var are needed when use_input_stats=False")
-        out = (input - running_mean.reshape(shape)) * (running_var.reshape(shape) + eps).rsqrt()
+        # the statistics take the input's dtype, as PyTorch keeps float32 activations float32
+        mean, var = running_mean.reshape(shape).to(input.dtype), running_var.reshape(shape).to(input.dtype)
+        out = (input - mean) * (var + eps).rsqrt()
         return _affine(out, weight, bias)
     count = input.numel() // max(n * c, 1)
     if count <= 1 and n * c:
