@@ -59,6 +59,12 @@ def join(args) -> Ranks:
             raise UserError(f"this process is one of {g.size} that mpiexec started; pass --distributed to "
                             "train one run on all of them")
         ranks = Ranks(g)
+        if ranks.distributed and getattr(args, "threads", None) is None:
+            # the default threads were the idle cores: share them among this machine's ranks
+            from threadpoolctl import threadpool_limits
+
+            from . import idle_cores
+            threadpool_limits(max(1, idle_cores()[1] // max(1, g.local_size)))
     elif wanted:
         print("lamina: --distributed: not started by mpiexec, so training as 1 process (mpiexec -n N python "
               "-m mpi4py -m lamina train ... --distributed runs N)", file=sys.stderr)

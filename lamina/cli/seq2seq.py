@@ -140,7 +140,7 @@ def train(args) -> int:
               f"{len(task.train)} training / {len(task.heldout)} held-out examples on {device}{ranks_note(run)}; "
               f"run folder {run.path}")
         code = fit(run, job, state, args)
-        if code:
+        if code or not run.ranks.is_main:  # the closing summary is rank 0's to print
             return code
         if not last_preds:
             evaluate_()

@@ -161,7 +161,7 @@ def train(args) -> int:
         print(f"training {name} ({n_params / 1e6:.2f}M parameters, vocab {tok.vocab_size}) on "
               f"{len(train_ids):,} training characters on {device}{ranks_note(run)}; run folder {run.path}")
         code = fit(run, job, state, args)
-        if code:
+        if code or not run.ranks.is_main:  # the closing summary is rank 0's to print
             return code
         if state.metrics["epochs"]:
             print(f"final val loss: {state.metrics['epochs'][-1]['eval_loss']:.4f}")
