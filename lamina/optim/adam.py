@@ -1,6 +1,7 @@
 """``Adam`` and ``AdamW``: adaptive moment estimation, with L2 or decoupled weight decay (PyTorch's rules)."""
 from __future__ import annotations
 
+from .. import kernels
 from .optimizer import Optimizer
 
 
@@ -35,6 +36,10 @@ class Adam(Optimizer):
         lr, eps, weight_decay = group["lr"], group["eps"], group["weight_decay"]
         beta1, beta2 = group["betas"]
         exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+        if kernels.adam_update(param, grad, state["exp_avg"], state["exp_avg_sq"],
+                               state.get("max_exp_avg_sq"), step, lr, beta1, beta2, eps, weight_decay,
+                               group["amsgrad"], group["decoupled_weight_decay"], group["maximize"]):
+            return  # the same rule in one compiled pass
         if group["maximize"]:
             xp.negative(grad, out=grad)
         if weight_decay != 0:

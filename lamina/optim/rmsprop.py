@@ -1,6 +1,7 @@
 """``RMSprop``: gradient scaled by a running RMS, optionally centred and with momentum (PyTorch's rule)."""
 from __future__ import annotations
 
+from .. import kernels
 from .optimizer import Optimizer
 
 
@@ -31,6 +32,10 @@ class RMSprop(Optimizer):
         lr, alpha, eps = group["lr"], group["alpha"], group["eps"]
         momentum, weight_decay = group["momentum"], group["weight_decay"]
         square_avg = state["square_avg"]
+        if kernels.rmsprop_update(param, grad, state["square_avg"], state.get("momentum_buffer"),
+                                  state.get("grad_avg"), lr, alpha, eps, weight_decay, momentum,
+                                  group["centered"], group["maximize"]):
+            return  # the same rule in one compiled pass
         if group["maximize"]:
             xp.negative(grad, out=grad)
         if weight_decay != 0:

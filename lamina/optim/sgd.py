@@ -1,6 +1,7 @@
 """``SGD``: stochastic gradient descent with optional momentum, Nesterov, weight decay (PyTorch's rule)."""
 from __future__ import annotations
 
+from .. import kernels
 from .optimizer import Optimizer
 
 
@@ -36,6 +37,9 @@ class SGD(Optimizer):
     def _update(self, group, xp, param, grad, state, tmp, step):
         lr, momentum, dampening = group["lr"], group["momentum"], group["dampening"]
         weight_decay = group["weight_decay"]
+        if kernels.sgd_update(param, grad, state.get("momentum_buffer"), step, lr, momentum, dampening,
+                              weight_decay, group["nesterov"], group["maximize"]):
+            return  # the same rule in one compiled pass
         if group["maximize"]:
             xp.negative(grad, out=grad)
         if weight_decay != 0:

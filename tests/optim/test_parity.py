@@ -8,7 +8,7 @@ import torch
 import lamina
 from lamina.optim import flat
 from tests.optim.configs import CASES
-from tests.optim.problem import Trainer, assert_close, loss
+from tests.optim.problem import Trainer, assert_close, loss, values
 
 STEPS = 20
 
@@ -82,3 +82,25 @@ def test_float32_matches_torch(ours, theirs, kwargs):
     for a, b in zip(*runs):
         assert a.dtype == np.float32
         np.testing.assert_allclose(a.detach().numpy(), b.detach().numpy(), rtol=2e-5, atol=2e-6)
+
+
+@pytest.mark.parametrize("ours, theirs, kwargs", [c for c in CASES if c.values[0].__name__ in
+                                                  ("SGD", "Adam", "AdamW", "RMSprop")])
+def test_compiled_kernels_give_the_numpy_rules_bits(monkeypatch, ours, theirs, kwargs):
+    from lamina import kernels
+    if not kernels.enabled():
+        pytest.skip("compiled kernels are off (LAMINA_KERNELS=0 or no Numba)")
+
+    def run():
+        return values(Trainer("lamina", ours, kwargs, skip_at=lambda s: (4,) if s % 2 else ())
+                      .train(STEPS).params)
+
+    monkeypatch.setattr(flat, "CPU_CHUNK", 7)  # chunks that cut parameters, as large models do
+    with_kernels = run()
+    previous = kernels.set_enabled(False)
+    try:
+        without = run()
+    finally:
+        kernels.set_enabled(previous)
+    for a, b in zip(with_kernels, without):
+        np.testing.assert_array_equal(a, b)
