@@ -125,13 +125,14 @@ def test_lenet_two_ranks_train_like_one_process_and_resume_across_world_sizes(mn
     _assert_same_training(one, two_on_one, weights_atol=1e-5)
 
 
-def test_gpt_two_ranks_train_like_one_process(tmp_path, capsys):
+@pytest.mark.parametrize("recipe", ["gpt", "char-rnn"])
+def test_text_models_on_two_ranks_train_like_one_process(recipe, tmp_path, capsys):
     need_mpi()
     text = tmp_path / "tiny.txt"
     text.write_text(TEXT)
-    args = ["train", "gpt", "--text", text, "--max-iters", "30", "--eval-interval", "15", "--batch-size", "4",
-            "--block-size", "16", "--n-layer", "1", "--n-embd", "16", "--n-head", "2", "--device", "cpu", "--quiet",
-            "--threads", "1"]
+    args = ["train", recipe, "--text", text, "--max-iters", "30", "--eval-interval", "15", "--batch-size", "4",
+            "--block-size", "16", "--n-layer", "1", "--n-embd", "16", "--device", "cpu", "--quiet", "--threads", "1",
+            *(["--n-head", "2"] if recipe == "gpt" else ["--hidden-size", "32"])]
     one, two = tmp_path / "one", tmp_path / "two"
     assert main([str(a) for a in args] + ["--out", str(one)]) == 0
     capsys.readouterr()
