@@ -133,6 +133,43 @@ def _cubic_taps(n_in, n_out, scale, align_corners, a=-0.75):
     return idx, np.stack([far(t + 1), near(t), near(1 - t), far(2 - t)])
 
 
+def _antialias_taps(n_in, n_out, scale, align_corners, mode):
+    """Source rows and weights of PyTorch's antialiased resize (PIL's): when shrinking, the filter
+    (triangle for bilinear, Keys' cubic with A = -0.5 for bicubic) widens by the scale, so every
+    source pixel contributes; weights are normalised per output pixel. Unused taps get weight 0."""
+    if align_corners:
+        s = (n_in - 1) / (n_out - 1) if n_out > 1 else 0.0
+    else:
+        s = 1.0 / scale if scale is not None and scale > 0 else n_in / n_out
+    half = 1.0 if mode == "bilinear" else 2.0  # the filter's support at scale 1
+    support = half * s if s >= 1.0 else half
+    inv = 1.0 / s if s >= 1.0 else 1.0
+
+    def filt(x):
+        x = np.abs(x)
+        if mode == "bilinear":
+            return np.maximum(1.0 - x, 0.0)
+        a = -0.5
+        return np.where(x < 1.0, ((a + 2) * x - (a + 3)) * x * x + 1,
+                        np.where(x < 2.0, ((a * x - 5 * a) * x + 8 * a) * x - 4 * a, 0.0))
+    rows, weights = [], []
+    for i in range(n_out):
+        center = s * (i + 0.5)
+        lo = max(math.floor(center - support + 0.5), 0)
+        hi = min(math.floor(center + support + 0.5), n_in)
+        j = np.arange(lo, hi)
+        w = filt((j - center + 0.5) * inv)
+        total = w.sum()
+        rows.append(j)
+        weights.append(w / total if total != 0.0 else w)
+    k = max(len(r) for r in rows)
+    idx = np.zeros((k, n_out), dtype=np.int64)
+    wts = np.zeros((k, n_out))
+    for i, (r, w) in enumerate(zip(rows, weights)):
+        idx[:len(r), i], wts[:len(w), i] = r, w
+    return idx, wts
+
+
 def _apply_axis(x, m, axis):
     """Multiply spatial axis ``axis`` of x by the (out, in) matrix m."""
     mt = Tensor(m.T, dtype=x.dtype, device=x.device)
@@ -260,7 +297,8 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
     ``linear``/``bilinear``/``trilinear`` and ``bicubic`` interpolate between source pixels whose
     centres (or corners, with ``align_corners=True``) line up with the output's. With
     ``scale_factor`` the coordinate map uses 1/scale_factor, unless ``recompute_scale_factor``.
-    ``area`` is adaptive average pooling.
+    ``area`` is adaptive average pooling. ``antialias=True`` (bilinear, bicubic) widens the
+    filter when shrinking so every source pixel counts, as PyTorch's (and PIL's) resize.
     """
     opname = "interpolate"
     if not isinstance(input, Tensor):
@@ -276,8 +314,8 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
     if align_corners is not None and mode not in _LINEAR_DIMS:
         raise ValueError(f"{opname}: align_corners can only be set with the interpolating modes linear, bilinear, "
                          f"bicubic and trilinear, not {mode!r}")
-    if antialias:
-        raise ValueError(f"{opname}: antialias=True is not supported")
+    if antialias and mode not in ("bilinear", "bicubic"):
+        raise ValueError(f"{opname}: antialias=True needs mode 'bilinear' or 'bicubic', got {mode!r}")
     out, scales = _output_size(opname, input, size, scale_factor, d)
     if recompute_scale_factor:
         scales = (None,) * d
@@ -295,7 +333,9 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
     for k in range(d):
         axis = 2 + k
         n_in, n_out = x.shape[axis], out[k]
-        if mode == "bicubic":
+        if antialias:
+            x = AxisInterpolate(axis, *_antialias_taps(n_in, n_out, scales[k], bool(align_corners), mode), n_in)(x)
+        elif mode == "bicubic":
             x = AxisInterpolate(axis, *_cubic_taps(n_in, n_out, scales[k], bool(align_corners)), n_in)(x)
         elif n_in != n_out or scales[k] not in (None, 1, 1.0):
             x = AxisInterpolate(axis, *_linear_taps(n_in, n_out, scales[k], bool(align_corners)), n_in)(x)

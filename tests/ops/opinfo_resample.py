@@ -60,6 +60,9 @@ def interpolate_samples(rng):
     yield Sample((R(rng, 2, 2, 5),), dict(size=3, mode="nearest"))
     yield Sample((R(rng, 1, 1, 2, 3, 2),), dict(scale_factor=2, mode="trilinear"))
     yield Sample((R(rng, 1, 2, 6, 5),), dict(size=(3, 2), mode="area"))
+    yield Sample((R(rng, 1, 2, 7, 5),), dict(size=(3, 2), mode="bilinear", antialias=True), desc="antialias")
+    yield Sample((R(rng, 1, 1, 6, 4),), dict(size=(2, 6), mode="bicubic", antialias=True, align_corners=True),
+                 desc="antialias bicubic")
 
 
 def nearest_upsample_samples(rng):
