@@ -12,6 +12,8 @@ import lamina.accelerator as accelerator
 import lamina.backends as backends
 import lamina.cuda as cuda
 from lamina import backend, legacy
+from lamina.io.objects import load as load_fn
+from lamina.io.objects import save as save_fn
 
 torch = pytest.importorskip("torch")
 
@@ -266,6 +268,8 @@ def test_torch_spellings_are_exported_from_lamina():
     assert lamina.device("cuda", 1).index == 1 and lamina.device("cuda:1").type == "cuda"
     assert lamina.cuda is cuda and lamina.accelerator is accelerator and lamina.backends is backends
     assert lamina.FloatTensor is legacy.FloatTensor and lamina.LongTensor is legacy.LongTensor
+    assert lamina.device(0) == lamina.device("cuda:0")  # torch.device(0) is the first GPU
+    assert lamina.save is save_fn and lamina.load is load_fn and lamina.autocast is lamina.amp.autocast
 
 
 @needs_cpu_only
@@ -294,3 +298,32 @@ def test_size_keyword_rule_matches_torch():
         legacy.size_args((), 5, "empty")
     with pytest.raises(TypeError, match="must be tuple of ints"):
         torch.empty(size=5)
+
+
+def _takes(fn, name) -> bool:
+    import inspect
+    return name in inspect.signature(fn).parameters
+
+
+@pytest.mark.skipif(not _takes(lamina.Tensor.__init__, "args"), reason="lamina.Tensor does not take legacy sizes yet")
+def test_tensor_class_follows_the_legacy_rules():
+    assert lamina.Tensor(2, 3).shape == tuple(torch.Tensor(2, 3).shape) and lamina.Tensor(2, 3).dtype == lamina.float32
+    assert lamina.Tensor().shape == (0,)
+    np.testing.assert_array_equal(lamina.Tensor([1, 2]).numpy(), torch.Tensor([1, 2]).numpy())
+    assert lamina.Tensor(np.arange(2)).dtype == lamina.int64
+    assert lamina.nn.Parameter(lamina.ones(2)).shape == (2,)
+
+
+@pytest.mark.skipif(not hasattr(lamina.Tensor, "is_cpu"), reason="Tensor.is_cpu/is_xpu/is_mps are not there yet")
+def test_device_type_properties_as_torch():
+    t, tt = lamina.ones(2), torch.ones(2)
+    assert (t.is_cpu, t.is_cuda, t.is_xpu, t.is_mps) == (tt.is_cpu, tt.is_cuda, tt.is_xpu, tt.is_mps) == (True, False, False, False)
+
+
+@pytest.mark.skipif(not _takes(lamina.empty, "size"), reason="the creation functions do not take size= yet")
+def test_creation_functions_take_size_as_torch():
+    for name in ("empty", "zeros", "ones", "rand", "randn"):
+        assert getattr(lamina, name)(size=(2, 3)).shape == tuple(getattr(torch, name)(size=(2, 3)).shape)
+    np.testing.assert_array_equal(lamina.zeros(size=[4]).numpy(), torch.zeros(size=[4]).numpy())
+    with pytest.raises(TypeError, match="not both"):
+        lamina.ones(2, size=(3,))
