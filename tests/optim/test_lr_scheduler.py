@@ -10,8 +10,8 @@ import torch
 
 import lamina
 from lamina import optim
-from lamina.optim import lr_scheduler as sched
 from lamina.nn import Parameter
+from lamina.optim import lr_scheduler as sched
 from tests.optim.problem import Trainer, assert_close
 
 STEPS = 30
