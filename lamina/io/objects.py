@@ -65,7 +65,7 @@ def save(obj, f) -> None:
             f.write(src.read())
 
 
-def load(f, map_location=None, weights_only=True, **kwargs):
+def load(f, map_location=None, weights_only=True, mmap=None, **kwargs):
     """The object ``save`` wrote to ``f`` (a path or a readable binary file object).
 
     ``map_location`` places the tensors, as in ``torch.load``:
@@ -78,16 +78,20 @@ def load(f, map_location=None, weights_only=True, **kwargs):
       saved from, returning the tensor to use (e.g. ``t.to("cuda:0")``) or None for the default.
 
     ``weights_only`` is accepted for compatibility: True and False both load data only, since
-    Lamina files hold no code. A plain safetensors file (e.g. from
+    Lamina files hold no code. ``mmap`` is accepted too and changes nothing: the file is read
+    into memory whole, checked against its checksums, and copied into the tensors. A plain
+    safetensors file (e.g. from
     ``safetensors.torch.save_file(model.state_dict(), path)``) loads as a ``{name: Tensor}``
     dict. A file from ``torch.save`` (a zip archive or a pickle) raises ``CheckpointError``
     saying how to convert it; nothing in it is ever unpickled.
     """
     if weights_only not in (True, False, None):
         raise TypeError(f"lamina.load: weights_only must be True or False, got {weights_only!r}")
+    if mmap not in (True, False, None):
+        raise TypeError(f"lamina.load: mmap must be True or False, got {mmap!r}")
     if kwargs:
         raise TypeError(f"lamina.load: unexpected keyword argument(s) {', '.join(sorted(kwargs))}; "
-                        f"PyTorch's pickle options (pickle_module, mmap, ...) do not apply, as "
+                        f"PyTorch's pickle options (pickle_module, encoding, ...) do not apply, as "
                         f"{_NO_CODE}")
     place = _placement(map_location)
     if _is_path(f):

@@ -314,8 +314,11 @@ def test_map_location_and_weights_only_errors(tmp_path):
         load(tmp_path / "m.pt", map_location=lambda t, loc: "cpu")
     with pytest.raises(TypeError, match="weights_only"):
         load(tmp_path / "m.pt", weights_only="yes")
-    with pytest.raises(TypeError, match="mmap"):
-        load(tmp_path / "m.pt", mmap=True)
+    with pytest.raises(TypeError, match="pickle_module"):
+        load(tmp_path / "m.pt", pickle_module=None)
+    with pytest.raises(TypeError, match="mmap must be"):
+        load(tmp_path / "m.pt", mmap="yes")
+    assert_same_state({"a": lamina.ones(1)}, load(tmp_path / "m.pt", mmap=True))
     assert_same_state({"a": lamina.ones(1)}, load(tmp_path / "m.pt", weights_only=False))
 
 
