@@ -91,3 +91,87 @@ def run(graph, *args):
         for v, a in zip(node.outputs, res):
             env[id(v)] = a
     return finish(graph, env, get)
+
+
+class Executor:
+    """Runs a graph on a fixed schedule of steps: single nodes, and fused elementwise chains as
+    one generated kernel (``node.group`` marks them, see ``passes.fuse_elementwise``).
+
+    Fused chains write into buffers of the memory plan (values with disjoint lifetimes share
+    one), allocated once and reused by every call; other values are freed after their last
+    reader. Values that outlive a call (outputs, updates) never live in a shared buffer.
+    """
+
+    def __init__(self, graph, fuse: bool = True, plan: bool = True):
+        from . import costs, fusion, passes
+        self.graph = graph
+        nodes = graph.nodes
+        steps, i = [], 0
+        self.fused_chains = 0
+        while i < len(nodes):
+            n = nodes[i]
+            if fuse and n.group is not None:
+                j = i
+                while j < len(nodes) and nodes[j].group == n.group:
+                    j += 1
+                k = fusion.kernel_for(nodes[i:j])
+                if k is not None:
+                    steps.append((k, k.inputs, nodes[j - 1].outputs, j - 1))
+                    self.fused_chains += 1
+                    i = j
+                    continue
+            steps.append((None, n.inputs, n.outputs, i))
+            i += 1
+        self.steps = steps
+        self.plan = passes.plan_memory(graph) if plan else None
+        span = costs.liveness(graph)
+        end = len(nodes)
+        self.slot = {}
+        if self.plan is not None:
+            for k, _ins, outs, _i in steps:
+                if k is not None:
+                    v = outs[0]
+                    if id(v) in self.plan.slot_of and span[id(v)][1] < end:
+                        self.slot[id(v)] = self.plan.slot_of[id(v)]
+        self.buffers = [None] * (len(self.plan.slots) if self.plan else 0)
+        keep = {id(v) for v in graph.outputs} | {id(v) for _, v in graph.updates}
+        last = {}
+        for s, (_k, ins, _outs, _i) in enumerate(steps):
+            for v in ins:
+                last[id(v)] = s
+        self.drop = [[] for _ in steps]
+        for vid, s in last.items():
+            if vid not in keep:
+                self.drop[s].append(vid)
+
+    def _buffer(self, v):
+        s = self.slot[id(v)]
+        buf = self.buffers[s]
+        if buf is None:
+            buf = self.buffers[s] = np.empty(self.plan.slots[s], dtype=np.uint8)
+        return buf[:v.nbytes].view(v.dtype).reshape(v.shape)
+
+    def __call__(self, *args):
+        env = bind_inputs(self.graph, args)
+        state = {}
+
+        def get(v):
+            a = env.get(id(v))
+            if a is None:
+                a = state.get(id(v))
+                if a is None:
+                    a = state[id(v)] = fetch_state(v)
+            return a
+        for s, (k, ins, outs, _i) in enumerate(self.steps):
+            arrays = [get(v) for v in ins]
+            if k is None:
+                res = run_node(self.graph.nodes[_i], arrays)
+                for v, a in zip(outs, res):
+                    env[id(v)] = a
+            else:
+                v = outs[0]
+                out = self._buffer(v) if id(v) in self.slot else np.empty(v.shape, v.dtype)
+                env[id(v)] = k.run(arrays, out)
+            for vid in self.drop[s]:
+                env.pop(vid, None)
+        return finish(self.graph, env, get)

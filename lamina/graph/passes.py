@@ -1,0 +1,272 @@
+"""Graph passes: plain functions ``Graph -> Graph`` that leave what the graph computes unchanged.
+
+- ``dce``: drop nodes nothing reads.
+- ``cse``: one node for repeated calls of the same op on the same inputs; equal constants merged.
+- ``fold_constants``: nodes whose inputs are all constants run once, at compile time.
+- ``simplify``: algebraic identities (x*1, x+0, x-0, x/1, reshape to the same shape, reshape of
+  reshape, permute of permute).
+- ``fuse_elementwise``: group chains of elementwise nodes (each read only by the next) so an
+  executor can run a chain as one kernel.
+- ``plan_memory``: liveness-based buffer reuse; returns a ``MemoryPlan`` (not a graph) with the
+  planned and unplanned peak bytes.
+
+Random ops (dropout, sampling) are never merged, folded or removed by CSE/folding.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import costs
+from .executor import run_node
+
+RANDOM = frozenset(("Dropout", "Multinomial"))
+ELEMENTWISE = frozenset((
+    "Neg", "Abs", "Sign", "Exp", "Log", "Log1p", "Sqrt", "Rsqrt", "Sin", "Cos", "Tanh", "Sigmoid", "Relu",
+    "LeakyRelu", "Erf", "Gelu", "Silu", "Clamp", "Add", "Sub", "Mul", "Div", "Pow", "Maximum", "Minimum",
+    "Where", "Eq", "Ne", "Lt", "Le", "Gt", "Ge",
+))
+
+
+def _has_saved(node) -> bool:
+    return any(v.index.__class__ is tuple for v in node.outputs)
+
+
+def replace_uses(graph, mapping: dict):
+    """Point every reader of a value in ``mapping`` (``id(old) -> new``) at its replacement."""
+    if not mapping:
+        return graph
+
+    def sub(v):
+        while id(v) in mapping:
+            v = mapping[id(v)]
+        return v
+    for n in graph.nodes:
+        n.inputs = [sub(v) for v in n.inputs]
+    graph.outputs = [sub(v) for v in graph.outputs]
+    graph.updates = [((what, t), sub(v)) for (what, t), v in graph.updates]
+    return graph
+
+
+def dce(graph):
+    """Remove nodes none of whose outputs is read (by a node, the outputs or the updates)."""
+    g = graph.copy()
+    live = {id(v) for v in g.outputs} | {id(v) for _, v in g.updates}
+    keep = []
+    for n in reversed(g.nodes):
+        if any(id(v) in live for v in n.outputs):
+            keep.append(n)
+            live.update(id(v) for v in n.inputs)
+    keep.reverse()
+    g.nodes = keep
+    return g
+
+
+def _key_of_attrs(node):
+    items = []
+    for k, v in sorted(node.attrs.items()):
+        if isinstance(v, np.ndarray):
+            v = ("array", v.dtype.str, v.shape, v.tobytes())
+        items.append((k, repr(v)))
+    return tuple(items)
+
+
+def cse(graph):
+    """Merge nodes that apply the same op, with the same attributes, to the same values; merge
+    constants with equal dtype, shape and bytes."""
+    g = graph.copy()
+    mapping, consts = {}, {}
+    for v in g.live_values():
+        if v.kind == "constant" and v.data is not None and v.data.size <= 4096:
+            key = (v.dtype.str, v.shape, np.ascontiguousarray(v.data).tobytes())
+            first = consts.setdefault(key, v)
+            if first is not v:
+                mapping[id(v)] = first
+    replace_uses(g, mapping)
+    seen, keep, mapping = {}, [], {}
+    for n in g.nodes:
+        n.inputs = [mapping.get(id(v), v) for v in n.inputs]
+        if n.op_cls.__name__ in RANDOM or _has_saved(n):
+            keep.append(n)
+            continue
+        key = (n.op_cls, _key_of_attrs(n), tuple(id(v) for v in n.inputs), len(n.outputs))
+        first = seen.get(key)
+        if first is None:
+            seen[key] = n
+            keep.append(n)
+        else:
+            for a, b in zip(n.outputs, first.outputs):
+                mapping[id(a)] = b
+    g.nodes = keep
+    replace_uses(g, mapping)
+    return g
+
+
+def fold_constants(graph):
+    """Run, at compile time, every node whose inputs are all constants; its outputs become
+    constants."""
+    g = graph.copy()
+    keep = []
+    for n in g.nodes:
+        if n.inputs and all(v.kind == "constant" for v in n.inputs) and n.op_cls.__name__ not in RANDOM \
+                and not _has_saved(n):
+            arrays = run_node(n, [v.data for v in n.inputs])
+            for v, a in zip(n.outputs, arrays):
+                v2 = g.new_value(v.shape, v.dtype, v.device, "constant", data=np.array(a, copy=True))
+                replace_uses(g, {id(v): v2})
+            continue
+        keep.append(n)
+    g.nodes = keep
+    return g
+
+
+def _scalar_const(v, value) -> bool:
+    return v.kind == "constant" and v.data is not None and v.data.size == 1 and float(v.data.reshape(())) == value
+
+
+def simplify(graph):
+    """Algebraic identities that remove nodes without changing any value's shape or dtype."""
+    g = graph.copy()
+    keep, mapping = [], {}
+    producer = {}
+    for n in g.nodes:
+        n.inputs = [mapping.get(id(v), v) for v in n.inputs]
+        name, out = n.op_cls.__name__, n.outputs[0]
+        same = None
+        if name in ("Mul", "Add", "Sub", "Div") and len(n.inputs) == 2:
+            a, b = n.inputs
+            unit = 1.0 if name in ("Mul", "Div") else 0.0
+            if _scalar_const(b, unit) and a.shape == out.shape and a.dtype == out.dtype:
+                same = a
+            elif name in ("Mul", "Add") and _scalar_const(a, unit) and b.shape == out.shape and b.dtype == out.dtype:
+                same = b
+        elif name == "Reshape":
+            x = n.inputs[0]
+            p = producer.get(id(x))
+            if p is not None and p.op_cls.__name__ == "Reshape":  # reshape of reshape: one reshape
+                x = p.inputs[0]
+                n.inputs = [x]
+            if x.shape == out.shape:
+                same = x
+        elif name == "Permute":
+            x = n.inputs[0]
+            dims = tuple(n.op.dims)
+            p = producer.get(id(x))
+            if dims == tuple(range(len(dims))):
+                same = x
+            elif p is not None and p.op_cls.__name__ == "Permute":
+                inner = tuple(p.op.dims)
+                composed = tuple(inner[d] for d in dims)
+                if composed == tuple(range(len(composed))):
+                    same = p.inputs[0]
+                else:
+                    op = n.op._new_node()
+                    op.dims = composed
+                    n.op = op
+                    n.inputs = [p.inputs[0]]
+        if same is not None and not _has_saved(n):
+            mapping[id(out)] = same
+            continue
+        keep.append(n)
+        for v in n.outputs:
+            producer[id(v)] = n
+    g.nodes = keep
+    replace_uses(g, mapping)
+    return dce(g)
+
+
+def fuse_elementwise(graph, min_length: int = 2):
+    """Mark chains of elementwise nodes: each node's (single) output read only by the next node of
+    the chain, with the chain's output shape. Sets ``node.group`` to the chain's number."""
+    g = graph.copy()
+    for n in g.nodes:
+        n.group = None
+    users = g.users()
+    final = {id(v) for v in g.outputs} | {id(v) for _, v in g.updates}
+    chains, cur = [], []
+    for n in g.nodes:
+        ok = (n.op_cls.__name__ in ELEMENTWISE and len(n.outputs) == 1 and not _has_saved(n)
+              and n.outputs[0].dtype.kind == "f")
+        if not ok:
+            chains.append(cur)
+            cur = []
+            continue
+        if cur and any(v is cur[-1].outputs[0] for v in n.inputs) and n.outputs[0].shape == cur[-1].outputs[0].shape:
+            cur.append(n)
+        else:
+            chains.append(cur)
+            cur = [n]
+        last = n.outputs[0]
+        # a chain ends at a value anything but the next node of the chain reads
+        if id(last) in final or len(users.get(id(last), ())) != 1:
+            chains.append(cur)
+            cur = []
+    chains.append(cur)
+    gid = 0
+    for c in chains:
+        if len(c) >= min_length:
+            for n in c:
+                n.group = gid
+            gid += 1
+    return g
+
+
+class MemoryPlan:
+    """Buffers shared by activations with disjoint lifetimes.
+
+    ``slot_of[id(value)]`` is the buffer a value lives in, ``slots`` the byte size of each
+    buffer. ``planned_bytes`` (the sum of the buffers) is what the schedule needs with reuse;
+    ``unplanned_bytes`` (every activation its own buffer) without; ``peak_bytes`` the liveness
+    lower bound.
+    """
+
+    def __init__(self, slot_of, slots, unplanned, peak, values):
+        self.slot_of, self.slots = slot_of, slots
+        self.unplanned_bytes, self.peak_bytes = unplanned, peak
+        self.values = values
+
+    @property
+    def planned_bytes(self) -> int:
+        return sum(self.slots)
+
+    def __repr__(self):
+        return (f"MemoryPlan({len(self.slots)} buffers, planned {costs.format_bytes(self.planned_bytes)}, "
+                f"unplanned {costs.format_bytes(self.unplanned_bytes)}, liveness peak "
+                f"{costs.format_bytes(self.peak_bytes)})")
+
+
+def plan_memory(graph) -> MemoryPlan:
+    """Assign each activation buffer (views share their base's) to a slot, reusing a slot whose
+    last value died before this one is made: best fit by size, largest values first."""
+    span = costs.liveness(graph)
+    by_id = {}
+    for n in graph.nodes:
+        for v in n.outputs:
+            r = v.view_of or v
+            by_id[id(r)] = r
+    items = sorted(((by_id[k].nbytes, a, b, k) for k, (a, b) in span.items()), key=lambda t: (-t[0], t[1]))
+    slots, busy, slot_of = [], [], {}  # busy[s]: list of (start, end) intervals
+    for nb, a, b, k in items:
+        best = None
+        for s, size in enumerate(slots):
+            if size >= nb and all(b < x or a > y for x, y in busy[s]):
+                if best is None or size < slots[best]:
+                    best = s
+        if best is None:
+            slots.append(nb)
+            busy.append([])
+            best = len(slots) - 1
+        busy[best].append((a, b))
+        slot_of[k] = best
+    unplanned = sum(by_id[k].nbytes for k in span)
+    return MemoryPlan(slot_of, slots, unplanned, costs.peak_bytes(graph), by_id)
+
+
+def optimize(graph, fuse: bool = True):
+    """The default pipeline: fold constants, simplify, CSE, dead-code elimination and fusion."""
+    g = fold_constants(graph)
+    g = simplify(g)
+    g = cse(g)
+    g = dce(g)
+    if fuse:
+        g = fuse_elementwise(g)
+    return g
