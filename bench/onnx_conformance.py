@@ -31,13 +31,26 @@ OPERATORS = (
 ).split()
 
 
-def select(ops=OPERATORS, expanded=False):
-    """{test name: operator} for the node tests of ``ops`` (single-operator graphs; with
-    ``expanded``, the ``*_expanded*`` variants of those tests instead)."""
-    from onnx.backend.test.loader import load_model_tests
+def node_tests(modules=None):
+    """The node test cases of the installed onnx package: all of them, or only those that the
+    named modules of ``onnx.backend.test.case.node`` generate (much faster: generating all of
+    them runs every reference implementation)."""
+    import importlib
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        tests = load_model_tests(kind="node")
+        if modules is None:
+            from onnx.backend.test.loader import load_model_tests
+            return load_model_tests(kind="node")
+        for m in modules:
+            importlib.import_module(f"onnx.backend.test.case.node.{m}")
+        from onnx.backend.test.case.node import _NodeTestCases
+        return list(_NodeTestCases)
+
+
+def select(ops=OPERATORS, expanded=False, tests=None):
+    """{test name: operator} for the node tests of ``ops`` (single-operator graphs; with
+    ``expanded``, the ``*_expanded*`` variants of those tests instead)."""
+    tests = node_tests() if tests is None else tests
     single = {}
     for t in tests:
         kinds = {n.op_type for n in t.model.graph.node}
@@ -96,9 +109,31 @@ def run(names, device="CPU"):
     out = {}
     for method, res in result.outcome.items():
         out[method[: -len(device) - 1]] = res
-    for n in names:
-        out.setdefault(n, ("skip", "not run by the runner"))
+    out = {n: out.get(n, ("skip", "not run by the runner")) for n in names}
     return out, secs
+
+
+def check_cases(cases, device="CPU"):
+    """Run test cases the way the Runner's node tests do (prepare, run every data set, compare
+    with ``Runner.assert_similar_outputs``) without building the Runner's full test list:
+    {name: (status, reason)}."""
+    import numpy as np
+    from onnx.backend.test.runner import Runner, _normalize_tensor
+    from lamina.onnx.backend import LaminaBackend
+    out = {}
+    for case in cases:
+        try:
+            with warnings.catch_warnings(), np.errstate(all="ignore"):
+                warnings.simplefilter("ignore")
+                rep = LaminaBackend.prepare(case.model, device)
+                for inputs, ref in case.data_sets:
+                    got = rep.run([_normalize_tensor(x) for x in inputs])
+                    Runner.assert_similar_outputs([_normalize_tensor(x) for x in ref], got, rtol=case.rtol,
+                                                  atol=case.atol)
+            out[case.name] = ("pass", "")
+        except Exception as e:  # a failing case is a result, not a crash of the run
+            out[case.name] = ("fail", _reason((type(e), e, None)))
+    return out
 
 
 def table(selected, results, title):
