@@ -34,8 +34,8 @@ def gelu(rng, quick):
     tx, tg = _t(x, True), _t(g)
 
     def lam():
-        K.gelu_forward(x)
-        K.gelu_backward(g, x)
+        y, cdf = K.gelu_forward(x, keep_cdf=True)
+        K.gelu_backward(g, x, cdf=cdf)
 
     def tor():
         tx.grad = None

@@ -58,13 +58,38 @@ def _gelu_name(approximate):
     return "gelu" if approximate == "none" else "gelu_tanh"
 
 
-def gelu_forward(x, approximate="none"):
-    """x Phi(x) (exact, with erf) or its tanh approximation; backward recomputes from x."""
-    return _forward(x, _gelu_name(approximate))
+def gelu_forward(x, approximate="none", keep_cdf=False):
+    """x Phi(x) (exact, with erf) or its tanh approximation. With ``keep_cdf`` (exact GELU only)
+    returns ``(y, cdf)``: Phi(x), which makes the backward one exp per element instead of an
+    erf and an exp; without it the backward recomputes everything from x."""
+    name = _gelu_name(approximate)
+    if not keep_cdf:
+        return _forward(x, name)
+    if name != "gelu":
+        raise ValueError("gelu: keep_cdf is for the exact GELU (approximate='none') only")
+    if not _checks.floats(x):
+        return None
+    fn = _lib().gelu_cdf_fwd
+    y, cdf = np.empty_like(x), np.empty_like(x)
+    xf, yf, cf = x.reshape(-1), y.reshape(-1), cdf.reshape(-1)
+    spans = _checks.split(xf.size, _checks.parallel(xf.size))
+    _runtime.run_parts(fn, [(xf[lo:hi], yf[lo:hi], cf[lo:hi]) for lo, hi in spans])
+    return y, cdf
 
 
-def gelu_backward(g, x, approximate="none"):
-    return _backward(g, x, _gelu_name(approximate))
+def gelu_backward(g, x, approximate="none", cdf=None):
+    """Input gradient; pass the forward's ``cdf`` (``keep_cdf``) to skip recomputing Phi(x)."""
+    name = _gelu_name(approximate)
+    if cdf is None:
+        return _backward(g, x, name)
+    if name != "gelu" or not _checks.floats(g, x, cdf) or not g.shape == x.shape == cdf.shape:
+        return None
+    fn = _lib().gelu_cdf_bwd
+    dx = np.empty_like(g)
+    gf, xf, cf, df = g.reshape(-1), x.reshape(-1), cdf.reshape(-1), dx.reshape(-1)
+    spans = _checks.split(gf.size, _checks.parallel(gf.size))
+    _runtime.run_parts(fn, [(gf[lo:hi], xf[lo:hi], cf[lo:hi], df[lo:hi]) for lo, hi in spans])
+    return dx
 
 
 def silu_forward(x):

@@ -131,3 +131,16 @@ def test_empty_and_scalar():
     assert K.gelu_forward(np.zeros(0, np.float32)).shape == (0,)
     y = K.silu_forward(np.array(2.0))
     assert y.shape == () and abs(float(y) - 2 / (1 + np.exp(-2))) < 1e-15
+
+
+def test_gelu_keeping_the_cdf_gives_the_same_numbers(dtype, parts):
+    rng = np.random.default_rng(3)
+    x, g = rand(rng, (5, 203), dtype, 3.0), rand(rng, (5, 203), dtype)
+    y, cdf = K.gelu_forward(x, keep_cdf=True)
+    np.testing.assert_array_equal(y, K.gelu_forward(x))
+    np.testing.assert_allclose(cdf, 0.5 * sp.erfc(-x.astype(np.float64) / np.sqrt(2)),
+                               rtol=3e-6 if dtype == np.float32 else 1e-13, atol=1e-30)
+    np.testing.assert_array_equal(K.gelu_backward(g, x, cdf=cdf), K.gelu_backward(g, x))
+    with pytest.raises(ValueError, match="keep_cdf"):
+        K.gelu_forward(x, "tanh", keep_cdf=True)
+    assert K.gelu_backward(g, x, cdf=cdf[:, :-1]) is None
