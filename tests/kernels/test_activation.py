@@ -139,7 +139,7 @@ def test_gelu_keeping_the_cdf_gives_the_same_numbers(dtype, parts):
     y, cdf = K.gelu_forward(x, keep_cdf=True)
     np.testing.assert_array_equal(y, K.gelu_forward(x))
     np.testing.assert_allclose(cdf, 0.5 * sp.erfc(-x.astype(np.float64) / np.sqrt(2)),
-                               rtol=3e-6 if dtype == np.float32 else 1e-13, atol=1e-30)
+                               rtol=3e-5 if dtype == np.float32 else 1e-13, atol=1e-30)  # float32 tail: see scalar.py
     np.testing.assert_array_equal(K.gelu_backward(g, x, cdf=cdf), K.gelu_backward(g, x))
     with pytest.raises(ValueError, match="keep_cdf"):
         K.gelu_forward(x, "tanh", keep_cdf=True)
