@@ -143,7 +143,7 @@ def fit(run: RunFolder, job: Training, state: Progress, args) -> int:
                 for batch in bar:
                     part, share = ranks.split(batch, job.loss_weight)
                     loss = job.loss(net, part)
-                    value, received = ranks.agree(loss.item() * share, signals.received or 0)
+                    value = ranks.total(loss.item() * share)
                     if not math.isfinite(value):
                         if on_nan == "stop":
                             raise Stop(1, f"non-finite loss ({value}) at step {state.step + 1} "
@@ -178,7 +178,8 @@ def fit(run: RunFolder, job: Training, state: Progress, args) -> int:
                         bar.set_postfix(loss=f"{running:.4f}", rate=f"{rate:.0f} {job.rate_unit}", refresh=False)
                     if checkpoint_every and state.step % checkpoint_every == 0:
                         checkpoint()
-                    if received:
+                    received = ranks.signal(signals.received)
+                    if received is not None:
                         bar.close()
                         _interrupted(run, args, state, received, checkpoint, save_metrics)
                 bar.close()
@@ -191,9 +192,8 @@ def fit(run: RunFolder, job: Training, state: Progress, args) -> int:
                 print(job.report(entry), flush=True)
                 checkpoint()
                 save_metrics()
-                # a signal that came during the evaluation: every rank must see it to stop together
-                _, received = ranks.agree(0.0, signals.received or 0)
-                if received:
+                received = ranks.signal(signals.received)
+                if received is not None:
                     _interrupted(run, args, state, received, checkpoint, save_metrics)
     except Stop as e:  # every rank stops at the same step (their decisions rest on agreed values)
         save_metrics()

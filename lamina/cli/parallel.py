@@ -69,17 +69,25 @@ class Ranks:
         total = float(weight(batch))
         return part, float(weight(part)) / total if total else 0.0
 
-    def agree(self, contribution: float, signal: int) -> tuple[float, int]:
-        """(the sum of every rank's ``contribution``, the largest signal number any rank received):
-        one value every rank acts on, so all of them skip, stop or go on at the same step."""
+    def total(self, contribution: float) -> float:
+        """The sum of every rank's ``contribution`` (each rank's loss times its share: the loss of
+        the global batch), the value every rank decides on, so all skip or stop at the same step."""
         if not self.distributed:
-            return contribution, signal
-        MPI, comm = self.group.mpi(), self.group.comm
+            return contribution
+        MPI = self.group.mpi()
         value = np.array([contribution], dtype=np.float64)
-        comm.Allreduce(MPI.IN_PLACE, value, op=MPI.SUM)
-        sig = np.array([signal], dtype=np.int64)
-        comm.Allreduce(MPI.IN_PLACE, sig, op=MPI.MAX)
-        return float(value[0]), int(sig[0])
+        self.group.comm.Allreduce(MPI.IN_PLACE, value, op=MPI.SUM)
+        return float(value[0])
+
+    def signal(self, received: int | None) -> int | None:
+        """The largest signal number any rank has received (None: none), so that a Ctrl-C, which
+        reaches the ranks at slightly different moments, stops all of them after the same step."""
+        if not self.distributed:
+            return received
+        MPI = self.group.mpi()
+        sig = np.array([received or 0], dtype=np.int64)
+        self.group.comm.Allreduce(MPI.IN_PLACE, sig, op=MPI.MAX)
+        return int(sig[0]) or None
 
     def barrier(self) -> None:
         """Wait until every rank has come here."""

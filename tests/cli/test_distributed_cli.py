@@ -4,7 +4,6 @@ the same global batch, rank 0 alone writing the run folder, ``--resume`` across 
 a failing rank ending the job."""
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
