@@ -40,3 +40,4 @@ from .upsampling import PixelShuffle, PixelUnshuffle, Upsample, UpsamplingBiline
 # is), so ``import lamina.nn.utils.rnn`` and ``from lamina.nn.utils.rnn import ...`` work as in PyTorch.
 utils.rnn = _rnn_utils
 __import__("sys").modules[__name__ + ".utils.rnn"] = _rnn_utils
+from .activation import Hardshrink, Softmax2d, Softshrink  # noqa: F401,E402

@@ -240,3 +240,13 @@ def pairwise_distance(x1, x2, p=2.0, eps=1e-6, keepdim=False):
     if p == 1.0:
         return ops.abs(d).sum(dim=-1, keepdim=keepdim)
     return ops.pow(ops.pow(ops.abs(d), p).sum(dim=-1, keepdim=keepdim), 1.0 / p)
+
+
+def hardshrink(x, lambd=0.5):
+    """x where |x| > lambd, else 0."""
+    return ops.where(ops.abs(x) > lambd, x, 0.0)
+
+
+def softshrink(x, lambd=0.5):
+    """x - lambd above lambd, x + lambd below -lambd, 0 between."""
+    return ops.where(x > lambd, x - lambd, ops.where(x < -lambd, x + lambd, 0.0))

@@ -192,6 +192,8 @@ OPS = [
     OpInfo("threshold", F.threshold, TF.threshold, activation_samples(_away(0.5), threshold=0.5, value=-2.0)),
     OpInfo("softmin", F.softmin, TF.softmin, activation_samples(dim=-1)),
     OpInfo("glu", F.glu, TF.glu, glu_samples),
+    OpInfo("hardshrink", F.hardshrink, TF.hardshrink, activation_samples(_away(-0.7, 0.7), lambd=0.7)),
+    OpInfo("softshrink", F.softshrink, TF.softshrink, activation_samples(_away(-0.5, 0.5))),
     OpInfo("prelu", F.prelu, TF.prelu, prelu_samples),
     OpInfo("pairwise_distance", F.pairwise_distance, TF.pairwise_distance, pairwise_samples),
 ]
