@@ -3,6 +3,8 @@ probability p and the rest scaled by 1/(1-p). The per-channel mask comes from th
 primitive applied to ones of shape (N, C, 1, ...), so it draws from the same seeded streams."""
 from __future__ import annotations
 
+import warnings
+
 from ..tensor import Tensor
 from .base import check_float
 from .nn import dropout
@@ -35,8 +37,12 @@ def dropout1d(input, p=0.5, training=True, inplace=False):
 
 
 def dropout2d(input, p=0.5, training=True, inplace=False):
-    """Zero whole channels of (N, C, H, W) input. A 3-D input is taken as (N, C, L), as PyTorch
-    still does (it documents this as a behaviour it will change)."""
+    """Zero whole channels of (N, C, H, W) input. A 3-D input is taken as (N, C, L), with
+    PyTorch's warning (it documents this as a behaviour it will change)."""
+    if isinstance(input, Tensor) and input.ndim == 3:
+        warnings.warn("dropout2d: received a 3-D input and takes it as (N, C, L), dropping whole rows of "
+                      "dim 1 per sample, as PyTorch does; use dropout1d for that, or add a batch dim to "
+                      "an unbatched (C, H, W) input", stacklevel=2)
     return _channel_dropout("dropout2d", input, p, training, 2, short_is_batched=True)
 
 

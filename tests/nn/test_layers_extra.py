@@ -202,7 +202,8 @@ def test_channel_dropout_seeded_edges_and_errors():
     assert F.dropout2d(x, 0.5, training=False) is x
     assert float(ops_abs_sum(F.dropout2d(x, 1.0))) == 0.0
     # a 3-D input to dropout2d is (N, C, L), as PyTorch takes it: masks per (n, c)
-    y = F.dropout2d(lamina.ones(6, 40, 5), 0.5).numpy()
+    with pytest.warns(UserWarning, match="dropout2d: received a 3-D input and takes it as"):
+        y = F.dropout2d(lamina.ones(6, 40, 5), 0.5).numpy()
     assert np.all(y.min(axis=2) == y.max(axis=2)) and np.any(y[0] == 0) and np.any(y[0] != 0)
     with pytest.raises(ValueError, match=r"dropout1d: expected a 2-D or 3-D input .* got shape \(2, 3, 4, 5\)"):
         F.dropout1d(lamina.ones(2, 3, 4, 5))
