@@ -4,3 +4,4 @@ cost accounting (``costs``, ``summary``), passes (``passes``), running a graph (
 from .ir import Graph, Node, Value  # noqa: F401
 from .trace import TraceError, check_concrete, trace  # noqa: F401
 from .summary import Summary, summary  # noqa: F401
+from .compile import Compiled, compile  # noqa: F401,A001

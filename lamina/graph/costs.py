@@ -150,7 +150,11 @@ def liveness(graph, eager=False):
     """
     end = len(graph.nodes)
     span = {}
-    for i, n in enumerate(graph.nodes):
+    nodes = graph.nodes
+    # inside a fused elementwise chain only the last node's value is ever made
+    internal = {id(n.outputs[0]) for i, n in enumerate(nodes[:-1])
+                if n.group is not None and nodes[i + 1].group == n.group}
+    for i, n in enumerate(nodes):
         f = n.grad_of if eager else None
         if f is not None:
             for v in f.inputs + f.outputs:
@@ -159,7 +163,7 @@ def liveness(graph, eager=False):
                     span[id(r)][1] = max(span[id(r)][1], i)
         for v in n.outputs:
             r = _root(v)
-            if r.kind == "activation" and id(r) not in span:
+            if r.kind == "activation" and id(r) not in span and id(r) not in internal:
                 span[id(r)] = [i, i]
         for v in n.inputs:
             r = _root(v)

@@ -18,6 +18,7 @@ import numpy as np
 
 from . import costs
 from .executor import run_node
+from .ir import Node
 
 RANDOM = frozenset(("Dropout", "Multinomial"))
 ELEMENTWISE = frozenset((
@@ -259,6 +260,122 @@ def plan_memory(graph) -> MemoryPlan:
         slot_of[k] = best
     unplanned = sum(by_id[k].nbytes for k in span)
     return MemoryPlan(slot_of, slots, unplanned, costs.peak_bytes(graph), by_id)
+
+
+def _recomputable(n) -> bool:
+    return n.phase in ("forward", "recompute") and n.op_cls.__name__ not in RANDOM
+
+
+def rematerialize(graph, budget: int, max_depth: int = 6):
+    """Recompute forward activations just before the backward reads them, instead of keeping
+    them alive across the peak, until ``costs.peak_bytes`` fits ``budget`` (bytes).
+
+    A candidate is a forward value alive across the current peak and unread there. Its
+    producer is recomputed right before the value's first later reader, from inputs that are
+    alive at that point or are themselves recomputed the same way (up to ``max_depth`` ops
+    deep); the largest candidate goes first. Raises ``MemoryError`` when no candidate is left
+    and the peak is still above the budget.
+    """
+    g = graph.copy()
+    start = costs.peak_bytes(g)
+    done = set()
+    while True:
+        peak = costs.peak_bytes(g)
+        if peak <= budget:
+            return g
+        span = costs.liveness(g)
+        over = costs.bytes_over_time(g)
+        at = max(range(len(over)), key=lambda k: over[k] + costs.workspace(g.nodes[k]))
+        users = {}
+        for i, n in enumerate(g.nodes):
+            for v in n.inputs:
+                users.setdefault(id(v), []).append(i)
+
+        def plan(v, first, depth):
+            """Nodes to recompute so ``v`` exists at step ``first`` (producers first), or None."""
+            if v.kind != "activation" or span.get(id(v.view_of or v), (0, -1))[1] >= first:
+                return []  # alive there anyway
+            n = v.producer
+            if depth > max_depth or n is None or not _recomputable(n) or n not in g.nodes:
+                return None
+            out = []
+            for x in n.inputs:
+                sub = plan(x, first, depth + 1)
+                if sub is None:
+                    return None
+                out.extend(sub)
+            out.append(n)
+            return out
+
+        # values with a view made before the peak stay alive through it (the view holds them)
+        has_views = {id(v.view_of) for m in g.nodes[:at + 1] for v in m.outputs if v.view_of is not None}
+        best = None
+        for i, n in enumerate(g.nodes):
+            if n.phase != "forward" or id(n) in done or not _recomputable(n) or id(n.outputs[0]) in has_views:
+                continue
+            if len(n.outputs) != 1 + sum(1 for v in n.outputs if v.index.__class__ is tuple):
+                continue  # several real outputs
+            v = n.outputs[0]
+            if v.view_of is not None or id(v) not in span:
+                continue
+            reads = users.get(id(v), ())
+            later = [j for j in reads if j > at]
+            before = [j for j in reads if j <= at]
+            if not later or (before and max(before) >= at) or i >= at:
+                continue
+            first = min(later)
+            chain = None
+            ins = []
+            for x in n.inputs:
+                sub = plan(x, first, 1)
+                if sub is None:
+                    break
+                ins.extend(sub)
+            else:
+                chain = ins + [n]
+            if chain is None:
+                continue
+            gain = v.nbytes  # the recomputed inputs live only around the recompute point
+            if best is None or gain > best[0]:
+                best = (gain, chain, first)
+        if best is None:
+            raise MemoryError(
+                f"compile: memory_budget of {costs.format_bytes(budget)} cannot be met: recomputing "
+                f"activations brings the peak from {costs.format_bytes(start)} to {costs.format_bytes(peak)}")
+        _, chain, first = best
+        made, new_nodes = {}, []
+        for n in chain:
+            if id(n) in made:
+                continue
+            twin = Node(n.op_cls, n.op._new_node(), [made.get(id(x), x) for x in n.inputs], [], n.module,
+                        n.needs_input_grad, "recompute")
+            for v in n.outputs:  # saved arrays too: the backward's readers move to the twin's
+                v2 = g.new_value(v.shape, v.dtype, v.device, "activation", producer=twin, index=v.index)
+                if v.view_of is not None:
+                    v2.view_of = made.get(id(v.view_of), v.view_of)
+                twin.outputs.append(v2)
+                made[id(v)] = v2
+            made[id(n)] = twin
+            new_nodes.append(twin)
+        done.add(id(chain[-1]))
+        old_root = chain[-1].outputs[0]
+        for j in range(first, len(g.nodes)):
+            m = g.nodes[j]
+            m.inputs = [made.get(id(x), x) for x in m.inputs]
+            if any(v.view_of is old_root for v in m.outputs):
+                # a view the backward makes of the recomputed value: a new value, a view of the twin
+                outs = []
+                for v in m.outputs:
+                    if v.view_of is old_root:
+                        w = g.new_value(v.shape, v.dtype, v.device, v.kind, producer=m, index=v.index)
+                        w.view_of = made[id(old_root)].view_of or made[id(old_root)]
+                        made[id(v)] = w
+                        v = w
+                    outs.append(v)
+                m.outputs = outs
+        g.outputs = [made.get(id(v), v) for v in g.outputs]
+        g.updates = [(t, made.get(id(v), v)) for t, v in g.updates]
+        g.nodes[first:first] = new_nodes
 
 
 def optimize(graph, fuse: bool = True):

@@ -131,6 +131,7 @@ class Tracer:
         self.modules = []     # the stack of module names being called
         self.params = {}      # id(parameter tensor) -> value
         self.backward_of = None  # the forward node whose backward is running
+        self.zeroed = set()      # ids of parameters whose .grad zero_grad() cleared before any backward
 
     # ---------------------------------------------------------------- values
     def _register(self, t, v):
@@ -327,6 +328,7 @@ def trace(fn, *example_inputs) -> Graph:
             handles.append(sub.register_forward_hook(_leave_module(tracer)))
     for o in optimizers:
         o.step = (lambda closure=None, _o=o: traced_step(tracer, _o, closure))
+        o.zero_grad = _zero_grad_of(tracer, o)
     for i, x in enumerate(example_inputs):
         if isinstance(x, Tensor):
             v = g.new_value(x.shape, x.dtype, backend.device_of(x.data), "input", name=f"input{i}")
@@ -350,12 +352,25 @@ def trace(fn, *example_inputs) -> Graph:
             h.remove()
         for o in optimizers:
             o.__dict__.pop("step", None)
+            o.__dict__.pop("zero_grad", None)
         for p, old in zip(params, old_grads):
             p.grad = old
     g.example_signature = signature(example_inputs)
-    g.grads_before = tuple(p.grad is not None for p in params)
-    g.traced_params = params
+    # the parameters whose gradient before the call can change what the graph computes: all
+    # but those an optimiser's zero_grad() cleared before the first backward node
+    g.grad_inputs = [p for p in params if id(p) not in tracer.zeroed]
     return g
+
+
+def _zero_grad_of(tracer, opt):
+    real = opt.zero_grad
+
+    def zero_grad(set_to_none: bool = True):
+        if set_to_none and not any(n.phase == "backward" for n in tracer.graph.nodes):
+            for group in opt.param_groups:
+                tracer.zeroed.update(id(p) for p in group["params"])
+        return real(set_to_none)
+    return zero_grad
 
 
 def _enter_module(tracer, name):

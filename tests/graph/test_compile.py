@@ -1,0 +1,92 @@
+"""lamina.graph.compile: compiled inference and training steps equal eager Lamina in float64,
+guards re-trace on new shapes (logged with LAMINA_LOG=recompiles), memory budgets."""
+import numpy as np
+import pytest
+
+import lamina
+from lamina.graph import compile, costs, passes, trace
+from lamina.graph.executor import run
+from lamina.models import GPT, GPTConfig
+
+from .models import NAMES, arrays, assert_close, grads, make, train_step, twin
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_compiled_inference_and_training_equal_eager(name):
+    model, loss_fn, inputs = make(name)
+    r = np.random.default_rng(5)
+    eager = twin(model)
+    infer = compile(lambda *xs: loss_fn(model, *xs))
+    for _ in range(2):
+        new = inputs(r)
+        with lamina.no_grad():
+            np.testing.assert_allclose(infer(*new).item(), loss_fn(eager, *new).item(), rtol=1e-12)
+    step = compile(train_step(model, loss_fn))
+    eager_step = train_step(eager, loss_fn)
+    for _ in range(3):
+        new = inputs(r)
+        np.testing.assert_allclose(step(*new).item(), eager_step(*new).item(), rtol=1e-12)
+        assert_close(grads(model), grads(eager))
+        assert_close(arrays(model), arrays(eager))
+    assert len(step.graphs) == 1 and step.recompiles == 0
+
+
+def test_compiled_module_output_structure():
+    model, _, inputs = make("gpt")
+    x, t = inputs(np.random.default_rng(0))
+    cm = compile(model)
+    logits, loss = cm(x, t)
+    want_logits, want_loss = model(x, t)
+    np.testing.assert_allclose(logits.numpy(), want_logits.detach().numpy(), rtol=1e-12)
+    np.testing.assert_allclose(loss.item(), want_loss.item(), rtol=1e-12)
+    logits, loss = cm(x)  # a None argument is part of the guard: a new graph
+    assert loss is None and logits.shape == (2, 6, 11) and len(cm.graphs) == 2
+
+
+def test_guards_retrace_on_new_shapes_and_log(monkeypatch, capsys):
+    model, loss_fn, _ = make("mlp")
+    f = compile(lambda x: model(x).sum())
+    f(lamina.randn(4, 12))
+    f(lamina.randn(4, 12))
+    assert capsys.readouterr().err == ""
+    monkeypatch.setenv("LAMINA_LOG", "recompiles")
+    x = lamina.randn(7, 12)
+    np.testing.assert_allclose(f(x).item(), model(x).sum().item(), rtol=1e-12)
+    err = capsys.readouterr().err
+    assert "re-tracing" in err and "(4, 12)" in err and "(7, 12)" in err
+    f(lamina.randn(4, 12).float())
+    assert "float32" in capsys.readouterr().err
+    assert f.recompiles == 2 and len(f.graphs) == 3
+
+
+def test_memory_budget_rematerialises_or_says_it_cannot():
+    lamina.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=11, block_size=16, n_layer=2, n_head=2, n_embd=16))
+    loss_fn = lambda m, x, t: m(x, t)[1]  # noqa: E731
+    r = np.random.default_rng(0)
+    x, t = (lamina.tensor(r.integers(0, 11, (8, 16))) for _ in range(2))
+    g = passes.optimize(trace(train_step(model, loss_fn), x, t))
+    peak = costs.peak_bytes(g)
+    budget = int(0.85 * peak)
+    g2 = passes.rematerialize(g, budget)
+    assert costs.peak_bytes(g2) <= budget
+    assert any(n.phase == "recompute" for n in g2.nodes)
+    before = arrays(model)
+    l1, l2 = run(g, x, t).item(), None
+    after1 = arrays(model)
+    for n, p in model.named_parameters():
+        p.data[...] = before[n]
+    l2 = run(g2, x, t).item()
+    assert l1 == l2
+    assert_close(arrays(model), after1, tol=0)
+    with pytest.raises(MemoryError, match="memory_budget of .* cannot be met"):
+        passes.rematerialize(g, peak // 10)
+    eager = twin(model)
+    step = compile(train_step(model, loss_fn), memory_budget=budget)
+    eager_step = train_step(eager, loss_fn)
+    for _ in range(2):
+        np.testing.assert_allclose(step(x, t).item(), eager_step(x, t).item(), rtol=1e-12)
+        assert_close(arrays(model), arrays(eager))
+    assert costs.peak_bytes(step.graph) <= budget
+    with pytest.raises(ValueError, match="memory_budget"):
+        compile(lambda x: x, memory_budget="lots")
