@@ -41,13 +41,11 @@ class LaminaBackend(Backend):
     @classmethod
     def prepare(cls, model, device="CPU", **kwargs):
         super().prepare(model, device, **kwargs)
-        dev = "cuda" if str(device).upper().startswith("CUDA") else None
-        return LaminaBackendRep(from_model(model, device=dev))
+        return LaminaBackendRep(from_model(model))
 
     @classmethod
     def supports_device(cls, device):
-        d = str(device).upper()
-        return d == "CPU" or (d.startswith("CUDA") and lamina.cuda_is_available())
+        return str(device).upper() == "CPU"
 
     @classmethod
     def run_model(cls, model, inputs, device="CPU", **kwargs):

@@ -26,20 +26,19 @@ from .ops import OPS, Node
 _BUFFER_INPUTS = {"BatchNormalization": (3, 4)}
 
 
-def load(path, device=None) -> "OnnxModule":
+def load(path) -> "OnnxModule":
     """Load the ONNX file at ``path`` as an ``OnnxModule`` (in eval mode, like a loaded model).
 
     External data is read only from files inside the model's folder. A corrupt, truncated or
     hostile file, or one using operators Lamina does not map, raises ``OnnxImportError``.
     """
     model = proto.read_model(path)
-    return from_model(model, base_dir=os.path.dirname(os.path.abspath(os.fspath(path))), device=device,
-                      where=os.fspath(path))
+    return from_model(model, base_dir=os.path.dirname(os.path.abspath(os.fspath(path))), where=os.fspath(path))
 
 
-def from_model(model, base_dir=None, device=None, where="model") -> "OnnxModule":
+def from_model(model, base_dir=None, where="model") -> "OnnxModule":
     """An ``OnnxModule`` from an ``onnx.ModelProto`` (external data resolved under ``base_dir``)."""
-    return OnnxModule(model, base_dir=base_dir, device=device, where=where)
+    return OnnxModule(model, base_dir=base_dir, where=where)
 
 
 def _attr_value(a, node_where, base_dir):
@@ -77,9 +76,11 @@ def _safe_name(name: str, taken: set) -> str:
 
 class OnnxModule(nn.Module):
     """A Lamina module running an ONNX graph; call it with the graph's inputs in order (or by
-    name as keywords). Returns one tensor, or a tuple for a graph with several outputs."""
+    name as keywords). Returns one tensor, or a tuple for a graph with several outputs.
 
-    def __init__(self, model, base_dir=None, device=None, where="model"):
+    Runs on the CPU: constants the graph creates while running are NumPy arrays."""
+
+    def __init__(self, model, base_dir=None, where="model"):
         super().__init__()
         graph = model.graph
         opset = proto.opset_of(model)
@@ -118,8 +119,6 @@ class OnnxModule(nn.Module):
             arr = proto.to_array(t, base_dir, f"initializer {t.name!r}")
             name = _safe_name(t.name, taken)
             tensor = lamina.from_numpy(arr.copy())
-            if device is not None:
-                tensor = tensor.to(device)
             if arr.dtype.kind == "f" and arr.dtype.name in ("float16", "float32", "float64", "bfloat16") \
                     and t.name not in buffer_only:
                 self.register_parameter(name, nn.Parameter(tensor))
@@ -192,7 +191,7 @@ class OnnxModule(nn.Module):
                 out = node.fn(node, *ins)
             except OnnxImportError:
                 raise
-            except (ValueError, TypeError, IndexError, RuntimeError) as e:
+            except Exception as e:  # any failure inside an operator: say which node, with what
                 shapes = ", ".join(str(tuple(t.shape)) if t is not None else "-" for t in ins)
                 raise RuntimeError(f"lamina.onnx: {node.where()} failed on inputs of shapes ({shapes}): "
                                    f"{proto._one_line(e)}") from e

@@ -37,7 +37,7 @@ def _onnx():
 
 def read_model(path):
     """Parse the ONNX file at ``path`` without following external data; the model proto."""
-    onnx = _onnx()
+    _onnx()  # a clear ImportError first when the onnx package is missing
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"lamina.onnx.load: no such file: {path!r}")

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import numpy as np
 
-import lamina
 from lamina import backend
 from lamina.tensor import _wrap
 

@@ -17,7 +17,7 @@ from lamina.ops.conv import conv as _conv_nd, conv_transpose as _conv_transpose_
 from lamina.ops.pool import max_pool as _max_pool_nd
 
 from . import onnx_op
-from ._util import axis, fail, host, scalar, wrap
+from ._util import axis, check_size, fail, host, raw, scalar, wrap
 
 # ---------------------------------------------------------------- products
 
@@ -126,17 +126,20 @@ def _auto_pads(node, spatial, kernel, strides, dilations):
     return list(pads[:d]), list(pads[d:])
 
 
-def _pad_spatial(x, begin, end, value=0.0):
+def _pad_spatial(x, begin, end, value=0.0, node=None):
     if not any(begin) and not any(end):
         return x
+    if node is not None:
+        check_size(node, list(x.shape[:2]) + [s + b + e for s, b, e in zip(x.shape[2:], begin, end)],
+                   x.dtype.itemsize)
     widths = []
     for b, e in zip(reversed(begin), reversed(end)):
         widths += [b, e]
     return lamina.pad(x, widths, value=value)
 
 
-def _geometry(node, w_or_kernel, x, transposed=False):
-    kernel = list(node.attr("kernel_shape") or w_or_kernel)
+def _geometry(node, weight_kernel):
+    kernel = list(node.attr("kernel_shape") or weight_kernel)
     d = len(kernel)
     strides = list(node.attr("strides") or [1] * d)
     dilations = list(node.attr("dilations") or [1] * d)
@@ -145,21 +148,21 @@ def _geometry(node, w_or_kernel, x, transposed=False):
 
 @onnx_op("Conv")
 def conv(node, x, w, b=None):
-    kernel, strides, dilations, d = _geometry(node, w.shape[2:], x)
+    kernel, strides, dilations, d = _geometry(node, w.shape[2:])
     if x.ndim != d + 2:
         fail(node, f"input of shape {x.shape} does not fit a {d}-d kernel {tuple(w.shape)}")
     begin, end = _auto_pads(node, x.shape[2:], kernel, strides, dilations)
     if begin == end:
         pad = begin
     else:
-        x, pad = _pad_spatial(x, begin, end), [0] * d
+        x, pad = _pad_spatial(x, begin, end, node=node), [0] * d
     group = node.attr("group", 1)
     return _conv_nd(x, w, b, tuple(strides), tuple(pad), tuple(dilations), group, d=d, opname=f"Conv{d}d")
 
 
 @onnx_op("ConvTranspose")
 def conv_transpose(node, x, w, b=None):
-    kernel, strides, dilations, d = _geometry(node, w.shape[2:], x)
+    kernel, strides, dilations, d = _geometry(node, w.shape[2:])
     group = node.attr("group", 1)
     out_pad = list(node.attr("output_padding") or [0] * d)
     spatial = x.shape[2:]
@@ -185,7 +188,7 @@ def conv_transpose(node, x, w, b=None):
     # output_padding and negative pads extend the end, positive pads crop
     grow_b = [max(-p, 0) for p in begin]
     grow_e = [max(op_ - p, 0) for op_, p in zip(out_pad, end)]
-    y = _pad_spatial(y, grow_b, grow_e)
+    y = _pad_spatial(y, grow_b, grow_e, node=node)
     index = [slice(None), slice(None)]
     for f, p, op_, e, gb in zip(full, begin, out_pad, end, grow_b):
         index.append(slice(p + gb, f + op_ - e + gb))
@@ -231,9 +234,10 @@ def max_pool(node, x):
     low = -np.inf if x.dtype.kind == "f" else np.iinfo(x.dtype).min
     ends = [e + x_ for e, x_ in zip(end, extra)]
     if x.dtype.kind == "f":
-        xp_ = _pad_spatial(x, begin, ends, value=float(low))
+        xp_ = _pad_spatial(x, begin, ends, value=float(low), node=node)
     else:
-        from ._util import raw
+        check_size(node, list(x.shape[:2]) + [s + b + e for s, b, e in zip(x.shape[2:], begin, ends)],
+                   x.dtype.itemsize)
         xp_ = raw(lambda xp, a: xp.pad(a, [(0, 0), (0, 0)] + list(zip(begin, ends)), constant_values=low), x)
     want_idx = len(node.outputs) > 1 and node.outputs[1]
     res = _max_pool_nd(xp_, tuple(kernel), tuple(strides), 0, tuple(dilations), False, bool(want_idx), d=d,
@@ -261,7 +265,7 @@ def average_pool(node, x):
     spatial = x.shape[2:]
     planes = lamina.reshape(x, (n * c, 1) + tuple(spatial))
     ends = [e + x_ for e, x_ in zip(end, extra)]
-    planes = _pad_spatial(planes, begin, ends)
+    planes = _pad_spatial(planes, begin, ends, node=node)
     ones = wrap(np.ones((1, 1) + tuple(kernel), x.dtype), x)
     y = _conv_nd(planes, ones, None, tuple(strides), (0,) * d, tuple(dilations), 1, d=d, opname="AveragePool")
     # how many elements each window averages: padding counts only with count_include_pad,

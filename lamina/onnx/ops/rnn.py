@@ -123,7 +123,6 @@ def _time_reversed(x, lens):
 def _loop(x, lens, reverse, step, states):
     """Run ``step(x_t, states) -> (h, states)`` over time; past a sequence's length the states
     hold and the output is zero."""
-    T, B = x.shape[0], x.shape[1]
     lens_np = None if lens is None else host(lens)
     if reverse:
         x = lamina.flip(x, (0,)) if lens_np is None else _time_reversed(x, lens_np)
