@@ -212,7 +212,7 @@ def test_channel_dropout_seeded_edges_and_errors():
     with pytest.raises(ValueError, match=r"Dropout2d: p must be in \[0, 1\], got -0.1"):
         nn.Dropout2d(-0.1)
     with pytest.raises(TypeError, match="dropout2d: expected a floating-point tensor"):
-        F.dropout2d(lamina.ones(2, 3, 4, dtype=lamina.int64))
+        F.dropout2d(lamina.ones(2, 3, 4, 4, dtype=lamina.int64))
 
 
 def ops_abs_sum(t):
