@@ -17,6 +17,10 @@ from . import _checks, _runtime
 
 _k = None
 COLUMN_BUDGET = 1 << 22  # elements of one block's columns (16 MiB in float32)
+# Weight gradients with at most this many elements (out channels x C*kh*kw) are computed by a
+# compiled blocked dot product instead of BLAS: measured 2x faster on LeNet's first layer
+# (6 x 25), even on its second (16 x 150), slower on larger ones.
+SMALL_WEIGHT = 1024
 
 
 def _lib():
@@ -168,8 +172,13 @@ def conv2d_backward(g, x, weight, stride=1, padding=0, dilation=1, groups=1, nee
             else:
                 cols = np.empty((ck, m), x.dtype)
                 _im2col(k, x, cols, n0, n1, geo)
-            for gi in range(groups):
-                dw[gi] += dyt[gi * og:(gi + 1) * og] @ cols[gi * ckg:(gi + 1) * ckg].T
+            if groups == 1 and o * ck <= SMALL_WEIGHT:
+                spans = _checks.split(m, max(1, min(_checks.parallel(m * (o + ck)), m // 512 + 1)))
+                parts = _runtime.run_parts(k.weight_grad, [(dyt, cols, m0, m1) for m0, m1 in spans])
+                dw[0] += sum(parts[1:], parts[0]).astype(x.dtype)
+            else:
+                for gi in range(groups):
+                    dw[gi] += dyt[gi * og:(gi + 1) * og] @ cols[gi * ckg:(gi + 1) * ckg].T
         if need_input:
             dcols = np.empty((ck, m), x.dtype)
             for gi in range(groups):

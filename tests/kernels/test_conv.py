@@ -116,3 +116,15 @@ def test_avg_pool2d_matches_torch(kw, count_include_pad, dtype):
                                rtol=rtol, atol=rtol)
     np.testing.assert_allclose(K.avg_pool2d_backward(g, x.shape, count_include_pad=count_include_pad, **kw),
                                tg.numpy(), rtol=rtol, atol=rtol)
+
+
+def test_weight_gradient_by_blas_and_by_the_small_kernel_agree(monkeypatch, dtype, parts):
+    from lamina.kernels import conv
+    rng = np.random.default_rng(19)
+    x, w = rand(rng, (3, 2, 9, 9), dtype), rand(rng, (5, 2, 3, 3), dtype)
+    g = rand(rng, (3, 5, 7, 7), dtype)
+    small = conv.conv2d_backward(g, x, w, need_input=False)[1]
+    monkeypatch.setattr(conv, "SMALL_WEIGHT", 0)
+    blas = conv.conv2d_backward(g, x, w, need_input=False)[1]
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(small, blas, rtol=tol, atol=tol)
