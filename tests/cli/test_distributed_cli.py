@@ -124,7 +124,7 @@ def test_lenet_two_ranks_train_like_one_process_and_resume_across_world_sizes(mn
     _assert_same_training(one, two_on_one, weights_atol=1e-5)
 
 
-@pytest.mark.parametrize("recipe", ["gpt", "char-rnn"])
+@pytest.mark.parametrize("recipe", ["gpt", pytest.param("char-rnn", marks=pytest.mark.slow)])
 def test_text_models_on_two_ranks_train_like_one_process(recipe, tmp_path, capsys):
     need_mpi()
     text = tmp_path / "tiny.txt"
