@@ -29,12 +29,10 @@ CORE = {"Conv": "conv", "ConvTranspose": "convtranspose", "MaxPool": "maxpool", 
         "Unsqueeze": "unsqueeze", "Gather": "gather", "Clip": "clip", "Pad": "pad", "Einsum": "einsum",
         "ReduceSum": "reducesum", "Expand": "expand", "TopK": "topk", "CumSum": "cumsum", "Trilu": "trilu"}
 
-# tests no NumPy/PyTorch-style framework can pass: random dropout masks drawn by the reference's
-# own generator, optional/sequence types, and E8M0's rounding of zero
+# random dropout masks drawn by the reference's own generator; optional and sequence types
 KNOWN_FAILURES = {
     "test_training_dropout", "test_training_dropout_default", "test_training_dropout_mask",
     "test_training_dropout_default_mask", "test_identity_opt", "test_identity_sequence",
-    "test_cast_e8m0_FLOAT_to_FLOAT8E8M0", "test_cast_e8m0_FLOAT16_to_FLOAT8E8M0",
 }
 
 

@@ -329,6 +329,11 @@ def _cast_array(xp, a, to, saturate):
     src, to = a.dtype, np.dtype(to)
     if src == to:
         return a.copy()
+    if to.name == "float8_e8m0fnu":
+        # a power-of-two scale type with no zero and no sign: ONNX rounds up and saturates, as the
+        # onnx package's own converter does (ml_dtypes' cast rounds to nearest and has no saturation)
+        from onnx.numpy_helper import to_float8e8m0
+        return to_float8e8m0(a.astype(np.float32), saturate=saturate, round_mode="up").view(to)
     if to.name.startswith(("float8", "float4", "float6")):
         import ml_dtypes
         info = ml_dtypes.finfo(to)
