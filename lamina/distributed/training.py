@@ -1,4 +1,5 @@
-"""What a training command needs to run data-parallel, in one object.
+"""What a training script needs to run data-parallel, in one object (the ``lamina train``
+commands have their own, ``lamina.cli.parallel``, which also splits uneven batches exactly).
 
 ``DataParallelRun.setup(global_batch)`` joins the process group, checks that the global batch
 splits evenly over the ranks and gives each rank its share; ``wrap`` puts a model in
