@@ -140,8 +140,6 @@ def check_cases(cases, device="CPU"):
 
 # why the tests Lamina fails cannot pass (or are out of scope), for the table
 WHY = {
-    "test_training_dropout": "random mask: the expected output is the mask the reference drew from NumPy's global "
-                             "generator after np.random.seed(0); any other generator draws another, equally valid one",
     "test_identity_opt": "optional-typed input: Lamina values are tensors only (no optional or sequence types)",
     "test_identity_sequence": "sequence-typed input: Lamina values are tensors only (no optional or sequence types)",
     "_expanded": "the expansion is a Loop over a subgraph; control-flow operators (Loop, If, Scan) are not mapped",

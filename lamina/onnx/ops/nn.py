@@ -369,7 +369,10 @@ def dropout(node, x, ratio=None, training_mode=None):
         y, keep = x, np.ones(x.shape, bool)
     else:
         seed = node.attr("seed")
-        rng = np.random.default_rng(seed) if seed is not None else None
-        keep = (rng.random(x.shape) if rng is not None else host(lamina.rand(*x.shape))) >= p
+        # with a seed, the draws of the ONNX reference implementation (NumPy's RandomState), so a
+        # seeded graph gives the same mask here as there; without one, Lamina's generator
+        draws = np.random.RandomState(seed).uniform(0, 1.0, x.shape) if seed is not None else \
+            host(lamina.rand(*x.shape))
+        keep = draws >= p
         y = x * wrap((keep / (1.0 - p)).astype(x.dtype), x) if p < 1.0 else x * 0
     return (y, wrap(keep, x)) if want_mask else y
