@@ -27,34 +27,35 @@ def _span(ow, off, sw, width):
 
 @njit(**JIT)
 def im2col_rows(x, cols, n0, n1, r0, r1, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow):
-    """Rows r0..r1-1 of the columns (C*kh*kw, (n1-n0)*oh*ow) of samples n0..n1-1 of x."""
+    """Rows r0..r1-1 of the columns (C*kh*kw, (n1-n0)*oh*ow) of samples n0..n1-1 of x. Each
+    (row, sample) is one 2-D block copy of the window's valid part plus zero borders: copying
+    output row by output row spent most of its time making views (LeNet's rows hold 10-28
+    values), and was 1.7x slower on LeNet's second layer."""
     h, w = x.shape[2], x.shape[3]
     p = oh * ow
     for row in range(r0, r1):
         c = row // (kh * kw)
         ki = (row // kw) % kh
         kj = row % kw
-        off = kj * dw - pw
-        lo, hi = _span(ow, off, sw, w)
+        offw = kj * dw - pw
+        lo, hi = _span(ow, offw, sw, w)
+        offh = ki * dh - ph
+        ilo, ihi = _span(oh, offh, sh, h)
         dst = cols[row]
         for n in range(n0, n1):
-            for i in range(oh):
-                o = (n - n0) * p + i * ow
-                d = dst[o:o + ow]
-                ih = i * sh - ph + ki * dh
-                if ih < 0 or ih >= h:
-                    d[:] = 0
-                    continue
-                d[:lo] = 0
-                d[hi:] = 0
-                src = x[n, c, ih]
-                if sw == 1:
-                    d[lo:hi] = src[lo + off:hi + off]
-                else:
-                    dd = d[lo:hi]
-                    a = lo * sw + off
-                    for t in range(hi - lo):
-                        dd[t] = src[a + t * sw]
+            d2 = dst[(n - n0) * p:(n - n0 + 1) * p].reshape((oh, ow))
+            if ilo > 0:
+                d2[:ilo, :] = 0
+            if ihi < oh:
+                d2[ihi:, :] = 0
+            if ihi > ilo:
+                if lo > 0:
+                    d2[ilo:ihi, :lo] = 0
+                if hi < ow:
+                    d2[ilo:ihi, hi:] = 0
+                if hi > lo:
+                    d2[ilo:ihi, lo:hi] = x[n, c, ilo * sh + offh:(ihi - 1) * sh + offh + 1:sh,
+                                           lo * sw + offw:(hi - 1) * sw + offw + 1:sw]
 
 
 @njit(**JIT)
