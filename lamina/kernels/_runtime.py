@@ -1,6 +1,7 @@
 """The kernel layer's switches and machinery: whether kernels run, where Numba's on-disk cache
 lives, loading the compiled modules (and importing Numba) on first use, the one-line compile
-notice, and the thread count shared by Numba and BLAS.
+notice, the thread count shared by the kernels and BLAS, and the pool of threads that runs
+parts of a large kernel call at once.
 
 Nothing here imports Numba at module import: importing it costs 0.2-0.4 s, and a process that
 never runs a kernel (kernels off, GPU only, a quick CLI command) should not pay that.
@@ -23,7 +24,7 @@ _numba_found = None      # whether Numba can be imported, decided once
 _numba = None            # the numba module once loaded
 _cache = None            # (use the on-disk cache?, its directory, why not) decided before Numba loads
 _modules: dict = {}      # name -> loaded module of lamina.kernels.compiled
-_threads = None          # requested thread count, applied to Numba when it loads
+_threads = None          # thread count set by set_num_threads (None: the usable cores)
 _lock = threading.RLock()
 
 # How long compiling may take, in total, before the one-line notice is printed.
