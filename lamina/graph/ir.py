@@ -99,6 +99,7 @@ class Graph:
         self.outputs: list[Value] = []
         self.out_spec = None
         self.updates: list[tuple] = []
+        self.module_types: dict = {}  # module path -> class name, of the modules the trace reached
         self._next = 0
 
     # ---------------------------------------------------------------- building
@@ -146,6 +147,8 @@ class Graph:
             g.nodes.append(m)
         g.inputs, g.outputs, g.out_spec = list(self.inputs), list(self.outputs), self.out_spec
         g.updates = list(self.updates)
+        g.module_types = self.module_types
+        g.grad_inputs = getattr(self, "grad_inputs", [])
         g._next = self._next
         return g
 

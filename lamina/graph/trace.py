@@ -355,6 +355,7 @@ def trace(fn, *example_inputs) -> Graph:
             o.__dict__.pop("zero_grad", None)
         for p, old in zip(params, old_grads):
             p.grad = old
+    g.module_types = {name: type(sub).__name__ for m in modules for name, sub in m.named_modules() if name}
     g.example_signature = signature(example_inputs)
     # the parameters whose gradient before the call can change what the graph computes: all
     # but those an optimiser's zero_grad() cleared before the first backward node
