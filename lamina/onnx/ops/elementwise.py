@@ -374,3 +374,51 @@ def _cast(node, x, to):
     saturate = bool(node.attr("saturate", 1))
     return raw(lambda xp, a: _cast_array(xp, a, to, saturate), x)
 
+
+
+@onnx_op("Shrink")
+def shrink(node, x):
+    lambd, bias = node.attr("lambd", 0.5), node.attr("bias", 0.0)
+    if x.dtype.kind != "f":
+        return raw(lambda xp, a: xp.where(a < -lambd, a + bias, xp.where(a > lambd, a - bias, 0)).astype(a.dtype), x)
+    return lamina.where(x < -lambd, x + bias, lamina.where(x > lambd, x - bias, x * 0))
+
+
+@onnx_op("Swish")
+def swish(node, x):
+    return x * lamina.sigmoid(x * node.attr("alpha", 1.0))
+
+
+@onnx_op("Hardmax")
+def hardmax(node, x):
+    import math
+
+    def run(xp, a, d):
+        idx = xp.argmax(a, axis=d)
+        return (xp.expand_dims(idx, d) == xp.arange(a.shape[d]).reshape(
+            [-1 if i == d else 1 for i in range(a.ndim)])).astype(a.dtype)
+    if node.opset < 13:
+        d = node.attr("axis", 1) % max(x.ndim, 1)
+        flat = lamina.reshape(x, (math.prod(x.shape[:d]), math.prod(x.shape[d:])))
+        return lamina.reshape(raw(lambda xp, a: run(xp, a, 1), flat), x.shape)
+    d = node.attr("axis", -1) % max(x.ndim, 1)
+    return raw(lambda xp, a: run(xp, a, d), x)
+
+
+_BITWISE = {"BitwiseAnd": "bitwise_and", "BitwiseOr": "bitwise_or", "BitwiseXor": "bitwise_xor"}
+
+
+@onnx_op(*_BITWISE)
+def bitwise(node, a, b):
+    return raw(lambda xp, x, y: getattr(xp, _BITWISE[node.op_type])(x, y), a, b)
+
+
+@onnx_op("BitwiseNot")
+def bitwise_not(node, x):
+    return raw(lambda xp, a: xp.invert(a), x)
+
+
+@onnx_op("BitShift")
+def bit_shift(node, a, b):
+    fn = "left_shift" if node.attr("direction") == "LEFT" else "right_shift"
+    return raw(lambda xp, x, y: getattr(xp, fn)(x, y).astype(x.dtype), a, b)

@@ -376,3 +376,99 @@ def dropout(node, x, ratio=None, training_mode=None):
         keep = draws >= p
         y = x * wrap((keep / (1.0 - p)).astype(x.dtype), x) if p < 1.0 else x * 0
     return (y, wrap(keep, x)) if want_mask else y
+
+
+@onnx_op("RMSNormalization")
+def rms_norm(node, x, scale):
+    a = axis(node, node.attr("axis", -1), x.ndim)
+    dims = tuple(range(a, x.ndim))
+    xs = x.to(lamina.float32) if node.attr("stash_type", 1) == 1 and x.dtype == np.float16 else x
+    y = xs * lamina.rsqrt(lamina.mean(xs * xs, dims, True) + node.attr("epsilon", 1e-5))
+    return (y.to(x.dtype) if y.dtype != x.dtype else y) * scale
+
+
+@onnx_op("GroupNormalization")
+def group_norm(node, x, scale, b):
+    g = node.attr("num_groups")
+    n, c = x.shape[:2]
+    if not g or c % g:
+        fail(node, f"num_groups={g} must divide the {c} channels of input shape {x.shape}")
+    groups = lamina.reshape(x, (n, g, -1))
+    mean = lamina.mean(groups, 2, True)
+    centered = groups - mean
+    y = centered * lamina.rsqrt(lamina.mean(centered * centered, 2, True) + node.attr("epsilon", 1e-5))
+    if node.opset < 21 and scale.shape[0] == g != c:  # opset 18: one scale and bias per group
+        y = y * lamina.reshape(scale, (1, g, 1)) + lamina.reshape(b, (1, g, 1))
+        return lamina.reshape(y, x.shape)
+    return lamina.reshape(y, x.shape) * _channel(scale, x.ndim) + _channel(b, x.ndim)
+
+
+@onnx_op("MeanVarianceNormalization")
+def mean_variance_norm(node, x):
+    dims = tuple(node.attr("axes") or (0, 2, 3))
+    mean = lamina.mean(x, dims, True)
+    std = lamina.sqrt(lamina.relu(lamina.mean(x * x, dims, True) - mean * mean))
+    return (x - mean) / (std + 1e-9)
+
+
+@onnx_op("LpNormalization")
+def lp_norm(node, x):
+    d = axis(node, node.attr("axis", -1), x.ndim)
+    p = node.attr("p", 2)
+    if p not in (1, 2):
+        fail(node, f"p must be 1 or 2, got {p}")
+    norm = lamina.sum(lamina.abs(x), d, True) if p == 1 else lamina.sqrt(lamina.sum(x * x, d, True))
+    zero = norm == 0
+    return lamina.where(zero, x * 0, x / lamina.where(zero, norm + 1, norm))
+
+
+@onnx_op("LRN")
+def lrn(node, x):
+    size = node.attr("size")
+    alpha, beta, bias = node.attr("alpha", 1e-4), node.attr("beta", 0.75), node.attr("bias", 1.0)
+    lo, hi = (size - 1) // 2, size - 1 - (size - 1) // 2
+    sq = x * x
+    c = x.shape[1]
+    widths = [0, 0] * (x.ndim - 2) + [lo, hi]
+    padded = lamina.pad(sq, widths)
+    total = None
+    for k in range(size):
+        part = padded[:, k:k + c]
+        total = part if total is None else total + part
+    return x / lamina.pow(total * (alpha / size) + bias, beta)
+
+
+@onnx_op("NegativeLogLikelihoodLoss")
+def nll_loss(node, x, target, weight=None):
+    return _nll(node, x, target, weight)
+
+
+def _nll(node, logp, target, weight):
+    """ONNX NegativeLogLikelihoodLoss on Lamina ops: -logp[n, target[n, ...], ...] weighted, with
+    ``ignore_index`` and the none/sum/mean reductions (mean divides by the summed weights)."""
+    ignore = node.attr("ignore_index")
+    reduction = node.attr("reduction", "mean")
+    t = host(target).astype(np.int64)
+    valid = np.ones(t.shape, bool) if ignore is None else t != ignore
+    safe = np.where(valid, t, 0)
+    picked = lamina.gather(logp, 1, wrap(safe[:, None], logp))
+    picked = lamina.reshape(picked, t.shape)
+    w = np.where(valid, 1.0, 0.0).astype(logp.dtype)
+    wt = wrap(w, logp)
+    if weight is not None:
+        wt = wt * lamina.reshape(lamina.index_select(weight, 0, wrap(safe.reshape(-1), logp)), t.shape)
+    loss = -picked * wt
+    if reduction == "none":
+        return loss
+    if reduction == "sum":
+        return lamina.sum(loss)
+    if reduction != "mean":
+        fail(node, f"unknown reduction {reduction!r}")
+    return lamina.sum(loss) / lamina.sum(wt)
+
+
+@onnx_op("SoftmaxCrossEntropyLoss")
+def softmax_cross_entropy(node, scores, labels, weight=None):
+    logp = F.log_softmax(scores, 1)
+    loss = _nll(node, logp, labels, weight)
+    return (loss, logp)[:max(len(node.outputs), 1)]

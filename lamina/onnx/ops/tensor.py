@@ -355,3 +355,76 @@ def one_hot(node, idx, depth, values):
 def nonzero(node, x):
     return raw(lambda xp, a: xp.stack(xp.nonzero(a)).astype(np.int64) if a.ndim else
                xp.zeros((0, int(bool(a))), np.int64), x)
+
+
+@onnx_op("DepthToSpace")
+def depth_to_space(node, x):
+    b = node.attr("blocksize")
+    n, c, h, w = x.shape
+    if node.attr("mode", "DCR") == "DCR":
+        y = lamina.permute(lamina.reshape(x, (n, b, b, c // (b * b), h, w)), (0, 3, 4, 1, 5, 2))
+    else:
+        y = lamina.permute(lamina.reshape(x, (n, c // (b * b), b, b, h, w)), (0, 1, 4, 2, 5, 3))
+    return lamina.reshape(y, (n, c // (b * b), h * b, w * b))
+
+
+@onnx_op("SpaceToDepth")
+def space_to_depth(node, x):
+    b = node.attr("blocksize")
+    n, c, h, w = x.shape
+    perm = (0, 3, 5, 1, 2, 4) if node.attr("mode", "DCR") == "DCR" else (0, 1, 3, 5, 2, 4)
+    y = lamina.permute(lamina.reshape(x, (n, c, h // b, b, w // b, b)), perm)
+    return lamina.reshape(y, (n, c * b * b, h // b, w // b))
+
+
+@onnx_op("EyeLike")
+def eye_like(node, x):
+    from ..proto import np_dtype
+    dt = x.dtype if node.attr("dtype") is None else np_dtype(node.attr("dtype"), f"{node.where()} dtype")
+    return wrap(np.eye(x.shape[0], x.shape[1], node.attr("k", 0), dtype=dt), x)
+
+
+@onnx_op("ScatterND")
+def scatter_nd(node, x, idx, upd):
+    ind = host(idx).astype(np.int64)
+    k = ind.shape[-1]
+    ind = np.where(ind < 0, ind + np.array(x.shape[:k]), ind)
+    red = node.attr("reduction", "none")
+    cols = tuple(wrap(ind[..., j], x) for j in range(k))
+    if x.dtype.kind == "f" and red in ("none", "add"):
+        return lamina.ops.index_put(x, cols, upd, accumulate=red == "add")
+
+    def run(xp, a, u):
+        out = a.copy()
+        where = tuple(ind[..., j] for j in range(k))
+        if red == "none":
+            out[where] = u
+        else:
+            {"add": xp.add, "mul": xp.multiply, "max": xp.maximum, "min": xp.minimum}[red].at(out, where, u)
+        return out
+    return raw(run, x, upd)
+
+
+@onnx_op("Compress")
+def compress(node, x, cond):
+    keep = np.nonzero(host(cond).astype(bool))[0]
+    a = node.attr("axis")
+    if a is None:
+        x, a = lamina.reshape(x, (-1,)), 0
+    a = axis(node, a, x.ndim)
+    keep = keep[keep < x.shape[a]]
+    return lamina.index_select(x, a, wrap(keep.astype(np.int64), x))
+
+
+@onnx_op("ReverseSequence")
+def reverse_sequence(node, x, lens):
+    ta, ba = node.attr("time_axis", 0), node.attr("batch_axis", 1)
+    ln = host(lens).astype(np.int64)
+    T, B = x.shape[ta], x.shape[ba]
+    t = np.arange(T)[:, None]
+    src = np.where(t < ln[None, :], ln[None, :] - 1 - t, t)   # (T, B)
+    shape = [1] * x.ndim
+    shape[ta], shape[ba] = T, B
+    order = src if ta < ba else src.T
+    idx = np.broadcast_to(order.reshape(shape), x.shape)
+    return lamina.gather(x, ta, wrap(np.ascontiguousarray(idx), x))
