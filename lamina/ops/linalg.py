@@ -1,6 +1,8 @@
 """Matrix product with batching and broadcasting, including the 1-D cases of ``numpy.matmul``."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..tensor import Tensor
@@ -12,7 +14,7 @@ class MatMul(Op):
 
     def forward(self, a, b):
         if b.ndim == 2 and a.ndim > 2:  # one 2-D GEMM instead of one per leading index
-            return (a.reshape(-1, a.shape[-1]) @ b).reshape(a.shape[:-1] + (b.shape[1],))
+            return (a.reshape(math.prod(a.shape[:-1]), a.shape[-1]) @ b).reshape(a.shape[:-1] + (b.shape[1],))
         return a @ b
 
     def backward(self, g, a, b):
@@ -21,7 +23,8 @@ class MatMul(Op):
             return (g * b if na else None), (g * a if nb else None)
         if b.ndim == 2 and a.ndim >= 2:  # a weight-like right operand: fold a's batch dims
             ga = g @ b.mT if na else None
-            gb = a.reshape(-1, a.shape[-1]).mT @ g.reshape(-1, g.shape[-1]) if nb else None
+            rows = math.prod(a.shape[:-1])  # not -1: ambiguous when a dimension is 0
+            gb = a.reshape(rows, a.shape[-1]).mT @ g.reshape(rows, g.shape[-1]) if nb else None
             return ga, gb
         a2 = a.unsqueeze(0) if a.ndim == 1 else a
         b2 = b.unsqueeze(-1) if b.ndim == 1 else b

@@ -132,12 +132,18 @@ class Prod(Op):
     def backward(self, g, x):
         # The product of the other elements, exact also where x has zeros: with no zero in a slice
         # it is prod / x; with one zero, the zero's position gets the product of the rest and the
-        # others 0; with two or more, everything is 0.
+        # others 0; with two or more, everything is 0. The zero-valued terms are written with the
+        # zeros themselves (zsum) so that the gradient of this backward, the second derivative, is
+        # right too.
         is_zero = x == 0
         nonzero = where(is_zero, 1.0, x)
         p_nonzero = prod(nonzero, self.dims, keepdim=True)
         n_zero = is_zero.to(backend.int64).sum(dim=self.dims, keepdim=True)
-        others = where(n_zero == 0, p_nonzero / nonzero, where((n_zero == 1) & is_zero, p_nonzero, 0.0))
+        zsum = where(is_zero, x, 0.0).sum(dim=self.dims, keepdim=True)
+        one_zero = where(is_zero, p_nonzero, zsum * p_nonzero / nonzero)
+        two_zeros = where(is_zero, (zsum - x) * p_nonzero, 0.0)
+        others = where(n_zero == 0, p_nonzero / nonzero,
+                       where(n_zero == 1, one_zero, where(n_zero == 2, two_zeros, 0.0)))
         return _expand_grad(g, x.shape, self.dims, self.keepdim) * others
 
 

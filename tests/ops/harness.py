@@ -18,11 +18,11 @@ def noncontiguous(a: np.ndarray) -> np.ndarray:
     return np.repeat(a, 2, axis=-1)[..., ::2]
 
 
-def to_lamina(obj, device="cpu", leaves=None, noncontig=False):
-    """Convert a sample argument; float arrays become float64 leaves that require grad."""
+def to_lamina(obj, device="cpu", leaves=None, noncontig=False, dtype=np.float64):
+    """Convert a sample argument; float arrays become leaves of ``dtype`` that require grad."""
     if isinstance(obj, np.ndarray):
         if is_float_array(obj):
-            arr = noncontiguous(obj.astype(np.float64)) if noncontig else obj.astype(np.float64)
+            arr = noncontiguous(obj.astype(dtype)) if noncontig else obj.astype(dtype)
             t = lamina.from_numpy(arr) if device == "cpu" else lamina.tensor(arr, device=device)
             t.requires_grad_(True)
             if leaves is not None:
@@ -30,28 +30,28 @@ def to_lamina(obj, device="cpu", leaves=None, noncontig=False):
             return t
         return lamina.tensor(obj, device=device)
     if isinstance(obj, tuple):
-        return tuple(to_lamina(o, device, leaves, noncontig) for o in obj)
+        return tuple(to_lamina(o, device, leaves, noncontig, dtype) for o in obj)
     if isinstance(obj, list):
-        return [to_lamina(o, device, leaves, noncontig) for o in obj]
+        return [to_lamina(o, device, leaves, noncontig, dtype) for o in obj]
     if isinstance(obj, dict):
-        return {k: to_lamina(v, device, leaves, noncontig) for k, v in obj.items()}
+        return {k: to_lamina(v, device, leaves, noncontig, dtype) for k, v in obj.items()}
     return obj
 
 
-def to_torch(obj, leaves=None):
+def to_torch(obj, leaves=None, dtype=np.float64):
     if isinstance(obj, np.ndarray):
         if is_float_array(obj):
-            t = torch.tensor(obj, dtype=torch.float64, requires_grad=True)
+            t = torch.tensor(obj.astype(dtype), requires_grad=True)
             if leaves is not None:
                 leaves.append(t)
             return t
         return torch.from_numpy(obj.copy())
     if isinstance(obj, tuple):
-        return tuple(to_torch(o, leaves) for o in obj)
+        return tuple(to_torch(o, leaves, dtype) for o in obj)
     if isinstance(obj, list):
-        return [to_torch(o, leaves) for o in obj]
+        return [to_torch(o, leaves, dtype) for o in obj]
     if isinstance(obj, dict):
-        return {k: to_torch(v, leaves) for k, v in obj.items()}
+        return {k: to_torch(v, leaves, dtype) for k, v in obj.items()}
     return obj
 
 
@@ -70,11 +70,11 @@ def as_numpy(t):
     return np.asarray(t.detach().cpu().data)
 
 
-def call(info, sample, device="cpu", noncontig=False):
+def call(info, sample, device="cpu", noncontig=False, dtype=np.float64):
     """Run the Lamina function on a sample; returns (leaves, outputs)."""
     leaves = []
-    args = to_lamina(sample.args, device, leaves, noncontig)
-    kwargs = to_lamina(sample.kwargs, device, leaves, noncontig)
+    args = to_lamina(sample.args, device, leaves, noncontig, dtype)
+    kwargs = to_lamina(sample.kwargs, device, leaves, noncontig, dtype)
     if info.random:
         lamina.manual_seed(1234)
     out = info.fn(*args, **kwargs)

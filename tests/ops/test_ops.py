@@ -44,44 +44,60 @@ def _leaf_values(sample):
     return values
 
 
-def _torch_outputs(info, sample):
+DTYPES = {"float64": np.float64, "float32": np.float32}
+
+
+def _tolerances(info, dtype, grad=False):
+    if dtype == "float64":
+        return (1e-8, 1e-7) if grad else (info.atol, info.rtol)
+    return (10 * info.atol32, 10 * info.rtol32) if grad else (info.atol32, info.rtol32)
+
+
+def _torch_outputs(info, sample, dtype=np.float64):
     leaves = []
-    args, kwargs = to_torch(sample.args, leaves), to_torch(sample.kwargs, leaves)
+    args, kwargs = to_torch(sample.args, leaves, dtype), to_torch(sample.kwargs, leaves, dtype)
     out = info.ref(*args, **kwargs)
     outs = list(out) if isinstance(out, (tuple, list)) else [out]
     return leaves, outs
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", list(DTYPES))
 @pytest.mark.parametrize("noncontig", [False, True], ids=["contig", "noncontig"])
 @pytest.mark.parametrize("info,sample", PARITY_CASES)
-def test_forward_parity(info, sample, noncontig, device):
+def test_forward_parity(info, sample, noncontig, dtype, device):
     if noncontig and not info.noncontig:
         pytest.skip("op takes no array inputs to relayout")
-    _, outs = call(info, sample, device, noncontig)
-    _, touts = _torch_outputs(info, sample)
+    _, outs = call(info, sample, device, noncontig, DTYPES[dtype])
+    _, touts = _torch_outputs(info, sample, DTYPES[dtype])
     assert len(outs) == len(touts), f"{info.name}: {len(outs)} outputs, torch gives {len(touts)}"
+    atol, rtol = _tolerances(info, dtype)
     for k, (o, t) in enumerate(zip(outs, touts)):
-        assert_close(as_numpy(o), as_numpy(t), info.atol, info.rtol, f"{info.name} output {k} {sample}")
+        o, t = as_numpy(o), as_numpy(t)
+        if t.dtype.kind == "f":
+            assert o.dtype == t.dtype, f"{info.name} output {k}: dtype {o.dtype}, torch gives {t.dtype}"
+        assert_close(o, t, atol, rtol, f"{info.name} output {k} {sample} ({dtype})")
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", list(DTYPES))
 @pytest.mark.parametrize("info,sample", PARITY_GRAD_CASES)
-def test_backward_parity(info, sample, device):
-    leaves, outs = call(info, sample, device)
+def test_backward_parity(info, sample, dtype, device):
+    leaves, outs = call(info, sample, device, dtype=DTYPES[dtype])
     outs = float_outputs(outs)
     weights = projection_weights(outs)
     loss = scalar_loss(outs, weights, device)
     grads = lamina.grad(loss, leaves, allow_unused=True)
 
-    tleaves, touts = _torch_outputs(info, sample)
+    tleaves, touts = _torch_outputs(info, sample, DTYPES[dtype])
     touts = [o for o in touts if o.dtype.is_floating_point]
-    tloss = sum((o * torch.tensor(w)).sum() for o, w in zip(touts, weights))
+    tloss = sum((o * torch.tensor(w, dtype=o.dtype)).sum() for o, w in zip(touts, weights))
     tgrads = torch.autograd.grad(tloss, tleaves, allow_unused=True)
+    atol, rtol = _tolerances(info, dtype, grad=True)
     for k, (g, tg, leaf) in enumerate(zip(grads, tgrads, leaves)):
         g = np.zeros(leaf.shape) if g is None else as_numpy(g)
         tg = np.zeros(leaf.shape) if tg is None else tg.numpy()
-        assert_close(g, tg, 1e-8, 1e-7, f"{info.name} grad of input {k} {sample}")
+        assert_close(g, tg, atol, rtol, f"{info.name} grad of input {k} {sample} ({dtype})")
 
 
 @pytest.mark.parametrize("info,sample", GRAD_CASES)
@@ -104,48 +120,49 @@ def test_gradcheck(info, sample):
         assert_close(a, n, 1e-5, 1e-4, f"{info.name} gradcheck input {k} {sample}")
 
 
-GRADGRAD_CASES = []
-for _info in OPS:
-    if _info.grad and _info.gradgrad:
-        _first = [c for c in GRAD_CASES if c.values[0] is _info and c.values[1].fd][:1]
-        GRADGRAD_CASES += _first
+GRADGRAD_CASES = [c for c in GRAD_CASES if c.values[0].gradgrad and c.values[1].fd]
 
 
 @pytest.mark.parametrize("info,sample", GRADGRAD_CASES)
 def test_gradgradcheck(info, sample):
-    """Gradients built with create_graph=True differentiate correctly again."""
-    leaves, outs = call(info, sample)
-    outs = float_outputs(outs)
-    weights = projection_weights(outs)
+    """Gradients built with create_graph=True differentiate correctly again, with respect to the
+    inputs and to the incoming gradient (the vector of the vector-Jacobian product), checked
+    against finite differences of the first-order gradient."""
     rng = np.random.default_rng(1)
+    with lamina.enable_grad():
+        leaves, outs = call(info, sample)
+        outs = float_outputs(outs)
+    cotangents = [lamina.tensor(w, dtype=lamina.float64, requires_grad=True) for w in projection_weights(outs)]
     vs = [rng.standard_normal(leaf.shape) for leaf in leaves]
 
-    def first_grad_dot(leaves_, create_graph):
-        outs_ = float_outputs(outs) if leaves_ is leaves else None
-        loss = scalar_loss(outs_, weights)
-        grads = lamina.grad(loss, leaves_, create_graph=create_graph, allow_unused=True)
+    def first_grad_dot(leaves_, outs_, cots):
+        loss = None
+        for o, w in zip(outs_, cots):
+            term = (o * w).sum()
+            loss = term if loss is None else loss + term
+        grads = lamina.grad(loss, leaves_, create_graph=True, allow_unused=True)
         total = None
         for g, v in zip(grads, vs):
-            if g is None:
-                continue
-            term = (g * lamina.tensor(v, dtype=lamina.float64)).sum()
-            total = term if total is None else total + term
+            if g is not None:
+                term = (g * lamina.tensor(v, dtype=lamina.float64)).sum()
+                total = term if total is None else total + term
         return total
 
-    total = first_grad_dot(leaves, True)
+    total = first_grad_dot(leaves, outs, cotangents)
     if total is None or total._node is None:
-        pytest.skip("gradient is constant in the inputs (second derivative is zero)")
-    analytic = lamina.grad(total, leaves, allow_unused=True)
+        pytest.skip("the gradient does not depend on the inputs or the incoming gradient")
+    wrt = leaves + cotangents
+    analytic = lamina.grad(total, wrt, allow_unused=True)
 
     def f(values):
-        ls, os_ = [], None
+        xs, ws = values[:len(leaves)], values[len(leaves):]
         with lamina.enable_grad():
-            vals = [lamina.tensor(v, dtype=lamina.float64, requires_grad=True) for v in values]
-            it = iter(vals)
+            ls, os_ = [], None
+            it = iter(xs)
 
             def sub(obj):
                 if is_float_array(obj):
-                    t = next(it)
+                    t = lamina.tensor(next(it), dtype=lamina.float64, requires_grad=True)
                     ls.append(t)
                     return t
                 if isinstance(obj, np.ndarray):
@@ -162,14 +179,20 @@ def test_gradgradcheck(info, sample):
                 lamina.manual_seed(1234)
             from tests.ops.harness import flat_outputs
             os_ = float_outputs(flat_outputs(info.fn(*args, **kwargs)))
-            loss = scalar_loss(os_, weights)
-            grads = lamina.grad(loss, ls, allow_unused=True)
-        return float(sum(float((g.detach().numpy() * v).sum()) for g, v in zip(grads, vs) if g is not None))
+            total_ = first_grad_dot(ls, os_, [lamina.tensor(w, dtype=lamina.float64) for w in ws])
+        return 0.0 if total_ is None else float(total_.item())
 
-    numeric = numeric_gradient(f, _leaf_values(sample), eps=1e-5)
-    for k, (a, n, leaf) in enumerate(zip(analytic, numeric, leaves)):
-        a = np.zeros(leaf.shape) if a is None else as_numpy(a)
-        assert_close(a, n, 1e-4, 1e-3, f"{info.name} second-order input {k} {sample}")
+    # directional derivatives along random directions: two evaluations each, whatever the size
+    values = _leaf_values(sample) + [w.detach().numpy().copy() for w in cotangents]
+    analytic = [np.zeros(t.shape) if a is None else as_numpy(a) for a, t in zip(analytic, wrt)]
+    eps = 1e-5
+    for d in range(3):
+        us = [rng.standard_normal(v.shape) for v in values]
+        up = f([v + eps * u for v, u in zip(values, us)])
+        down = f([v - eps * u for v, u in zip(values, us)])
+        numeric = (up - down) / (2 * eps)
+        exact = sum(float((a * u).sum()) for a, u in zip(analytic, us))
+        assert_close(exact, numeric, 1e-4, 1e-3, f"{info.name} second-order along direction {d} {sample}")
 
 
 def _has_array_backward(outs):
