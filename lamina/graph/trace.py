@@ -1,8 +1,9 @@
 """Tracing: run a function or module once on example inputs and record every op call as a
 ``Graph``.
 
-``Op.__call__`` hands each call to the tracer of the running thread (``_mode.tracer``), which
-runs the op as usual and records a node. Tensors the tracer has not seen become values of kind
+While a trace runs, ``Op.__call__`` hands each call to the tracer of the calling thread
+(``_mode.tracer``), which runs the op as usual and records a node; other threads' calls run
+as usual. Tensors the tracer has not seen become values of kind
 ``parameter``/``buffer`` (a module's own state), ``buffer`` (a parameter's existing ``.grad``) or
 ``constant`` (arrays the function made without an op, such as ``arange``). A backward run while
 tracing goes through every op's Tensor-op ``backward`` (the raw-array fast path is switched off
@@ -25,9 +26,11 @@ from ..ops.base import Op
 from ..tensor import Tensor
 from .ir import Graph, Node
 
-# How many traces run in any thread: Op.__call__'s one check on its hot path (a default argument
-# of the method, so reading it costs a local load). The tracer itself is per thread.
-_ACTIVE = Op.__call__.__kwdefaults__["_tracing"]
+# How many traces run in any thread. While any does, Op.__call__ is replaced by _traced_call,
+# which hands a call to the calling thread's tracer (``_mode.tracer``) if it has one: ops cost
+# nothing extra when nothing is traced.
+_ACTIVE = [0]
+_op_call = Op.__call__
 _lock = threading.Lock()
 _LAMINA_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 # Tensor methods that turn a tensor's value into a Python value (data-dependent control flow)
@@ -53,7 +56,7 @@ def check_concrete(tensor, what: str) -> None:
     """Raise ``TraceError`` if this thread is tracing and code outside Lamina asks for a tensor's
     value: ``what`` (e.g. ``"bool(tensor)"``) would fix a branch into the graph. Call it first thing
     in the Tensor methods that convert (its caller's caller is the code asking)."""
-    if _ACTIVE[0] and getattr(_mode, "tracer", None) is not None:
+    if _ACTIVE[0] and _mode.__dict__.get("tracer") is not None:
         # Lamina's own reads (argument checks such as a target's class range) only validate;
         # the value read by the user's code would decide what the graph computes.
         caller = sys._getframe(2).f_code.co_filename
@@ -78,8 +81,17 @@ def _guarded(name):
     return orig, method
 
 
+def _traced_call(self, *inputs):
+    tracer = _mode.__dict__.get("tracer")
+    if tracer is None:
+        return _op_call(self, *inputs)
+    return tracer.call(self, inputs)
+
+
 def _enter():
     with _lock:
+        if _ACTIVE[0] == 0:
+            Op.__call__ = _traced_call
         if _ACTIVE[0] == 0 and not _originals:
             # Until Tensor's own conversion methods call check_concrete, the guard is put around
             # them while any trace runs (it raises only in the tracing thread).
@@ -94,6 +106,7 @@ def _leave():
     with _lock:
         _ACTIVE[0] -= 1
         if _ACTIVE[0] == 0:
+            Op.__call__ = _op_call
             for name, orig in _originals.items():
                 setattr(Tensor, name, orig)
             _originals.clear()
@@ -335,7 +348,7 @@ def trace(fn, *example_inputs) -> Graph:
             tracer._register(x, v)
             g.inputs.append(v)
     _enter()
-    prev = getattr(_mode, "tracer", None)
+    prev = _mode.__dict__.get("tracer")
     _mode.tracer = tracer
     try:
         result = fn(*example_inputs)

@@ -81,13 +81,7 @@ class Op:
     backward_arrays = None
 
     # -------------------------------------------------------------- apply
-    def __call__(self, *inputs, _tracing=[0]):
-        # _tracing[0] counts the traces running in any thread (lamina.graph.trace keeps it): the
-        # hot path's one check is a local load; the tracer itself is the thread's _mode.tracer
-        if _tracing[0]:
-            tracer = getattr(_mode, "tracer", None)
-            if tracer is not None:
-                return tracer.call(self, inputs)
+    def __call__(self, *inputs):
         if self._recorded:  # an op may be called again: the new call gets a node of its own
             return self._new_node()(*inputs)
         mode = _mode

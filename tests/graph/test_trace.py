@@ -84,3 +84,35 @@ def test_untraceable_optimizer_is_a_clear_error():
         opt.step()
     with pytest.raises(TraceError, match="Adam.step"):
         trace(step, *inputs(np.random.default_rng(0)))
+
+
+def test_tracing_leaves_op_dispatch_and_other_threads_alone():
+    import threading
+
+    from lamina.ops.base import Op
+    call = Op.__call__
+    x = lamina.tensor(np.ones(3))
+    seen = {}
+    started, release = threading.Event(), threading.Event()
+
+    def other():
+        started.wait()
+        seen["y"] = (x * 3).numpy()  # runs while the main thread is inside a trace
+        release.set()
+
+    t = threading.Thread(target=other)
+    t.start()
+
+    def f(x):
+        y = x * 2
+        started.set()
+        release.wait(10)
+        return y + 1
+    g = trace(f, x)
+    t.join()
+    assert [n.name for n in g.nodes] == ["mul", "add"]  # the other thread's mul is not in the graph
+    np.testing.assert_array_equal(seen["y"], [3, 3, 3])
+    assert Op.__call__ is call
+    with pytest.raises(TraceError):
+        trace(lambda x: bool(x.sum()), x)
+    assert Op.__call__ is call and bool(x.sum())
