@@ -181,3 +181,29 @@ def test_small_transformer_encoder(tmp_path):
 
     lm = _export(Masked().eval(), (x,), tmp_path / "causal.onnx")
     _close(lm(lamina.from_numpy(x.numpy())), Masked().eval()(x))
+
+
+def test_upsampling_decoder(tmp_path):
+    """Resize as torch exports it: nearest, bilinear (half-pixel and align_corners) and bicubic."""
+    torch.manual_seed(4)
+
+    class Decoder(tnn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = tnn.Conv2d(3, 4, 3, padding=1)
+            self.convt = tnn.ConvTranspose2d(4, 2, 3, stride=2, padding=1, output_padding=1)
+
+        def forward(self, x):
+            y = tnn.functional.interpolate(self.conv(x), scale_factor=2, mode="nearest")
+            y = tnn.functional.interpolate(y, size=(13, 9), mode="bilinear", align_corners=False)
+            # sizes, not a scale: with align_corners, ONNX's reference and PyTorch differ on scales whose
+            # output length is not a whole number
+            y = tnn.functional.interpolate(y, size=(20, 14), mode="bilinear", align_corners=True)
+            y = tnn.functional.interpolate(self.convt(y), size=(20, 30), mode="bicubic", align_corners=False)
+            return y
+
+    m = Decoder().eval()
+    x = torch.randn(2, 3, 5, 4)
+    lm = _export(m, (x,), tmp_path / "decoder.onnx")
+    assert sum(n.op_type == "Resize" for n in lm.nodes) == 4
+    _close(lm(lamina.from_numpy(x.numpy())), m(x))
