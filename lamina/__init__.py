@@ -1,4 +1,6 @@
 """Lamina: a small, readable deep learning framework on NumPy (CPU) and CuPy (CUDA)."""
+import sys as _sys
+
 from ._version import __version__  # noqa: F401
 from .backend import (  # noqa: F401
     Device, Generator, bfloat16, bool_, cuda_is_available, default_generator, float16, float32,
@@ -26,6 +28,15 @@ from .ops import (  # noqa: F401
 )
 
 from . import data, distributed, distributions, io, models, nn, optim  # noqa: E402,F401  (subpackages, as torch.nn / torch.optim)
+from . import accelerator, amp, backends, cuda  # noqa: E402,F401  (torch.accelerator, torch.amp, torch.backends, torch.cuda)
+from .amp import autocast  # noqa: E402,F401
+from .io.objects import load, save  # noqa: E402,F401  (torch.save / torch.load, without pickle)
+from .legacy import (  # noqa: E402,F401  (PyTorch's legacy typed constructors)
+    BFloat16Tensor, BoolTensor, ByteTensor, CharTensor, DoubleTensor, FloatTensor, HalfTensor, IntTensor,
+    LongTensor, ShortTensor,
+)
+
+device = Device  # torch.device's spelling: lamina.device("cuda" if lamina.cuda.is_available() else "cpu")
 
 bool = bool_  # noqa: A001  (lamina.bool, like torch.bool)
 float = float32  # noqa: A001
@@ -34,3 +45,6 @@ half = float16
 long = int64
 int = int32  # noqa: A001
 
+
+from . import ops as _ops, surface as _surface  # noqa: E402
+_surface.install(_sys.modules[__name__], _ops, nn.functional, Tensor)

@@ -194,6 +194,8 @@ class Device:
         dev = cls._cache.get(key)
         if dev is not None:
             return dev
+        if isinstance(spec, int) and not isinstance(spec, bool):  # torch.device(0) is cuda:0
+            spec, index = "cuda", spec
         if not isinstance(spec, str):
             raise TypeError(f"Device: expected a string such as 'cpu' or 'cuda:0', got {spec!r}")
         kind, _, idx = spec.partition(":")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import backend
+from .legacy import size_args
 from .tensor import Tensor, _wrap
 
 
@@ -136,16 +137,16 @@ def _filled(fname, shape, fill, dtype, device, requires_grad):
     return _finish(arr, requires_grad)
 
 
-def zeros(*shape, dtype=None, device=None, requires_grad=False) -> Tensor:
-    return _filled("zeros", shape, 0, dtype, device, requires_grad)
+def zeros(*shape, size=None, dtype=None, device=None, requires_grad=False) -> Tensor:
+    return _filled("zeros", size_args(shape, size, "zeros"), 0, dtype, device, requires_grad)
 
 
-def ones(*shape, dtype=None, device=None, requires_grad=False) -> Tensor:
-    return _filled("ones", shape, 1, dtype, device, requires_grad)
+def ones(*shape, size=None, dtype=None, device=None, requires_grad=False) -> Tensor:
+    return _filled("ones", size_args(shape, size, "ones"), 1, dtype, device, requires_grad)
 
 
-def empty(*shape, dtype=None, device=None, requires_grad=False) -> Tensor:
-    return _filled("empty", shape, None, dtype, device, requires_grad)
+def empty(*shape, size=None, dtype=None, device=None, requires_grad=False) -> Tensor:
+    return _filled("empty", size_args(shape, size, "empty"), None, dtype, device, requires_grad)
 
 
 def full(shape, fill_value, dtype=None, device=None, requires_grad=False) -> Tensor:
@@ -219,25 +220,25 @@ def _gen(generator, device):
     return generator, dev
 
 
-def rand(*shape, dtype=None, device=None, generator=None, requires_grad=False) -> Tensor:
+def rand(*shape, size=None, dtype=None, device=None, generator=None, requires_grad=False) -> Tensor:
     """Uniform samples in [0, 1)."""
     gen, dev = _gen(generator, device)
     dtype = backend.as_dtype(dtype)
     if not backend.is_floating(dtype):
         raise TypeError(f"rand: expected a floating dtype, got {dtype}")
     with backend.device_context(dev):
-        arr = gen.uniform(_shape(shape, "rand"), dtype)
+        arr = gen.uniform(_shape(size_args(shape, size, "rand"), "rand"), dtype)
     return _finish(arr, requires_grad)
 
 
-def randn(*shape, dtype=None, device=None, generator=None, requires_grad=False) -> Tensor:
+def randn(*shape, size=None, dtype=None, device=None, generator=None, requires_grad=False) -> Tensor:
     """Standard normal samples."""
     gen, dev = _gen(generator, device)
     dtype = backend.as_dtype(dtype)
     if not backend.is_floating(dtype):
         raise TypeError(f"randn: expected a floating dtype, got {dtype}")
     with backend.device_context(dev):
-        arr = gen.normal(_shape(shape, "randn"), dtype)
+        arr = gen.normal(_shape(size_args(shape, size, "randn"), "randn"), dtype)
     return _finish(arr, requires_grad)
 
 

@@ -29,9 +29,9 @@ class Tensor:
                  "_post_hooks", "_base", "_views", "__weakref__")
     __array_priority__ = 1000  # NumPy defers to Tensor's reflected operators
 
-    def __init__(self, data, dtype=None, device=None, requires_grad=False):
-        from .creation import _array_from
-        self._init(_array_from(data, dtype, device), requires_grad)
+    def __init__(self, *args, dtype=None, device=None, requires_grad=False):
+        from .legacy import constructor_array  # Tensor(2, 3), Tensor(), Tensor([1, 2]) as in PyTorch
+        self._init(constructor_array("Tensor", args, dtype, device), requires_grad)
 
     def _init(self, array, requires_grad=False):
         """Set every field of a new leaf tensor around ``array`` (no copy). ``_wrap`` sets the same
@@ -72,6 +72,18 @@ class Tensor:
     @property
     def is_cuda(self) -> bool:
         return self.device.type == "cuda"
+
+    @property
+    def is_cpu(self) -> bool:
+        return self.device.type == "cpu"
+
+    @property
+    def is_xpu(self) -> bool:  # Lamina's devices are the CPU and CUDA GPUs only
+        return False
+
+    @property
+    def is_mps(self) -> bool:
+        return False
 
     @property
     def is_leaf(self) -> bool:
@@ -537,6 +549,11 @@ class Tensor:
     def __repr__(self):
         return _format(self)
 
+    def __format__(self, spec):
+        if spec and self.data.size == 1:  # '{:.2f}'.format(loss) as with a Python number
+            return format(self.item(), spec)
+        return format(repr(self), spec)
+
     # ------------------------------------------------------------ methods that call ops
     def abs(self): return _ops.abs(self)
     def neg(self): return _ops.neg(self)
@@ -555,8 +572,48 @@ class Tensor:
     def reciprocal(self): return _ops.div(1.0, self)
     def clamp(self, min=None, max=None): return _ops.clamp(self, min, max)
     clip = clamp
-    def add(self, other): return _ops.add(self, other)
-    def sub(self, other): return _ops.sub(self, other)
+    def add(self, other, alpha=1): return _ops.add(self, other, alpha=alpha)
+    def sub(self, other, alpha=1): return _ops.sub(self, other, alpha=alpha)
+    def addcmul(self, tensor1, tensor2, value=1): return _ops.add(self, tensor1 * tensor2 * value if value != 1 else tensor1 * tensor2)
+    def addcdiv(self, tensor1, tensor2, value=1): return _ops.add(self, tensor1 / tensor2 * value if value != 1 else tensor1 / tensor2)
+    def lerp(self, end, weight): return _ops.add(self, _ops.mul(weight, _ops.sub(end, self)))
+    def dot(self, other):
+        if self.ndim != 1 or other.ndim != 1:
+            raise ValueError(f"dot: expected two 1-D tensors, got shapes {self.shape} and {other.shape}")
+        return _ops.matmul(self, other)
+
+    def norm(self, p="fro", dim=None, keepdim=False):
+        """The p-norm over ``dim`` (all elements by default); "fro" is the 2-norm of all elements."""
+        if p == "fro" or p == 2:
+            return _ops.sqrt(_ops.sum(self * self, dim, keepdim))
+        if p == float("inf"):
+            return _ops.amax(_ops.abs(self), dim, keepdim)
+        if p == 1:
+            return _ops.sum(_ops.abs(self), dim, keepdim)
+        return _ops.pow(_ops.sum(_ops.pow(_ops.abs(self), p), dim, keepdim), 1.0 / p)
+
+    def t(self):
+        if self.ndim > 2:
+            raise ValueError(f"t: expects a tensor of at most 2 dims, got shape {self.shape}; use transpose")
+        return self if self.ndim < 2 else _ops.transpose(self, 0, 1)
+
+    def narrow(self, dim, start, length):
+        d = _ops.normalize_dim(dim, self.ndim, "narrow")
+        if not 0 <= start <= start + length <= self.shape[d]:
+            raise IndexError(f"narrow: start {start} and length {length} do not fit dim {dim} of size {self.shape[d]}")
+        return self[(slice(None),) * d + (slice(start, start + length),)]
+
+    def type(self, dtype=None):
+        """The dtype's name ("lamina.float32") without ``dtype``, else a copy converted to ``dtype``."""
+        if dtype is None:
+            return backend.dtype_name(self.dtype)
+        return self.to(dtype)
+
+    @property
+    def is_sparse(self) -> bool:  # Lamina has dense tensors only
+        return False
+
+    def sign_(self): return self._inplace("sign_", _ops.sign)
     def mul(self, other): return _ops.mul(self, other)
     def div(self, other): return _ops.div(self, other)
     def pow(self, other): return _ops.pow(self, other)

@@ -16,6 +16,7 @@ from .. import backend
 from ..ops import exp, log, log1p, log_softmax, relu, where
 from ..tensor import Tensor
 from .module import Module
+from ..amp.autocast_mode import autocast_op
 
 _REDUCTIONS = ("none", "mean", "sum")
 _KL_REDUCTIONS = ("none", "batchmean", "mean", "sum")
@@ -189,6 +190,7 @@ def _weighted_reduce(loss, weight, reduction, mean_over_weight):
     return _reduce(loss, reduction)
 
 
+@autocast_op("mse_loss")
 def mse_loss(input, target, reduction="mean", weight=None):
     """Squared error (input - target)²; with ``weight``, 'mean' is Σ w·err / Σ w."""
     _check_pair("mse_loss", input, target)
@@ -198,6 +200,7 @@ def mse_loss(input, target, reduction="mean", weight=None):
     return _weighted_reduce(diff * diff, weight, reduction, mean_over_weight=True)
 
 
+@autocast_op("l1_loss")
 def l1_loss(input, target, reduction="mean", weight=None):
     """Absolute error |input - target|; with ``weight``, 'mean' is Σ w·err / Σ w."""
     _check_pair("l1_loss", input, target)
@@ -206,6 +209,7 @@ def l1_loss(input, target, reduction="mean", weight=None):
     return _weighted_reduce((input - target).abs(), weight, reduction, mean_over_weight=True)
 
 
+@autocast_op("smooth_l1_loss")
 def smooth_l1_loss(input, target, reduction="mean", beta=1.0):
     """0.5·d²/beta where |d| < beta, |d| - 0.5·beta elsewhere (d = input - target); beta = 0 is L1."""
     _check_pair("smooth_l1_loss", input, target)
@@ -219,6 +223,7 @@ def smooth_l1_loss(input, target, reduction="mean", beta=1.0):
     return _reduce(where(dist < beta, (0.5 / beta) * (diff * diff), dist - 0.5 * beta), reduction)
 
 
+@autocast_op("huber_loss")
 def huber_loss(input, target, reduction="mean", delta=1.0, weight=None):
     """0.5·d² where |d| < delta, delta·(|d| - 0.5·delta) elsewhere; with ``weight``, 'mean' is mean(w·loss)."""
     _check_pair("huber_loss", input, target)
@@ -234,6 +239,7 @@ def huber_loss(input, target, reduction="mean", delta=1.0, weight=None):
 
 # ---------------------------------------------------------------- classification losses
 
+@autocast_op("nll_loss")
 def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
     """Negative log-likelihood of log-probabilities ``input`` (C,) or (N, C, d1, ...) at integer
     class indices ``target`` () or (N, d1, ...). Positions whose target equals ``ignore_index``
@@ -250,6 +256,7 @@ def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
     return _unbatched(loss, input, reduction)
 
 
+@autocast_op("cross_entropy")
 def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
     """Cross entropy between the softmax of logits ``input`` (C,) or (N, C, d1, ...) and ``target``.
 
@@ -309,6 +316,7 @@ def _log_clamped(fn, x, singular):
     return where(singular, -100.0, fn(safe).clamp(min=-100.0))
 
 
+@autocast_op("binary_cross_entropy")
 def binary_cross_entropy(input, target, weight=None, reduction="mean"):
     """-w·(t·log(p) + (1 - t)·log(1 - p)) for probabilities ``input`` in [0, 1], each log clamped
     to >= -100 so p = 0 or 1 gives a finite loss."""
@@ -334,6 +342,7 @@ def binary_cross_entropy(input, target, weight=None, reduction="mean"):
     return _reduce(loss, reduction)
 
 
+@autocast_op("binary_cross_entropy_with_logits")
 def binary_cross_entropy_with_logits(input, target, weight=None, reduction="mean", pos_weight=None):
     """Binary cross entropy of sigmoid(``input``), computed from the logits so it stays finite and
     exact for any |logit|. ``pos_weight`` scales the positive term and broadcasts along the last
@@ -361,6 +370,7 @@ def binary_cross_entropy_with_logits(input, target, weight=None, reduction="mean
     return _reduce(loss, reduction)
 
 
+@autocast_op("kl_div")
 def kl_div(input, target, reduction="mean", log_target=False):
     """Pointwise KL divergence t·(log t - input) with ``input`` given as log-probabilities (and
     ``target`` too when ``log_target``). A zero target contributes zero. 'batchmean' divides the sum

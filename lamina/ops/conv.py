@@ -13,6 +13,7 @@ import math
 
 from ..tensor import Tensor
 from .base import Op, promote, xp_of
+from ..amp.autocast_mode import autocast_op
 
 
 def _tuple(v, d, name, opname):
@@ -336,23 +337,28 @@ def conv_transpose(x, w, b=None, stride=1, padding=0, output_padding=0, groups=1
     return op(x, w) if b is None else op(x, w, b)
 
 
+@autocast_op("conv1d")
 def conv1d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     return conv(x, weight, bias, stride, padding, dilation, groups, d=1, opname="conv1d")
 
 
+@autocast_op("conv2d")
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     return conv(x, weight, bias, stride, padding, dilation, groups, d=2, opname="conv2d")
 
 
+@autocast_op("conv3d")
 def conv3d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     return conv(x, weight, bias, stride, padding, dilation, groups, d=3, opname="conv3d")
 
 
+@autocast_op("conv_transpose1d")
 def conv_transpose1d(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
     return conv_transpose(x, weight, bias, stride, padding, output_padding, groups, dilation, d=1,
                           opname="conv_transpose1d")
 
 
+@autocast_op("conv_transpose2d")
 def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
     return conv_transpose(x, weight, bias, stride, padding, output_padding, groups, dilation, d=2,
                           opname="conv_transpose2d")

@@ -10,6 +10,7 @@ import numpy as np
 
 from .. import backend
 from ..grad_mode import _mode
+from ..creation import tensor
 from ..tensor import Tensor, _register_view
 from .base import Op, normalize_dim, unbroadcast, xp_of
 
@@ -44,8 +45,9 @@ def _split_index(index, x: Tensor, opname: str):
             spec.append(_TENSOR)
         elif isinstance(part, (int, np.integer)):
             spec.append(int(part))
-        elif isinstance(part, (Tensor, np.ndarray, list, tuple)) or hasattr(part, "__cuda_array_interface__"):
-            t = part if isinstance(part, Tensor) else Tensor(part, device=x.device)
+        elif isinstance(part, (Tensor, np.ndarray, list, tuple, range)) or hasattr(part, "__cuda_array_interface__"):
+            t = part if isinstance(part, Tensor) else tensor(list(part) if isinstance(part, range) else part,
+                                                             device=x.device)
             if t.dtype.kind not in "biu":
                 raise IndexError(f"{opname}: index tensors must be integer or bool, got {t.dtype}")
             if t.device != x.device:

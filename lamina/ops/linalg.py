@@ -7,6 +7,7 @@ import numpy as np
 
 from ..tensor import Tensor
 from .base import Op, promote, unbroadcast
+from ..amp.autocast_mode import autocast_op
 
 
 class MatMul(Op):
@@ -41,6 +42,7 @@ class MatMul(Op):
         return ga, gb
 
 
+@autocast_op("matmul")
 def matmul(a, b):
     """``a @ b``: 1-D operands are vectors; leading dims broadcast as batch dims. Both operands
     must have one dtype (PyTorch does not promote here either)."""
@@ -90,6 +92,7 @@ class Linear(Op):
         return (gx, gw) if b is None else (gx, gw, gb)
 
 
+@autocast_op("linear")
 def linear(x, weight, bias=None):
     """``x @ weight.T + bias`` for weight (out_features, in_features) and any leading batch dims."""
     if weight.ndim != 2:

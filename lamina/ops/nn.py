@@ -8,6 +8,7 @@ from .. import backend
 from ..tensor import Tensor, _wrap
 from .base import Op, check_float, normalize_dim, xp_of
 from .elementwise import _floating, exp, where
+from ..amp.autocast_mode import autocast_op
 
 
 class Softmax(Op):
@@ -48,12 +49,14 @@ class LogSoftmax(Op):
         return g - exp(self.output()) * g.sum(dim=self.dim, keepdim=True)
 
 
+@autocast_op("softmax")
 def softmax(x, dim):
     """exp(x) / sum(exp(x)) along ``dim``, shifted by the max so it never overflows."""
     x = _floating(x)
     return Softmax(normalize_dim(dim, x.ndim, "softmax"))(x)
 
 
+@autocast_op("log_softmax")
 def log_softmax(x, dim):
     """x - logsumexp(x) along ``dim``, computed stably."""
     x = _floating(x)
@@ -228,6 +231,7 @@ class LayerNorm(Op):
         return out
 
 
+@autocast_op("layer_norm")
 def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
     """Normalise over the last ``len(normalized_shape)`` dims, then scale and shift."""
     normalized_shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)

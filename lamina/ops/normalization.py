@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from ..tensor import Tensor
 from .base import check_float
+from ..amp.autocast_mode import autocast_op
 
 
 def _check_affine(opname, c, x, weight, bias):
@@ -22,6 +23,7 @@ def _affine(out, weight, bias):
     return out
 
 
+@autocast_op("group_norm")
 def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
     """Normalise (N, C, *) input over each group of C / num_groups channels and all spatial
     positions of each sample (biased variance), then scale and shift per channel."""

@@ -14,6 +14,7 @@ from .. import backend
 from ..grad_mode import _mode
 from ..tensor import Tensor, _register_view
 from .base import Op, normalize_dim, unbroadcast, xp_of
+from ..amp.autocast_mode import autocast_op
 
 
 def _share_version(out: Tensor, x: Tensor, replay=None) -> Tensor:
@@ -229,6 +230,7 @@ class Split(Op):
         return cat(parts, self.dim)
 
 
+@autocast_op("cat")
 def cat(tensors, dim=0):
     """Join tensors along an existing dim; all other dims must match."""
     tensors = list(tensors)
@@ -253,6 +255,7 @@ def cat(tensors, dim=0):
 concat = concatenate = cat
 
 
+@autocast_op("stack")
 def stack(tensors, dim=0):
     """Join same-shaped tensors along a new dim."""
     tensors = list(tensors)
