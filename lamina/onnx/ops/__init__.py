@@ -43,4 +43,4 @@ class Node:
         return f"Node({self.op_type}, {self.inputs} -> {self.outputs})"
 
 
-from . import elementwise, nn, reduce, resize, rnn, tensor  # noqa: E402,F401  (they fill OPS)
+from . import attention, elementwise, nn, reduce, resize, rnn, tensor  # noqa: E402,F401  (they fill OPS)

@@ -49,9 +49,12 @@ def xp_of(t):
     return backend.xp_of(t.data)
 
 
+_FLOATS = ("float16", "float32", "float64", "bfloat16")
+
+
 def is_float(t) -> bool:
-    return t.data.dtype.kind == "f" and t.data.dtype.itemsize >= 2 and t.data.dtype.name in (
-        "float16", "float32", "float64", "bfloat16")
+    """A tensor of one of the float types Lamina computes with (bfloat16's NumPy kind is not 'f')."""
+    return t.dtype.name in _FLOATS
 
 
 def axis(node, a, ndim):

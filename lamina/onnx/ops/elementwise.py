@@ -379,7 +379,7 @@ def _cast(node, x, to):
 @onnx_op("Shrink")
 def shrink(node, x):
     lambd, bias = node.attr("lambd", 0.5), node.attr("bias", 0.0)
-    if x.dtype.kind != "f":
+    if not is_float(x):
         return raw(lambda xp, a: xp.where(a < -lambd, a + bias, xp.where(a > lambd, a - bias, 0)).astype(a.dtype), x)
     return lamina.where(x < -lambd, x + bias, lamina.where(x > lambd, x - bias, x * 0))
 

@@ -17,14 +17,20 @@ from lamina.ops.conv import conv as _conv_nd, conv_transpose as _conv_transpose_
 from lamina.ops.pool import max_pool as _max_pool_nd
 
 from . import onnx_op
-from ._util import axis, check_size, fail, host, raw, scalar, wrap
+from ._util import axis, check_size, fail, host, is_float, raw, scalar, wrap
 
 # ---------------------------------------------------------------- products
 
 
+def _matmul(a, b):
+    out = lamina.matmul(a, b)
+    # Lamina multiplies bfloat16 in float32 and returns float32; ONNX keeps the input type
+    return out.to(a.dtype) if out.dtype != a.dtype and is_float(a) else out
+
+
 @onnx_op("MatMul")
 def matmul(node, a, b):
-    return lamina.matmul(a, b)
+    return _matmul(a, b)
 
 
 @onnx_op("Gemm")
@@ -33,7 +39,7 @@ def gemm(node, a, b, c=None):
         a = a.mT if a.ndim == 2 else a
     if node.attr("transB", 0):
         b = b.mT if b.ndim == 2 else b
-    y = lamina.matmul(a, b)
+    y = _matmul(a, b)
     alpha, beta = node.attr("alpha", 1.0), node.attr("beta", 1.0)
     if alpha != 1.0:
         y = y * alpha
@@ -231,9 +237,9 @@ def _pool_plan(node, x):
 @onnx_op("MaxPool")
 def max_pool(node, x):
     kernel, strides, dilations, begin, end, extra, out, d = _pool_plan(node, x)
-    low = -np.inf if x.dtype.kind == "f" else np.iinfo(x.dtype).min
+    low = -np.inf if is_float(x) else np.iinfo(x.dtype).min
     ends = [e + x_ for e, x_ in zip(end, extra)]
-    if x.dtype.kind == "f":
+    if is_float(x):
         xp_ = _pad_spatial(x, begin, ends, value=float(low), node=node)
     else:
         check_size(node, list(x.shape[:2]) + [s + b + e for s, b, e in zip(x.shape[2:], begin, ends)],

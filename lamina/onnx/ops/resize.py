@@ -14,7 +14,7 @@ import numpy as np
 import lamina
 
 from . import onnx_op
-from ._util import axes as norm_axes, check_size, fail, host, raw, wrap
+from ._util import axes as norm_axes, check_size, fail, host, is_float, raw, wrap
 
 
 def _source(mode, i, scale, n, m_float, m_int, roi):
@@ -99,7 +99,7 @@ def interpolation_matrix(n, m, scale, kind, coord, nearest="round_prefer_floor",
 def _apply(x, d, w):
     """Resize axis ``d`` of ``x`` with matrix ``w`` (m, n)."""
     moved = lamina.transpose(x, d, -1) if d != x.ndim - 1 else x
-    if x.dtype.kind == "f":
+    if is_float(x):
         out = lamina.matmul(moved, wrap(w.T.astype(x.dtype), x))
     else:
         out = raw(lambda xp, a: xp.rint(a.astype(np.float64) @ w.T).astype(a.dtype), moved)

@@ -12,7 +12,7 @@ import numpy as np
 import lamina
 
 from . import onnx_op
-from ._util import axes, axis, check_size, fail, host, ints, raw, scalar, wrap
+from ._util import axes, axis, check_size, fail, host, ints, is_float, raw, scalar, wrap
 
 # ---------------------------------------------------------------- constants and shapes
 
@@ -205,9 +205,9 @@ def scatter_elements(node, x, idx, upd):
     n = x.shape[d]
     i = raw(lambda xp, a: xp.where(a < 0, a + n, a).astype(np.int64), idx)
     red = node.attr("reduction", "none")
-    if red == "add" and x.dtype.kind == "f":
+    if red == "add" and is_float(x):
         return lamina.scatter_add(x, d, i, upd)
-    if red == "none" and x.dtype.kind == "f":
+    if red == "none" and is_float(x):
         # x outside the written places plus the updates: differentiable in both
         written = raw(lambda xp, a, j: _put(xp, xp.zeros_like(a), j, xp.ones_like(a, shape=j.shape), d, "none"),
                       x, i)
@@ -271,7 +271,7 @@ def pad(node, x, pads=None, value=None, ax=None):
     if mode is None:
         fail(node, f"unknown mode {node.attr('mode')!r}")
     check_size(node, [s + b + a for s, b, a in zip(x.shape, before, after)], x.dtype.itemsize)
-    if mode == "constant" and x.dtype.kind != "f":
+    if mode == "constant" and not is_float(x):
         return raw(lambda xp, arr: xp.pad(arr, list(zip(before, after)), constant_values=cv), x)
     if mode == "constant":
         return lamina.pad(x, widths, value=float(cv))
@@ -391,7 +391,7 @@ def scatter_nd(node, x, idx, upd):
     ind = np.where(ind < 0, ind + np.array(x.shape[:k]), ind)
     red = node.attr("reduction", "none")
     cols = tuple(wrap(ind[..., j], x) for j in range(k))
-    if x.dtype.kind == "f" and red in ("none", "add"):
+    if is_float(x) and red in ("none", "add"):
         return lamina.ops.index_put(x, cols, upd, accumulate=red == "add")
 
     def run(xp, a, u):
