@@ -62,7 +62,9 @@ class Compiled:
             g = trace(self.fn, *args)
             grad_inputs = g.grad_inputs
             pattern = tuple(p.grad is not None for p in grad_inputs)
-            g = passes.optimize(g, fuse=self.fuse)
+            # an array-level backward keeps its forward's saved values out of the plan's reach,
+            # so a memory budget takes the Tensor-op backwards, which can be recomputed
+            g = passes.optimize(g, fuse=self.fuse, array_backwards=self.memory_budget is None)
             if self.memory_budget is not None:
                 g = passes.rematerialize(g, self.memory_budget)
             ex = Executor(g, fuse=self.fuse)

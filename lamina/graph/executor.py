@@ -29,10 +29,28 @@ def fetch_state(v):
     return v.tensor.data
 
 
+def _array_backward(node, arrays):
+    """An op's array-level backward in place of its traced Tensor-op backward: ``arrays`` are
+    the output gradients, then the forward inputs; ``op.saved`` is what its forward kept."""
+    op = node.op
+    k = len(arrays) - len(node.grad_of.inputs)
+    grads = arrays[0] if k == 1 else tuple(arrays[:k])
+    op.needs_input_grad = node.grad_of.needs_input_grad
+    try:
+        res = op.backward_arrays(grads, *arrays[k:])
+    finally:
+        op.needs_input_grad = None
+        op.saved = None
+    res = res if isinstance(res, (tuple, list)) else (res,)
+    return [np.asarray(res[i]) if res[i].__class__ is not np.ndarray else res[i] for i in node.op_results]
+
+
 def run_node(node, arrays):
     """Run one node's forward; return the arrays of its outputs (saved arrays included)."""
+    if node.array_backward:
+        return _array_backward(node, arrays)
     op = node.op
-    saved_outs = any(v.index.__class__ is tuple for v in node.outputs)
+    saved_outs = node.keeps_saved or any(v.index.__class__ is tuple for v in node.outputs)
     if saved_outs:
         op.needs_input_grad = node.needs_input_grad
     try:
@@ -47,7 +65,8 @@ def run_node(node, arrays):
         if a.__class__ is not np.ndarray and isinstance(a, np.generic):
             a = np.asarray(a)
         res.append(a)
-    op.saved = None
+    if not node.keeps_saved:
+        op.saved = None
     return res
 
 

@@ -59,7 +59,8 @@ class Node:
     """One op call: the registry op class, a template instance holding its attributes, its input
     values and its output values (several for multi-output ops), and the module that called it."""
 
-    __slots__ = ("op_cls", "op", "inputs", "outputs", "module", "needs_input_grad", "phase", "group", "grad_of")
+    __slots__ = ("op_cls", "op", "inputs", "outputs", "module", "needs_input_grad", "phase", "group", "grad_of",
+                 "array_backward", "keeps_saved", "op_results")
 
     def __init__(self, op_cls, op, inputs, outputs, module="", needs_input_grad=None, phase="forward"):
         self.op_cls, self.op, self.inputs, self.outputs = op_cls, op, list(inputs), list(outputs)
@@ -68,6 +69,9 @@ class Node:
         self.phase = phase  # "forward", "backward" or "update"
         self.group = None   # elementwise fusion: the id of the chain this node belongs to
         self.grad_of = None  # backward nodes: the forward node whose gradient they compute
+        self.array_backward = False  # runs op.backward_arrays of the forward node sharing ``op``
+        self.keeps_saved = False     # a forward node whose op keeps ``saved`` for an array backward
+        self.op_results = None       # array backward: which of its results are this node's outputs
 
     @property
     def name(self) -> str:
@@ -100,6 +104,9 @@ class Graph:
         self.out_spec = None
         self.updates: list[tuple] = []
         self.module_types: dict = {}  # module path -> class name, of the modules the trace reached
+        # (forward node, first, end, grad values, input values, result values): the nodes
+        # [first, end) a traced backward of the forward node made
+        self.backward_regions: list = []
         self._next = 0
 
     # ---------------------------------------------------------------- building
@@ -144,10 +151,12 @@ class Graph:
         for n in self.nodes:
             m = Node(n.op_cls, n.op, n.inputs, n.outputs, n.module, n.needs_input_grad, n.phase)
             m.group, m.grad_of = n.group, n.grad_of
+            m.array_backward, m.keeps_saved, m.op_results = n.array_backward, n.keeps_saved, n.op_results
             g.nodes.append(m)
         g.inputs, g.outputs, g.out_spec = list(self.inputs), list(self.outputs), self.out_spec
         g.updates = list(self.updates)
         g.module_types = self.module_types
+        g.backward_regions = self.backward_regions
         g.grad_inputs = getattr(self, "grad_inputs", [])
         g._next = self._next
         return g

@@ -29,7 +29,53 @@ ELEMENTWISE = frozenset((
 
 
 def _has_saved(node) -> bool:
-    return any(v.index.__class__ is tuple for v in node.outputs)
+    return node.keeps_saved or node.array_backward or any(v.index.__class__ is tuple for v in node.outputs)
+
+
+def array_backward(graph):
+    """Run the backward of ops that have an array-level one (``Op.backward_arrays``, e.g. the
+    compiled kernels of gelu and layer_norm) as one node, in place of the Tensor ops their traced
+    backward made. The forward node then keeps its ``saved`` values for it. Only on a graph as
+    traced (before other passes), for single-output ops whose traced backward's values nothing
+    else reads."""
+    g = graph.copy()
+    index = {id(n): i for i, n in enumerate(graph.nodes)}
+    users = graph.users()
+    final = {id(v) for v in graph.outputs} | {id(v) for _, v in graph.updates}
+    cut = []
+    for fwd, first, end, gvals, ivals, rvals in getattr(graph, "backward_regions", ()):
+        if fwd.op_cls.backward_arrays is None or id(fwd) not in index or len(gvals) != 1 or gvals[0] is None \
+                or end <= first or any(graph.nodes[j].phase != "backward" for j in range(first, end)):
+            continue
+        region = graph.nodes[first:end]
+        inside = {id(n) for n in region}
+        made = {id(v) for n in region for v in n.outputs}
+        results = {id(r) for r in rvals if r is not None}
+        if not results or not results <= made:
+            continue
+        if any(id(v) not in results and (id(v) in final or any(id(u) not in inside for u in users.get(id(v), ())))
+               for n in region for v in n.outputs):
+            continue
+        cut.append((first, end, fwd, gvals, ivals, rvals))
+    if not cut:
+        return g
+    cut.sort(key=lambda c: c[0])
+    nodes, at = [], 0
+    for first, end, fwd, gvals, ivals, rvals in cut:
+        if first < at:
+            continue
+        nodes.extend(g.nodes[at:first])
+        g.nodes[index[id(fwd)]].keeps_saved = True
+        macro = Node(fwd.op_cls, fwd.op, [gvals[0]] + list(ivals), [r for r in rvals if r is not None],
+                     fwd.module, fwd.needs_input_grad, "backward")
+        macro.array_backward = True
+        macro.grad_of = fwd
+        macro.op_results = [i for i, r in enumerate(rvals) if r is not None]
+        nodes.append(macro)
+        at = end
+    nodes.extend(g.nodes[at:])
+    g.nodes = nodes
+    return g
 
 
 def replace_uses(graph, mapping: dict):
@@ -263,7 +309,7 @@ def plan_memory(graph) -> MemoryPlan:
 
 
 def _recomputable(n) -> bool:
-    return n.phase in ("forward", "recompute") and n.op_cls.__name__ not in RANDOM
+    return n.phase in ("forward", "recompute") and n.op_cls.__name__ not in RANDOM and not n.keeps_saved
 
 
 def rematerialize(graph, budget: int, max_depth: int = 6):
@@ -378,9 +424,11 @@ def rematerialize(graph, budget: int, max_depth: int = 6):
         g.nodes[first:first] = new_nodes
 
 
-def optimize(graph, fuse: bool = True):
-    """The default pipeline: fold constants, simplify, CSE, dead-code elimination and fusion."""
-    g = fold_constants(graph)
+def optimize(graph, fuse: bool = True, array_backwards: bool = True):
+    """The default pipeline: array-level backwards, fold constants, simplify, CSE, dead-code
+    elimination and fusion."""
+    g = array_backward(graph) if array_backwards else graph
+    g = fold_constants(g)
     g = simplify(g)
     g = cse(g)
     g = dce(g)

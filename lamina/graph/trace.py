@@ -190,12 +190,20 @@ class Tracer:
     def _backward_of(self, node, backward):
         """``backward`` noting that the ops it calls compute the gradient of ``node`` (memory
         accounting keeps ``node``'s inputs alive until then, as eager autograd does)."""
-        def run(*args):
+        def run(grads, *inputs):
             prev, self.backward_of = self.backward_of, node
+            first = len(self.graph.nodes)
             try:
-                return backward(*args)
+                res = backward(grads, *inputs)
             finally:
                 self.backward_of = prev
+            # where the op's array-level backward could stand in for the traced ops (passes.array_backward)
+            many = res if isinstance(res, (tuple, list)) else (res,)
+            gs = grads if isinstance(grads, tuple) else (grads,)
+            self.graph.backward_regions.append(
+                (node, first, len(self.graph.nodes), [None if g is None else self.value_of(g) for g in gs],
+                 [self.value_of(t) for t in inputs], [None if r is None else self.value_of(r) for r in many]))
+            return res
         return run
 
     # ---------------------------------------------------------------- op calls
