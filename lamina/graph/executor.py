@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..backend import xp_of
 from ..tensor import Tensor, _wrap
 from .trace import TraceError, saved_at, unflatten
 
@@ -42,7 +43,7 @@ def _array_backward(node, arrays):
         op.needs_input_grad = None
         op.saved = None
     res = res if isinstance(res, (tuple, list)) else (res,)
-    return [np.asarray(res[i]) if res[i].__class__ is not np.ndarray else res[i] for i in node.op_results]
+    return [np.asarray(res[i]) if isinstance(res[i], np.generic) else res[i] for i in node.op_results]
 
 
 def run_node(node, arrays):
@@ -62,7 +63,7 @@ def run_node(node, arrays):
     for v in node.outputs:
         i = v.index
         a = saved_at(op.saved, i[1]) if i.__class__ is tuple else outs[i]
-        if a.__class__ is not np.ndarray and isinstance(a, np.generic):
+        if isinstance(a, np.generic):
             a = np.asarray(a)
         res.append(a)
     if not node.keeps_saved:
@@ -87,11 +88,12 @@ def finish(graph, env, get):
     outs = [_wrap(get(v)) for v in graph.outputs]
     for (what, target), v in graph.updates:
         if what == "grad":
-            target.tensor.grad = _wrap(np.array(get(v), copy=True))
+            a = get(v)
+            target.tensor.grad = _wrap(xp_of(a).array(a, copy=True))
     for (what, target), v in graph.updates:
         if what == "data":
             t = target.tensor
-            np.copyto(t.data, get(v))
+            xp_of(t.data).copyto(t.data, get(v))
             t._version[0] += 1
     return unflatten(graph.out_spec, outs)
 

@@ -71,7 +71,7 @@ def build_source(chain):
     """``(source, external input values, modes)`` of the kernel of ``chain``, or None."""
     out = chain[-1].outputs[0]
     dtype = out.dtype
-    if dtype not in (np.float32, np.float64):
+    if dtype not in (np.float32, np.float64) or out.device.type != "cpu":  # Numba: CPU arrays only
         return None
     names, inputs, modes, lines = {}, [], [], []
     made = {id(n.outputs[0]) for n in chain}

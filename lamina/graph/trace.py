@@ -234,9 +234,9 @@ class Tracer:
         for i, o in enumerate(outs):
             v = g.new_value(o.shape, o.dtype, backend.device_of(o.data), "activation", producer=node, index=i)
             node.outputs.append(v)
-            if o.data.base is not None:  # a view: memory accounting charges its base instead
+            if o.data.__class__ is np.ndarray and o.data.base is not None:  # a view: accounting charges its base
                 for t, iv in zip(inputs, ins):
-                    if np.may_share_memory(o.data, t.data):
+                    if t.data.__class__ is np.ndarray and np.may_share_memory(o.data, t.data):
                         v.view_of = iv.view_of or iv
                         break
             self._register(o, v)
