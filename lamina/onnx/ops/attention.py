@@ -121,3 +121,38 @@ def attention(node, q, k, v, mask=None, past_k=None, past_v=None, nonpad=None):
         b, h, s, d = y.shape
         y = lamina.reshape(lamina.permute(y, (0, 2, 1, 3)), (b, s, h * d))
     return (y, present_k, present_v, qk_out)[:max(len(node.outputs), 1)]
+
+
+@onnx_op("RotaryEmbedding")
+def rotary_embedding(node, x, cos, sin, pos=None):
+    """Rotate pairs of features by position-dependent angles (cos/sin caches, optional position ids):
+    halves of the rotated part, or even/odd features when ``interleaved``."""
+    four_d = x.ndim == 4
+    shape = x.shape
+    t = lamina.permute(x, (0, 2, 1, 3)) if four_d else x
+    if not four_d:
+        heads = node.attr("num_heads")
+        if not heads:
+            fail(node, "3-d input needs the num_heads attribute")
+        t = lamina.reshape(t, (shape[0], shape[1], heads, shape[2] // heads))
+    head = t.shape[3]
+    dim = node.attr("rotary_embedding_dim", 0) or head
+    if pos is not None:
+        idx = wrap(host(pos).astype(np.int64).reshape(-1), cos)
+        cos = lamina.reshape(lamina.index_select(cos, 0, idx), tuple(pos.shape) + (cos.shape[-1],))
+        sin = lamina.reshape(lamina.index_select(sin, 0, idx), tuple(pos.shape) + (sin.shape[-1],))
+    if cos.shape[-1] != dim // 2:
+        fail(node, f"cos cache of shape {cos.shape} does not fit rotary_embedding_dim {dim}")
+    cos, sin = lamina.unsqueeze(cos, 2), lamina.unsqueeze(sin, 2)
+    rot, keep = t[..., :dim], t[..., dim:]
+    if node.attr("interleaved", 0):
+        x1, x2 = rot[..., 0::2], rot[..., 1::2]
+    else:
+        x1, x2 = rot[..., :dim // 2], rot[..., dim // 2:]
+    real, imag = cos * x1 - sin * x2, sin * x1 + cos * x2
+    if node.attr("interleaved", 0):
+        rot = lamina.reshape(lamina.stack([real, imag], -1), rot.shape)
+    else:
+        rot = lamina.cat([real, imag], -1)
+    out = lamina.cat([rot, keep], -1) if dim < head else rot
+    return lamina.permute(out, (0, 2, 1, 3)) if four_d else lamina.reshape(out, shape)

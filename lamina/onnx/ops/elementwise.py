@@ -422,3 +422,57 @@ def bitwise_not(node, x):
 def bit_shift(node, a, b):
     fn = "left_shift" if node.attr("direction") == "LEFT" else "right_shift"
     return raw(lambda xp, x, y: getattr(xp, fn)(x, y).astype(x.dtype), a, b)
+
+
+def _per_axis(node, param, x):
+    """A scale or zero point shaped to broadcast against x: scalar, per-axis (1-d along ``axis``) or
+    blocked (same rank as x, each value covering ``block_size`` elements along ``axis``)."""
+    p = param
+    if p.ndim == 0 or p.size == 1:
+        return p.reshape(())
+    d = node.attr("axis", 1) % x.ndim
+    if p.ndim == 1:
+        shape = [1] * x.ndim
+        shape[d] = p.shape[0]
+        return p.reshape(shape)
+    block = node.attr("block_size", 0)
+    if block:
+        p = np.repeat(p, block, axis=d)
+        p = np.take(p, np.arange(x.shape[d]), axis=d)
+    return p
+
+
+@onnx_op("DequantizeLinear")
+def dequantize_linear(node, x, scale, zero=None):
+    s = _per_axis(node, np.asarray(scale.data), x)
+    z = None if zero is None else _per_axis(node, np.asarray(zero.data), x)
+    out_dtype = scale.dtype
+    xs = x.data.astype(np.float32)
+    if z is not None:
+        xs = xs - z.astype(np.float32)
+    return wrap((xs * s.astype(np.float32)).astype(out_dtype), x)
+
+
+@onnx_op("QuantizeLinear")
+def quantize_linear(node, x, scale, zero=None):
+    from ..proto import np_dtype
+    s = _per_axis(node, np.asarray(scale.data), x).astype(np.float32)
+    if zero is not None:
+        to = zero.dtype
+    elif node.attr("output_dtype"):
+        to = np_dtype(node.attr("output_dtype"), f"{node.where()} output_dtype")
+    else:
+        to = np.dtype(np.uint8)
+    z = np.zeros((), np.float32) if zero is None else _per_axis(node, np.asarray(zero.data), x).astype(np.float32)
+    v = np.asarray(x.data).astype(np.float32) / s
+    if to.name.startswith(("float8", "float4")):
+        return wrap(_cast_array(np, v + z, to, bool(node.attr("saturate", 1))), x)
+    import ml_dtypes
+    info = ml_dtypes.iinfo(to) if to.name in ("int4", "uint4", "int2", "uint2") else np.iinfo(to)
+    q = np.clip(np.rint(v) + z, int(info.min), int(info.max))
+    return wrap(q.astype(to), x)
+
+
+@onnx_op("SwiGLU")
+def swiglu(node, a, b):
+    return a * lamina.sigmoid(a * node.attr("alpha", 1.0)) * b

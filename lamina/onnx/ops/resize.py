@@ -177,3 +177,19 @@ def _resize(node, x, roi, scales, sizes, coord, nearest):
         m = np.broadcast_to(mask, y.shape)
         y = lamina.where(wrap(np.ascontiguousarray(m), y), wrap(np.array(extrap, y.dtype), y), y)
     return y
+
+
+@onnx_op("GridSample")
+def grid_sample(node, x, grid):
+    mode = {"bilinear": "bilinear", "linear": "bilinear", "nearest": "nearest"}.get(node.attr("mode", "linear"))
+    if mode is None:
+        fail(node, f"mode {node.attr('mode')!r} is not supported (linear and nearest are)")
+    pad = node.attr("padding_mode", "zeros")
+    return lamina.ops.grid_sample(x, grid, mode=mode, padding_mode=pad,
+                                  align_corners=bool(node.attr("align_corners", 0)))
+
+
+@onnx_op("AffineGrid")
+def affine_grid(node, theta, size):
+    return lamina.ops.affine_grid(theta, [int(v) for v in host(size)],
+                                  align_corners=bool(node.attr("align_corners", 0)))
