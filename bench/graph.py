@@ -96,11 +96,18 @@ def case(name, steps):
     if name == "gpt":
         budget = res["eager_peak_model"] // 2
         try:
-            cb = compile(_step(copy.deepcopy(model), loss_fn), memory_budget=budget)
-            cb(*args)
+            start = copy.deepcopy(model)
+            cb = compile(_step(copy.deepcopy(start), loss_fn), memory_budget=budget)
+            ref = _step(copy.deepcopy(start), loss_fn)
+            losses = []
+            for i in range(steps):  # the loss curves of both, on fresh batches
+                xs = (lamina.tensor(r.integers(0, 65, (16, 64))), lamina.tensor(r.integers(0, 65, (16, 64))))
+                losses.append((cb(*xs).item(), ref(*xs).item()))
             res["budget"] = budget
             res["budget_peak_model"] = costs.peak_bytes(cb.graph)
             res["budget_peak_measured"] = _peak(cb, args)
+            res["budget_losses"] = losses
+            res["budget_max_loss_diff"] = max(abs(a - b) for a, b in losses)
         except MemoryError as e:
             res["budget"] = budget
             res["budget_error"] = str(e)
@@ -158,7 +165,8 @@ def main(argv=None):
                 print(f"  budget {r['budget'] / 2**20:.2f} MiB: {r['budget_error']}")
             else:
                 print(f"  budget {r['budget'] / 2**20:.2f} MiB: planned {r['budget_peak_model'] / 2**20:.2f} MiB, "
-                      f"measured {r['budget_peak_measured'] / 2**20:.2f} MiB")
+                      f"measured {r['budget_peak_measured'] / 2**20:.2f} MiB; loss curve over {len(r['budget_losses'])} "
+                      f"steps within {r['budget_max_loss_diff']:.2e} of eager's")
     if a.json:
         Path(a.json).write_text(json.dumps(results, indent=1))
 

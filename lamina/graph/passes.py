@@ -336,13 +336,14 @@ def rematerialize(graph, budget: int, max_depth: int = 6):
         for i, n in enumerate(g.nodes):
             for v in n.inputs:
                 users.setdefault(id(v), []).append(i)
+        maker = {id(v): n for n in g.nodes for v in n.outputs}
 
         def plan(v, first, depth):
             """Nodes to recompute so ``v`` exists at step ``first`` (producers first), or None."""
             if v.kind != "activation" or span.get(id(v.view_of or v), (0, -1))[1] >= first:
                 return []  # alive there anyway
-            n = v.producer
-            if depth > max_depth or n is None or not _recomputable(n) or n not in g.nodes:
+            n = maker.get(id(v))  # this graph's node (a value's producer is the traced one)
+            if depth > max_depth or n is None or not _recomputable(n):
                 return None
             out = []
             for x in n.inputs:
