@@ -58,3 +58,17 @@ def test_import_of_a_bad_file_is_one_line_and_exit_1(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("lamina import: lamina.onnx") and "\n" not in err
     assert lo.cli_import(_parser().parse_args(["import", str(tmp_path / "none.onnx")])) == 1
+
+
+def test_import_run_feeds_zeros_of_fixed_shapes(tmp_path):
+    path = _mlp(tmp_path / "mlp.onnx")
+    out = io.StringIO()
+    assert lo.cli_import(_parser().parse_args(["import", path, "--no-graph", "--run"]), out) == 0
+    assert "input 'x' has no fixed shape (float[batch, 4]); not run" in out.getvalue()
+    m = onnx.load(path)
+    m.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 3
+    path2 = tmp_path / "fixed.onnx"
+    path2.write_bytes(m.SerializeToString())
+    out = io.StringIO()
+    assert lo.cli_import(_parser().parse_args(["import", str(path2), "--no-graph", "--run"]), out) == 0
+    assert "ran: output y shape (3, 8) dtype float32" in out.getvalue()
