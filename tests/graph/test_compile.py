@@ -67,7 +67,7 @@ def test_memory_budget_rematerialises_or_says_it_cannot():
     x, t = (lamina.tensor(r.integers(0, 11, (8, 16))) for _ in range(2))
     g = passes.optimize(trace(train_step(model, loss_fn), x, t), array_backwards=False)
     peak = costs.peak_bytes(g)
-    budget = int(0.85 * peak)
+    budget = int(0.6 * peak)  # needs recomputed chains (several ops deep)
     g2 = passes.rematerialize(g, budget)
     assert costs.peak_bytes(g2) <= budget
     assert any(n.phase == "recompute" for n in g2.nodes)
