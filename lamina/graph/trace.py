@@ -145,6 +145,7 @@ class Tracer:
         self.params = {}      # id(parameter tensor) -> value
         self.backward_of = None  # the forward node whose backward is running
         self.zeroed = set()      # ids of parameters whose .grad zero_grad() cleared before any backward
+        self.found = []          # (tensor, its .grad, its version) of parameters found only while tracing
 
     # ---------------------------------------------------------------- values
     def _register(self, t, v):
@@ -182,6 +183,14 @@ class Tracer:
             pv = self.value_of(p)
             v = g.new_value(t.shape, t.dtype, dev, "buffer", name=f"{pv.name}.grad", tensor=t,
                             source=("grad", pv))
+        elif t.requires_grad and t._node is None:
+            # a leaf that requires grad the trace did not find on a module or optimiser: a
+            # parameter all the same (read live, never copied into the graph)
+            v = g.new_value(t.shape, t.dtype, dev, "parameter", name=f"param{len(self.found)}", tensor=t)
+            self.params[id(t)] = v
+            self.found.append((t, t.grad, t._version[0]))
+            if t.grad is not None:
+                self.grads[id(t.grad)] = t
         else:
             v = g.new_value(t.shape, t.dtype, dev, "constant", data=t.data.copy())
         self._register(t, v)
@@ -334,6 +343,7 @@ def trace(fn, *example_inputs) -> Graph:
                 named.setdefault(id(p), p)
     params = list(named.values())
     old_grads = [p.grad for p in params]
+    old_versions = [p._version[0] for p in params]
     grads = {id(p.grad): p for p in params if p.grad is not None}
 
     tracer = Tracer(state, grads)
@@ -363,6 +373,16 @@ def trace(fn, *example_inputs) -> Graph:
         outs = []
         g.out_spec = _flatten(result, outs)
         g.outputs = [tracer.value_of(t) for t in outs]
+        params += [t for t, _, _ in tracer.found]
+        old_grads += [gr for _, gr, _ in tracer.found]
+        old_versions += [ver for _, _, ver in tracer.found]
+        for p, ver in zip(params, old_versions):
+            if p._version[0] != ver:
+                name = tracer.params[id(p)].name if id(p) in tracer.params else tuple(p.shape)
+                raise TraceError(
+                    f"trace: parameter {name} was changed in place while tracing (an optimiser or in-place "
+                    "update the trace cannot see); let trace reach the optimiser (a closure or global of the "
+                    "traced function) and update parameters only through its step()")
         for p, old in zip(params, old_grads):
             if p.grad is not old and p.grad is not None:
                 g.updates.insert(0, (("grad", tracer.value_of(p)), tracer.value_of(p.grad)))

@@ -116,3 +116,33 @@ def test_tracing_leaves_op_dispatch_and_other_threads_alone():
     with pytest.raises(TraceError):
         trace(lambda x: bool(x.sum()), x)
     assert Op.__call__ is call and bool(x.sum())
+
+
+def test_parameters_the_trace_finds_late_stay_live_and_hidden_updates_are_errors():
+    model, loss_fn, inputs = make("mlp")
+    holder = {"m": model}  # reached neither as a closure nor as a global Module
+
+    def loss(x, t):
+        return loss_fn(holder["m"], x, t)
+    g = trace(loss, *inputs(np.random.default_rng(0)))
+    assert {v.kind for v in g.live_values()} >= {"parameter"}
+    assert not any(v.kind == "constant" and v.shape == (16, 12) for v in g.live_values())
+    with lamina.no_grad():
+        for p in model.parameters():
+            p.mul_(0.5)  # the graph reads the new weights
+    new = inputs(np.random.default_rng(1))
+    np.testing.assert_allclose(run(g, *new).item(), loss(*new).item(), rtol=1e-12)
+
+    opt = lamina.optim.SGD(model.parameters(), lr=0.1)
+
+    def hidden_step(x, t):
+        holder["opt"].zero_grad()
+        l = loss(x, t)
+        l.backward()
+        holder["opt"].step()  # an optimiser trace cannot reach
+        return l
+    holder["opt"] = opt
+    before = {n: p.detach().numpy().copy() for n, p in model.named_parameters()}
+    with pytest.raises(TraceError, match="changed in place while tracing"):
+        trace(hidden_step, *new)
+    del before
