@@ -173,3 +173,20 @@ def test_imported_ops_are_differentiable():
         np.testing.assert_allclose(x.grad.numpy(), num, rtol=1e-5, atol=1e-7, err_msg=name)
         if name in inits:  # the weights are Parameters and receive gradients too
             assert all(p.grad is not None for p in mod.parameters())
+
+
+@pytest.mark.parametrize("eq, shapes", [
+    ("bhqd,bhkd->bhqk", [(2, 3, 4, 5), (2, 3, 6, 5)]), ("ij,jk,kl->il", [(3, 4), (4, 5), (5, 2)]),
+    ("...ij,...jk", [(2, 3, 4), (4, 5)]), ("ii->i", [(4, 4)]), ("ij,ij->", [(3, 4), (3, 4)]),
+    ("bij,bkj->bik", [(1, 3, 4), (5, 2, 4)]), ("i,j->ij", [(3,), (4,)]),
+    ("abc,cd,dbe->ae", [(2, 3, 4), (4, 5), (5, 3, 6)]), ("ij->", [(3, 4)]), ("ji", [(3, 4)]),
+])
+def test_einsum_matches_numpy(eq, shapes):
+    r = np.random.default_rng(0)
+    xs = [r.standard_normal(s) for s in shapes]
+    node = helper.make_node("Einsum", [f"x{i}" for i in range(len(xs))], ["y"], equation=eq)
+    g = helper.make_graph([node], "g", [helper.make_tensor_value_info(f"x{i}", TensorProto.DOUBLE, s)
+                                        for i, s in enumerate(shapes)],
+                          [helper.make_tensor_value_info("y", TensorProto.DOUBLE, None)])
+    m = from_model(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]))
+    np.testing.assert_allclose(m(*xs).numpy(), np.einsum(eq, *xs), rtol=1e-12, atol=1e-12)

@@ -85,27 +85,51 @@ def einsum_tensors(node, equation, xs):
         rhs = ell + "".join(sorted(c for c in set("".join(subs)) - set(ell) if "".join(subs).count(c) == 1))
     else:
         rhs = rhs.replace("...", ell)
-    letters = list(dict.fromkeys("".join(subs) + rhs))
-    size = {}
-    for t, x in zip(subs, ops):
-        for c, s in zip(t, x.shape):
-            size[c] = max(size.get(c, 1), s)
-    total = None
-    for t, x in zip(subs, ops):
-        perm = sorted(range(len(t)), key=lambda i: letters.index(t[i]))
-        x = lamina.permute(x, tuple(perm)) if len(t) > 1 else x
-        ordered = [t[i] for i in perm]
-        shape = tuple(x.shape[ordered.index(c)] if c in ordered else 1 for c in letters)
-        x = lamina.reshape(x, shape)
-        total = x if total is None else total * x
-    drop = tuple(i for i, c in enumerate(letters) if c not in rhs)
-    if drop:
-        total = lamina.sum(total, drop)
-    kept = [c for c in letters if c in rhs]
-    total = lamina.broadcast_to(total, tuple(size[c] for c in kept)) if kept else total
-    if len(kept) > 1:
-        total = lamina.permute(total, tuple(kept.index(c) for c in rhs))
-    return total
+    # letters only one operand has and the output drops are summed away first
+    for k, (t, x) in enumerate(zip(subs, ops)):
+        others = "".join(subs[:k] + subs[k + 1:]) + rhs
+        drop = tuple(i for i, c in enumerate(t) if c not in others)
+        if drop:
+            ops[k] = lamina.sum(x, drop)
+            subs[k] = "".join(c for c in t if c in others)
+    # then operands are contracted pairwise, left to right, each contraction one batched matmul
+    x, t = ops[0], subs[0]
+    for k in range(1, len(ops)):
+        later = "".join(subs[k + 1:]) + rhs
+        x, t = _contract(x, t, ops[k], subs[k], later)
+    extra = tuple(i for i, c in enumerate(t) if c not in rhs)
+    if extra:
+        x = lamina.sum(x, extra)
+        t = "".join(c for c in t if c in rhs)
+    if t != rhs:
+        x = lamina.permute(x, tuple(t.index(c) for c in rhs))
+    return x
+
+
+def _contract(a, ta, b, tb, later):
+    """``a`` (letters ``ta``) times ``b`` (``tb``), summing the shared letters that ``later`` (the
+    rest of the equation) does not need: a batched matmul over (batch, left, sum) x (batch, sum,
+    right). Size-1 letters broadcast."""
+    shared = [c for c in ta if c in tb]
+    batch = [c for c in shared if c in later]
+    summed = [c for c in shared if c not in later]
+    left = [c for c in ta if c not in tb]
+    right = [c for c in tb if c not in ta]
+    size = {c: s for c, s in zip(ta, a.shape)}
+    for c, s in zip(tb, b.shape):
+        size[c] = max(size.get(c, 1), s)
+
+    def arrange(x, t, order):
+        if len(t) > 1 and list(t) != order:
+            x = lamina.permute(x, tuple(t.index(c) for c in order))
+        return lamina.broadcast_to(x, tuple(size[c] for c in order)) if order else x
+    a2 = arrange(a, ta, batch + left + summed)
+    b2 = arrange(b, tb, batch + summed + right)
+    nb = [size[c] for c in batch]
+    nl, ns, nr = (math.prod(size[c] for c in g) for g in (left, summed, right))
+    y = _matmul(lamina.reshape(a2, tuple(nb) + (nl, ns)), lamina.reshape(b2, tuple(nb) + (ns, nr)))
+    y = lamina.reshape(y, tuple(nb) + tuple(size[c] for c in left + right))
+    return y, "".join(batch + left + right)
 
 
 # ---------------------------------------------------------------- convolution
