@@ -327,7 +327,7 @@ def trace(fn, *example_inputs) -> Graph:
     """
     from .optim_rules import traced_step
     modules, optimizers = _roots(fn)
-    state, named = {}, {}
+    state, named, buffers = {}, {}, []
     for m in modules:
         for name, p in m.named_parameters():
             state.setdefault(id(p), (name, "parameter"))
@@ -335,6 +335,7 @@ def trace(fn, *example_inputs) -> Graph:
         for name, b in m.named_buffers():
             if b is not None:
                 state.setdefault(id(b), (name, "buffer"))
+                buffers.append((name, b, b._version[0]))
     for o in optimizers:
         for gi, group in enumerate(o.param_groups):
             for j, p in enumerate(group["params"]):
@@ -383,6 +384,11 @@ def trace(fn, *example_inputs) -> Graph:
                     f"trace: parameter {name} was changed in place while tracing (an optimiser or in-place "
                     "update the trace cannot see); let trace reach the optimiser (a closure or global of the "
                     "traced function) and update parameters only through its step()")
+        for name, b, ver in buffers:
+            if b._version[0] != ver:
+                raise TraceError(f"trace: buffer {name} was updated in place while tracing (such as batch-norm "
+                                 "running statistics in training mode), which a graph cannot hold yet; trace the "
+                                 "module in eval() mode")
         for p, old in zip(params, old_grads):
             if p.grad is not old and p.grad is not None:
                 g.updates.insert(0, (("grad", tracer.value_of(p)), tracer.value_of(p.grad)))

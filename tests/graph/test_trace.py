@@ -146,3 +146,18 @@ def test_parameters_the_trace_finds_late_stay_live_and_hidden_updates_are_errors
     with pytest.raises(TraceError, match="changed in place while tracing"):
         trace(hidden_step, *new)
     del before
+
+
+def test_in_place_buffer_updates_are_errors_and_eval_mode_traces():
+    m = lamina.nn.Sequential(lamina.nn.Conv2d(1, 2, 3), lamina.nn.BatchNorm2d(2))
+    x = lamina.randn(2, 1, 5, 5)
+    stats = m[1].running_mean.numpy().copy()
+    with pytest.raises(TraceError, match="in place"):
+        trace(m, x)
+    m.eval()
+    g = trace(m, x)
+    assert any(v.kind == "buffer" and v.name == "1.running_mean" for v in g.live_values())
+    x2 = lamina.randn(2, 1, 5, 5)
+    with lamina.no_grad():
+        np.testing.assert_allclose(run(g, x2).numpy(), m(x2).numpy(), rtol=1e-12)
+    assert stats.shape == (2,)
