@@ -41,9 +41,11 @@ def from_model(model, base_dir=None, where="model") -> "OnnxModule":
     return OnnxModule(model, base_dir=base_dir, where=where)
 
 
-def _attr_value(a, node_where, base_dir):
+def _attr_value(a, node_where, base_dir, scope=None):
     from onnx import AttributeProto as A
     t = a.type
+    if t == A.GRAPH and scope is not None:
+        return Subgraph(a.g, scope, f"{node_where} attribute {a.name!r}", base_dir)
     if t == A.FLOAT:
         return float(a.f)
     if t == A.INT:
@@ -74,6 +76,95 @@ def _safe_name(name: str, taken: set) -> str:
     return s
 
 
+def _all_nodes(graph):
+    """Every node of ``graph`` and of the subgraphs in its nodes' attributes."""
+    for n in graph.node:
+        yield n
+        for a in n.attribute:
+            if a.HasField("g"):
+                yield from _all_nodes(a.g)
+            for g in a.graphs:
+                yield from _all_nodes(g)
+
+
+def _build_nodes(graph, known, opset, owner, base_dir, where):
+    """The graph's nodes, checked and topologically sorted, with decoded attributes; ``known``
+    are the names defined before its first node (inputs, initializers, enclosing scopes)."""
+    ordered = proto.sorted_nodes(graph, known, where)
+    visible = set(known) | {o for n in ordered for o in n.output if o}
+    nodes = []
+    for i, n in enumerate(ordered):
+        nw = f"node {n.op_type}" + (f" {n.name!r}" if n.name else f" #{i}")
+        scope = (visible, opset, owner)
+        attrs = {a.name: _attr_value(a, nw, base_dir, scope) for a in n.attribute}
+        nodes.append(Node(n.op_type, n.name, list(n.input), list(n.output), attrs, opset, OPS[n.op_type], owner))
+    return nodes
+
+
+def _reads(node):
+    """The names a node reads: its inputs and whatever its subgraphs read from outside."""
+    names = [n for n in node.inputs if n]
+    for v in node.attrs.values():
+        if isinstance(v, Subgraph):
+            for inner in v.nodes:
+                names += _reads(inner)
+    return names
+
+
+def run_nodes(nodes, env, free_after=None):
+    """Run ``nodes`` in order on the values in ``env`` (name -> tensor), adding their outputs."""
+    for k, node in enumerate(nodes):
+        ins = [env[n] if n else None for n in node.inputs]
+        while ins and ins[-1] is None:
+            ins.pop()
+        node.scope = env
+        try:
+            out = node.fn(node, *ins)
+        except OnnxImportError:
+            raise
+        except Exception as e:  # any failure inside an operator: say which node, with what
+            shapes = ", ".join(str(tuple(t.shape)) if hasattr(t, "shape") else "-" for t in ins)
+            raise RuntimeError(f"lamina.onnx: {node.where()} failed on inputs of shapes ({shapes}): "
+                               f"{proto._one_line(e)}") from e
+        finally:
+            node.scope = None
+        outs = out if isinstance(out, tuple) else (out,)
+        for name, v in zip(node.outputs, outs):
+            if name:
+                env[name] = v
+        if free_after is not None:
+            for name in free_after[k]:
+                env.pop(name, None)
+
+
+class Subgraph:
+    """A graph held in a node attribute (If's branches, Loop's body). It reads its own inputs and
+    initializers and, by name, any value of the enclosing graphs."""
+
+    def __init__(self, graph, scope, where, base_dir):
+        outer, opset, owner = scope
+        self.where = where
+        self.constants = {t.name: lamina.from_numpy(proto.to_array(t, base_dir, f"initializer {t.name!r} of {where}"))
+                          for t in graph.initializer}
+        self.input_names = [v.name for v in graph.input]
+        self.output_names = [v.name for v in graph.output]
+        known = set(outer) | set(self.input_names) | set(self.constants)
+        self.nodes = _build_nodes(graph, known, opset, owner, None, where) if graph.node else []
+        produced = {o for n in self.nodes for o in n.outputs} | known
+        lost = [o for o in self.output_names if o not in produced]
+        if lost:
+            raise OnnxImportError(f"lamina.onnx: {where}: outputs {lost} are produced by no node")
+
+    def __call__(self, outer_env, *inputs):
+        if len(inputs) != len(self.input_names):
+            raise ValueError(f"{self.where} takes {len(self.input_names)} inputs, got {len(inputs)}")
+        env = dict(outer_env)
+        env.update(self.constants)
+        env.update(zip(self.input_names, inputs))
+        run_nodes(self.nodes, env)
+        return [env[n] for n in self.output_names]
+
+
 class OnnxModule(nn.Module):
     """A Lamina module running an ONNX graph; call it with the graph's inputs in order (or by
     name as keywords). Returns one tensor, or a tuple for a graph with several outputs.
@@ -95,7 +186,7 @@ class OnnxModule(nn.Module):
                                       f"{proto._one_line(e)}") from None
         # 1. every operator known? (all unsupported ones in one error, before anything else)
         missing = []
-        for n in graph.node:
+        for n in _all_nodes(graph):
             key = n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}::{n.op_type}"
             if (n.domain not in ("", "ai.onnx") or n.op_type not in OPS) and key not in missing:
                 missing.append(key)
@@ -132,13 +223,7 @@ class OnnxModule(nn.Module):
         self.input_info = {v.name: _type_text(v.type) for v in graph.input if v.name not in self._value_of}
         self.output_info = {v.name: _type_text(v.type) for v in graph.output}
         known = set(self.input_names) | set(self._value_of)
-        ordered = proto.sorted_nodes(graph, known, where)
-        self.nodes = []
-        for i, n in enumerate(ordered):
-            nw = f"node {n.op_type}" + (f" {n.name!r}" if n.name else f" #{i}")
-            attrs = {a.name: _attr_value(a, nw, base_dir) for a in n.attribute}
-            self.nodes.append(Node(n.op_type, n.name, list(n.input), list(n.output), attrs, opset,
-                                   OPS[n.op_type], self))
+        self.nodes = _build_nodes(graph, known, opset, self, base_dir, where)
         produced = {o for n in self.nodes for o in n.outputs} | known
         lost = [o for o in self.output_names if o not in produced]
         if lost:
@@ -146,7 +231,7 @@ class OnnxModule(nn.Module):
         # when each value is read for the last time, so forward can drop it early
         last = {}
         for k, n in enumerate(self.nodes):
-            for name in n.inputs:
+            for name in _reads(n):
                 last[name] = k
         self._free_after = [[] for _ in self.nodes]
         keep = set(self.output_names) | set(self._value_of)
@@ -183,24 +268,7 @@ class OnnxModule(nn.Module):
         state.update(self.named_buffers())
         for name, onnx_name in self.onnx_names.items():
             env[onnx_name] = state[name]
-        for k, node in enumerate(self.nodes):
-            ins = [env[n] if n else None for n in node.inputs]
-            while ins and ins[-1] is None:
-                ins.pop()
-            try:
-                out = node.fn(node, *ins)
-            except OnnxImportError:
-                raise
-            except Exception as e:  # any failure inside an operator: say which node, with what
-                shapes = ", ".join(str(tuple(t.shape)) if t is not None else "-" for t in ins)
-                raise RuntimeError(f"lamina.onnx: {node.where()} failed on inputs of shapes ({shapes}): "
-                                   f"{proto._one_line(e)}") from e
-            outs = out if isinstance(out, tuple) else (out,)
-            for name, v in zip(node.outputs, outs):
-                if name:
-                    env[name] = v
-            for name in self._free_after[k]:
-                env.pop(name, None)
+        run_nodes(self.nodes, env, self._free_after)
         res = tuple(env[n] for n in self.output_names)
         return res[0] if len(res) == 1 else res
 

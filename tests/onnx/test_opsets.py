@@ -190,3 +190,63 @@ def test_einsum_matches_numpy(eq, shapes):
                           [helper.make_tensor_value_info("y", TensorProto.DOUBLE, None)])
     m = from_model(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]))
     np.testing.assert_allclose(m(*xs).numpy(), np.einsum(eq, *xs), rtol=1e-12, atol=1e-12)
+
+
+def _graph_model(nodes, inputs, outputs, opset=17):
+    g = helper.make_graph(nodes, "g", inputs, outputs)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+    m.ir_version = 8
+    return m
+
+
+def test_if_reads_the_enclosing_graph_and_is_differentiable():
+    f = TensorProto.FLOAT
+    then_g = helper.make_graph([helper.make_node("Mul", ["h", "h"], ["t"])], "then", [],
+                               [helper.make_tensor_value_info("t", f, None)])
+    else_g = helper.make_graph([helper.make_node("Neg", ["h"], ["e"])], "else", [],
+                               [helper.make_tensor_value_info("e", f, None)])
+    # h is made by a node and read only inside the branches: it must stay alive until If runs
+    nodes = [helper.make_node("Relu", ["x"], ["h"]), helper.make_node("ReduceSum", ["x"], ["s"], keepdims=0),
+             helper.make_node("Greater", ["s", "zero"], ["c"]),
+             helper.make_node("If", ["c"], ["y"], then_branch=then_g, else_branch=else_g)]
+    m = _graph_model(nodes, [helper.make_tensor_value_info("x", f, (3,))], [helper.make_tensor_value_info("y", f, None)])
+    m.graph.initializer.append(numpy_helper.from_array(np.array(0.0, np.float32), "zero"))
+    mod = from_model(m)
+    sess = ort.InferenceSession(m.SerializeToString())
+    for x in (np.array([1.0, -2.0, 3.0], np.float32), np.array([-1.0, -2.0, 3.0], np.float32)):
+        np.testing.assert_allclose(mod(x).numpy(), sess.run(None, {"x": x})[0])
+    xt = lamina.tensor([1.0, -2.0, 3.0], requires_grad=True)
+    mod(xt).sum().backward()
+    np.testing.assert_allclose(xt.grad.numpy(), [2.0, 0.0, 6.0])
+
+
+def test_loop_carries_values_and_stacks_scan_outputs():
+    f, i64 = TensorProto.FLOAT, TensorProto.INT64
+    body = helper.make_graph(
+        [helper.make_node("Add", ["acc_in", "x"], ["acc_out"]), helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+         helper.make_node("Cast", ["i"], ["fi"], to=f), helper.make_node("Mul", ["acc_out", "fi"], ["scan"])],
+        "body", [helper.make_tensor_value_info("i", i64, ()), helper.make_tensor_value_info("cond_in", TensorProto.BOOL, ()),
+                 helper.make_tensor_value_info("acc_in", f, (2,))],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, ()), helper.make_tensor_value_info("acc_out", f, (2,)),
+         helper.make_tensor_value_info("scan", f, (2,))])
+    nodes = [helper.make_node("Loop", ["n", "", "a0"], ["acc", "scans"], body=body)]
+    m = _graph_model(nodes, [helper.make_tensor_value_info("x", f, (2,)), helper.make_tensor_value_info("n", i64, ()),
+                             helper.make_tensor_value_info("a0", f, (2,))],
+                     [helper.make_tensor_value_info("acc", f, None), helper.make_tensor_value_info("scans", f, None)])
+    feeds = {"x": np.array([1.0, 2.0], np.float32), "n": np.array(4, np.int64), "a0": np.array([0.5, 0.0], np.float32)}
+    want = ort.InferenceSession(m.SerializeToString()).run(None, feeds)
+    got = from_model(m)(**feeds)
+    assert got[1].shape == (4, 2)
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a.numpy(), b)
+
+
+def test_unsupported_operators_inside_subgraphs_are_listed():
+    f = TensorProto.FLOAT
+    branch = helper.make_graph([helper.make_node("Unique", ["x"], ["u"])], "b", [],
+                               [helper.make_tensor_value_info("u", f, None)])
+    nodes = [helper.make_node("If", ["c"], ["y"], then_branch=branch, else_branch=branch)]
+    m = _graph_model(nodes, [helper.make_tensor_value_info("c", TensorProto.BOOL, ()),
+                             helper.make_tensor_value_info("x", f, (3,))], [helper.make_tensor_value_info("y", f, None)])
+    with pytest.raises(lamina.onnx.UnsupportedOperatorError, match="Unique"):
+        from_model(m)

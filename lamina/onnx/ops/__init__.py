@@ -23,11 +23,13 @@ def onnx_op(*names):
 class Node:
     """One ONNX node ready to run: its op type, value names, decoded attributes and opset."""
 
-    __slots__ = ("op_type", "name", "inputs", "outputs", "attrs", "opset", "fn", "owner")
+    # ``scope``: the values visible while the node runs, for the subgraphs of If and Loop
+    __slots__ = ("op_type", "name", "inputs", "outputs", "attrs", "opset", "fn", "owner", "scope")
 
     def __init__(self, op_type, name, inputs, outputs, attrs, opset, fn, owner=None):
         self.op_type, self.name, self.inputs, self.outputs = op_type, name, inputs, outputs
         self.attrs, self.opset, self.fn, self.owner = attrs, opset, fn, owner
+        self.scope = None
 
     def attr(self, key, default=None):
         return self.attrs.get(key, default)
@@ -43,4 +45,4 @@ class Node:
         return f"Node({self.op_type}, {self.inputs} -> {self.outputs})"
 
 
-from . import attention, elementwise, nn, reduce, resize, rnn, tensor  # noqa: E402,F401  (they fill OPS)
+from . import attention, control, elementwise, nn, reduce, resize, rnn, tensor  # noqa: E402,F401  (they fill OPS)
