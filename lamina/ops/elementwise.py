@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from .. import backend
+from .. import backend, kernels as _kernels
 from ..tensor import Tensor, _wrap
 from .base import Op, promote, unbroadcast, xp_of
 
@@ -176,11 +176,22 @@ class Tanh(Op):
     needs_inputs = False
 
     def forward(self, x):
+        if type(x) is np.ndarray:
+            y = _kernels.tanh_forward(x)
+            if y is not None:
+                return y
         return xp_of(x).tanh(x)
 
     def backward(self, g, x):
         y = self.output()
         return g * (1.0 - y * y)
+
+    def backward_arrays(self, g, x):
+        if type(g) is np.ndarray:
+            dx = _kernels.tanh_backward(g, self.output().data)
+            if dx is not None:
+                return dx
+        return self.backward(_wrap(g), _wrap(x)).data
 
 
 class Sigmoid(Op):
@@ -188,6 +199,10 @@ class Sigmoid(Op):
     needs_inputs = False
 
     def forward(self, x):
+        if type(x) is np.ndarray:
+            y = _kernels.sigmoid_forward(x)
+            if y is not None:
+                return y
         xp = xp_of(x)
         # 0.5 * (1 + tanh(x / 2)) is exact and never overflows, unlike 1 / (1 + exp(-x))
         out = xp.tanh(x * x.dtype.type(0.5))
@@ -199,16 +214,34 @@ class Sigmoid(Op):
         y = self.output()
         return g * (y * (1.0 - y))
 
+    def backward_arrays(self, g, x):
+        if type(g) is np.ndarray:
+            dx = _kernels.sigmoid_backward(g, self.output().data)
+            if dx is not None:
+                return dx
+        return self.backward(_wrap(g), _wrap(x)).data
+
 
 class Relu(Op):
     save_output = True
     needs_inputs = False
 
     def forward(self, x):
+        if type(x) is np.ndarray:
+            y = _kernels.relu_forward(x)
+            if y is not None:
+                return y
         return xp_of(x).maximum(x, 0)
 
     def backward(self, g, x):
         return _masked(g, self.output() > 0)
+
+    def backward_arrays(self, g, x):
+        if type(g) is np.ndarray:
+            dx = _kernels.relu_backward(g, self.output().data)  # output > 0 exactly where input > 0
+            if dx is not None:
+                return dx
+        return self.backward(_wrap(g), _wrap(x)).data
 
 
 class LeakyRelu(Op):
@@ -216,11 +249,22 @@ class LeakyRelu(Op):
         self.negative_slope = negative_slope
 
     def forward(self, x):
+        if type(x) is np.ndarray:
+            y = _kernels.leaky_relu_forward(x, self.negative_slope)
+            if y is not None:
+                return y
         return xp_of(x).where(x > 0, x, x * x.dtype.type(self.negative_slope))
 
     def backward(self, g, x):
         pos = x > 0
         return _masked(g, pos) + _masked(g, ~pos) * self.negative_slope
+
+    def backward_arrays(self, g, x):
+        if type(g) is np.ndarray:
+            dx = _kernels.leaky_relu_backward(g, x, self.negative_slope)
+            if dx is not None:
+                return dx
+        return self.backward(_wrap(g), _wrap(x)).data
 
 
 class Erf(Op):
@@ -240,6 +284,18 @@ class Gelu(Op):
         self.approximate = approximate
 
     def forward(self, x):
+        if type(x) is np.ndarray:
+            # the compiled kernel keeps Phi(x) for backward, which then needs one exp per element
+            if self.approximate == "tanh":
+                y = _kernels.gelu_forward(x, "tanh")
+            elif self.needs_input_grad is not None:
+                y = _kernels.gelu_forward(x, "none", keep_cdf=True)
+                if y is not None:
+                    y, self.saved = y
+            else:
+                y = _kernels.gelu_forward(x, "none")
+            if y is not None:
+                return y
         xp = xp_of(x)
         t = x.dtype.type
         if self.approximate == "tanh":
@@ -263,6 +319,13 @@ class Gelu(Op):
         return g * (cdf + x * pdf)
 
     def backward_arrays(self, g, x):
+        if type(g) is np.ndarray:
+            if self.approximate == "tanh":
+                dx = _kernels.gelu_backward(g, x, "tanh")
+            else:
+                dx = _kernels.gelu_backward(g, x, "none", cdf=self.saved)
+            if dx is not None:
+                return dx
         if self.approximate == "tanh":
             return None if g is None else self.backward(_wrap(g), _wrap(x)).data
         # g (Phi + x phi), reusing Phi(x) from forward
@@ -281,6 +344,10 @@ class Gelu(Op):
 
 class Silu(Op):
     def forward(self, x):
+        if type(x) is np.ndarray:
+            y = _kernels.silu_forward(x)
+            if y is not None:
+                return y
         xp = xp_of(x)
         s = xp.tanh(x * x.dtype.type(0.5))
         s += 1
@@ -290,6 +357,13 @@ class Silu(Op):
     def backward(self, g, x):
         s = sigmoid(x)
         return g * (s * (1.0 + x * (1.0 - s)))
+
+    def backward_arrays(self, g, x):
+        if type(g) is np.ndarray:
+            dx = _kernels.silu_backward(g, x)
+            if dx is not None:
+                return dx
+        return self.backward(_wrap(g), _wrap(x)).data
 
 
 class Clamp(Op):

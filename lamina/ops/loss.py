@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import kernels as _kernels
 from ..creation import arange
+from ..tensor import _wrap
 from .base import Op, xp_of
 
 
@@ -22,6 +24,15 @@ class CrossEntropy(Op):
         self.ignore_index, self.reduction, self.eps = ignore_index, reduction, label_smoothing
 
     def forward(self, x, target, weight=None):
+        if weight is None and type(x) is np.ndarray:
+            # compiled: loss and gradient in one pass over the logits; backward only scales it
+            res = _kernels.cross_entropy(x, target, self.ignore_index, self.reduction, self.eps)
+            if res is not None:
+                loss, grad = res
+                if self.needs_input_grad is not None:
+                    denom = np.count_nonzero(target != self.ignore_index) if self.reduction == "mean" else None
+                    self.saved = (denom, grad)
+                return loss
         xp = xp_of(x)
         c = x.shape[1]
         valid = target != self.ignore_index
@@ -39,11 +50,12 @@ class CrossEntropy(Op):
             return loss
         if self.reduction == "sum":
             return loss.sum()
-        self.saved = wt.sum()
+        denom = wt.sum()
+        self.saved = (denom, None)
         if xp is np:
             with np.errstate(invalid="ignore", divide="ignore"):  # every row ignored: 0/0 = nan, as PyTorch
-                return loss.sum() / self.saved
-        return loss.sum() / self.saved
+                return loss.sum() / denom
+        return loss.sum() / denom
 
     def backward(self, g, x, target, weight=None):
         from .elementwise import where
@@ -56,7 +68,7 @@ class CrossEntropy(Op):
         wt = index_select(weight, 0, t) * validf if weight is not None else validf
         coef = g  # 0-d, or per row for 'none'
         if self.reduction == "mean":
-            denom = float(self.saved)
+            denom = float(self.saved[0])
             coef = g / denom if denom else g * 0.0  # no row counted: the loss is nan, its gradient 0 (PyTorch)
         pick = coef * wt * (1.0 - self.eps)  # per row: the weight of the one-hot part of the gradient
         scale = pick
@@ -70,3 +82,11 @@ class CrossEntropy(Op):
             spread = (coef * validf * (self.eps / c)).reshape(-1, 1)
             grad = grad - (spread * weight if weight is not None else spread)
         return (grad, None) if weight is None else (grad, None, None)
+
+    def backward_arrays(self, g, x, target, weight=None):
+        grad = self.saved[1] if self.saved is not None else None
+        if grad is not None and type(g) is np.ndarray:
+            # the kernel's gradient is for an upstream gradient of 1 (of 1 per row for 'none')
+            return grad * (g.reshape(-1, 1) if self.reduction == "none" else g), None
+        args = (_wrap(x), _wrap(target)) + ((_wrap(weight),) if weight is not None else ())
+        return tuple(None if r is None else r.data for r in self.backward(_wrap(g), *args))

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import math
 
-from .. import backend
+import numpy as np
+
+from .. import backend, kernels as _kernels
 from ..tensor import Tensor, _wrap
 from .base import Op, check_float, normalize_dim, xp_of
 from .elementwise import _floating, exp, where
@@ -19,6 +21,10 @@ class Softmax(Op):
         self.dim = dim
 
     def forward(self, x):
+        if type(x) is np.ndarray and self.dim == x.ndim - 1:
+            y = _kernels.softmax_forward(x)
+            if y is not None:
+                return y
         xp = xp_of(x)
         e = x - x.max(axis=self.dim, keepdims=True)
         xp.exp(e, out=e)
@@ -30,6 +36,16 @@ class Softmax(Op):
         gy = g * y
         return gy - y * gy.sum(dim=self.dim, keepdim=True)
 
+    def backward_arrays(self, g, x):
+        y = self.output().data
+        if type(g) is np.ndarray and self.dim == y.ndim - 1:
+            dx = _kernels.softmax_backward(g, y)
+            if dx is not None:
+                return dx
+        gy = g * y
+        gy -= y * gy.sum(axis=self.dim, keepdims=True)
+        return gy
+
 
 class LogSoftmax(Op):
     save_output = True
@@ -39,6 +55,10 @@ class LogSoftmax(Op):
         self.dim = dim
 
     def forward(self, x):
+        if type(x) is np.ndarray and self.dim == x.ndim - 1:
+            y = _kernels.log_softmax_forward(x)
+            if y is not None:
+                return y
         xp = xp_of(x)
         shifted = x - x.max(axis=self.dim, keepdims=True)
         lse = xp.log(xp.exp(shifted).sum(axis=self.dim, keepdims=True))
@@ -47,6 +67,16 @@ class LogSoftmax(Op):
 
     def backward(self, g, x):
         return g - exp(self.output()) * g.sum(dim=self.dim, keepdim=True)
+
+    def backward_arrays(self, g, x):
+        y = self.output().data
+        if type(g) is np.ndarray and self.dim == y.ndim - 1:
+            dx = _kernels.log_softmax_backward(g, y)
+            if dx is not None:
+                return dx
+        e = xp_of(y).exp(y)
+        e *= g.sum(axis=self.dim, keepdims=True)
+        return g - e
 
 
 @autocast_op("softmax")
@@ -114,6 +144,13 @@ class Embedding(Op):
             rows = where((flat_idx == self.padding_idx).unsqueeze(1), 0.0, rows)
         return index_add(g.new_zeros(weight.shape), 0, flat_idx, rows), None
 
+    def backward_arrays(self, g, weight, index):
+        if type(g) is np.ndarray and g.dtype == weight.dtype:
+            dw = _kernels.embedding_backward(g, index, weight.shape[0], self.padding_idx)
+            if dw is not None:
+                return dw, None
+        return tuple(None if r is None else r.data for r in self.backward(_wrap(g), _wrap(weight), _wrap(index)))
+
 
 def embedding(index, weight, padding_idx=None):
     if not isinstance(index, Tensor) or index.dtype.kind not in "iu":
@@ -143,8 +180,14 @@ class LayerNorm(Op):
         self.k, self.eps = k, eps
 
     def forward(self, x, w=None, b=None):
-        xp = xp_of(x)
         features = math.prod(x.shape[x.ndim - self.k:])
+        if type(x) is np.ndarray:
+            res = _kernels.layer_norm_forward(x, features, w, b, self.eps)
+            if res is not None:
+                if self.needs_input_grad is not None:
+                    self.saved = res[1:]
+                return res[0]
+        xp = xp_of(x)
         rows = x.size // features
         X = x.reshape(rows, features)
         W = w.reshape(features) if w is not None else None
@@ -196,14 +239,21 @@ class LayerNorm(Op):
     def backward_arrays(self, g, x, w=None, b=None):
         """First-order gradients, a block of rows at a time so the temporaries stay in cache:
         gx = rstd (dxhat - mean(dxhat) - xhat mean(dxhat xhat)) with dxhat = g w."""
-        xp = xp_of(x)
         mean, rstd = self.saved
         features = math.prod(x.shape[x.ndim - self.k:])
+        needs = self.needs_input_grad
+        if type(g) is np.ndarray:
+            res = _kernels.layer_norm_backward(
+                g, x, mean, rstd, features, w, need_input=needs[0],
+                need_weight=w is not None and needs[1], need_bias=b is not None and needs[2])
+            if res is not None:
+                gx, gw, gb = res
+                return (gx,) + ((gw,) if w is not None else ()) + ((gb,) if b is not None else ())
+        xp = xp_of(x)
         rows = x.size // features
         G, X = g.reshape(rows, features), x.reshape(rows, features)
         M, S = mean.reshape(rows, 1), rstd.reshape(rows, 1)
         W = w.reshape(features) if w is not None else None
-        needs = self.needs_input_grad
         gx = xp.empty_like(X) if needs[0] else None
         gw = xp.zeros(features, dtype=x.dtype) if w is not None and needs[1] else None
         gb = G.sum(axis=0) if b is not None and needs[2] else None

@@ -228,3 +228,83 @@ def test_array_and_tensor_backward_agree(info, sample):
         assert (a is None) == (b is None), f"{info.name} input {k}"
         if a is not None:
             assert_close(a, b, 1e-10, 1e-9, f"{info.name} array vs tensor backward, input {k} {sample}")
+
+
+# ---------------------------------------------------------------- kernels off
+# Ops with compiled CPU kernels keep their NumPy path as the reference: their parity and
+# array-backward tests run again with the kernels switched off (the rest of the table never
+# reaches a kernel, so running it twice would test nothing new). LAMINA_KERNELS=0 runs the whole
+# suite without kernels.
+KERNEL_OPS = {"tanh", "sigmoid", "relu", "leaky_relu", "gelu", "gelu_tanh", "silu", "softmax",
+              "log_softmax", "layer_norm", "cross_entropy", "embedding"}
+_KERNEL_PARITY = [c for c in PARITY_CASES if c.values[0].name in KERNEL_OPS]
+_KERNEL_PARITY_GRAD = [c for c in PARITY_GRAD_CASES if c.values[0].name in KERNEL_OPS]
+_KERNEL_ARRAY = [c for c in ARRAY_PATH_CASES if c.values[0].name in KERNEL_OPS]
+
+
+@pytest.fixture
+def kernels_off():
+    previous = lamina.kernels.set_enabled(False)
+    yield
+    lamina.kernels.set_enabled(previous)
+
+
+def test_kernel_cases_exist():
+    names = {c.values[0].name for c in _KERNEL_PARITY_GRAD} | {c.values[0].name for c in _KERNEL_ARRAY}
+    assert names == KERNEL_OPS
+
+
+@pytest.mark.parametrize("dtype", list(DTYPES))
+@pytest.mark.parametrize("info,sample", _KERNEL_PARITY)
+def test_forward_parity_kernels_off(info, sample, dtype, kernels_off):
+    test_forward_parity(info, sample, False, dtype, "cpu")
+
+
+@pytest.mark.parametrize("dtype", list(DTYPES))
+@pytest.mark.parametrize("info,sample", _KERNEL_PARITY_GRAD)
+def test_backward_parity_kernels_off(info, sample, dtype, kernels_off):
+    test_backward_parity(info, sample, dtype, "cpu")
+
+
+@pytest.mark.parametrize("info,sample", _KERNEL_ARRAY)
+def test_array_and_tensor_backward_agree_kernels_off(info, sample, kernels_off):
+    test_array_and_tensor_backward_agree(info, sample)
+
+
+_WIRED = [  # (op-table name, the kernel functions its forward and first-order backward call)
+    ("tanh", ("tanh_forward", "tanh_backward")),
+    ("sigmoid", ("sigmoid_forward", "sigmoid_backward")),
+    ("relu", ("relu_forward", "relu_backward")),
+    ("leaky_relu", ("leaky_relu_forward", "leaky_relu_backward")),
+    ("gelu", ("gelu_forward", "gelu_backward")),
+    ("gelu_tanh", ("gelu_forward", "gelu_backward")),
+    ("silu", ("silu_forward", "silu_backward")),
+    ("softmax", ("softmax_forward", "softmax_backward")),
+    ("log_softmax", ("log_softmax_forward", "log_softmax_backward")),
+    ("layer_norm", ("layer_norm_forward", "layer_norm_backward")),
+    ("cross_entropy", ("cross_entropy",)),
+    ("embedding", ("embedding_backward",)),
+]
+
+
+@pytest.mark.skipif(not lamina.kernels.enabled(), reason="kernels are off (LAMINA_KERNELS=0 or no Numba)")
+@pytest.mark.parametrize("dtype", list(DTYPES))
+@pytest.mark.parametrize("name,functions", _WIRED, ids=[w[0] for w in _WIRED])
+def test_ops_call_their_kernels(name, functions, dtype, monkeypatch):
+    """With kernels on, contiguous CPU float inputs reach the compiled kernels (and still match
+    PyTorch, checked by the parity tests above)."""
+    calls = {f: 0 for f in functions}
+    for f in functions:
+        original = getattr(lamina.kernels, f)
+
+        def counted(*args, _f=f, _original=original, **kwargs):
+            out = _original(*args, **kwargs)
+            calls[_f] += out is not None
+            return out
+        monkeypatch.setattr(lamina.kernels, f, counted)
+    info = next(i for i in OPS if i.name == name)
+    sample = _samples(info)[0]
+    leaves, outs = call(info, sample, dtype=DTYPES[dtype])
+    outs = float_outputs(outs)
+    lamina.grad(scalar_loss(outs, projection_weights(outs)), leaves, allow_unused=True)
+    assert all(calls.values()), f"{name}: kernels not reached: {calls}"
