@@ -138,10 +138,22 @@ def test_two_layer_lstm(tmp_path):
 
     m = Net().eval()
     x = torch.randn(3, 7, 5)
-    lm = _export(m, (x,), tmp_path / "lstm.onnx")
+    lm = _export(m, (x,), tmp_path / "lstm.onnx", input_names=["x"],
+                 dynamic_axes={"x": {0: "batch", 1: "time"}})
     assert sum(n.op_type == "LSTM" for n in lm.nodes) == 2
     for a, b in zip(lm(lamina.from_numpy(x.numpy())), m(x)):
         _close(a, b)
+    x2 = torch.randn(2, 11, 5)  # other batch and sequence lengths
+    for a, b in zip(lm(lamina.from_numpy(x2.numpy())), m(x2)):
+        _close(a, b)
+    # the imported LSTM trains: its weights get the same gradients as torch's
+    xl = lamina.from_numpy(x.numpy())
+    lm(xl)[0].square().sum().backward()
+    m(x)[0].square().sum().backward()
+    w_ih0 = torch.cat([m.lstm.weight_ih_l0.grad[i * 16:(i + 1) * 16] for i in (0, 3, 1, 2)])  # i,f,g,o -> i,o,f,c
+    lstm_w = [p for p in lm.parameters() if tuple(p.shape) == (1, 64, 5)]
+    assert len(lstm_w) == 1
+    np.testing.assert_allclose(lstm_w[0].grad.numpy()[0], w_ih0.numpy(), rtol=1e-4, atol=1e-5)
 
 
 def test_bidirectional_gru_and_relu_rnn(tmp_path):
