@@ -16,6 +16,8 @@ import sys
 from pathlib import Path
 import time
 
+import math
+
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `bench.*` when run as a script
@@ -25,6 +27,16 @@ def batches(rng, n_tokens, block, batch, count):
     return rng.integers(0, n_tokens - block, (count, batch))
 
 
+def nanogpt_lr(it: int, cfg: dict) -> float:
+    """Linear warm-up, then cosine decay from lr to min_lr at lr_decay_iters (nanoGPT's get_lr)."""
+    if it < cfg["warmup_iters"]:
+        return cfg["lr"] * (it + 1) / (cfg["warmup_iters"] + 1)
+    if it > cfg["lr_decay_iters"]:
+        return cfg["min_lr"]
+    ratio = (it - cfg["warmup_iters"]) / (cfg["lr_decay_iters"] - cfg["warmup_iters"])
+    return cfg["min_lr"] + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (cfg["lr"] - cfg["min_lr"])
+
+
 def gather(ids, offsets, block):
     idx = offsets[:, None] + np.arange(block)
     return ids[idx], ids[idx + 1]
@@ -32,7 +44,6 @@ def gather(ids, offsets, block):
 
 def train_lamina(cfg, train_ids, val_ids, offsets, eval_offsets, final_offsets):
     import lamina
-    from lamina.cli.textlm import nanogpt_lr
     from lamina.models import GPT, GPTConfig
     lamina.manual_seed(cfg["seed"])
     model = GPT(GPTConfig(vocab_size=cfg["vocab_size"], block_size=cfg["block_size"], n_layer=cfg["n_layer"],
@@ -71,7 +82,6 @@ def train_torch(cfg, init, train_ids, val_ids, offsets, eval_offsets, final_offs
     import torch
 
     from bench.nanogpt import TorchGPT
-    from lamina.cli.textlm import nanogpt_lr
     from lamina.models import GPTConfig
     model = TorchGPT(GPTConfig(vocab_size=cfg["vocab_size"], block_size=cfg["block_size"], n_layer=cfg["n_layer"],
                                n_head=cfg["n_head"], n_embd=cfg["n_embd"], dropout=0.0, bias=True))

@@ -19,8 +19,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `bench.*` whe
 
 
 def mnist_arrays():
-    from lamina.cli.lenet import _split
-    return _split(True, None), _split(False, None)
+    from lamina.data import MNIST
+    from lamina.data.mnist import standardize
+    splits = [MNIST(train=train) for train in (True, False)]
+    return [(standardize(ds.images), ds.labels) for ds in splits]
 
 
 def epoch_lamina(train, test, epochs, batch_size, seed):

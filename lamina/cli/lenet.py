@@ -7,6 +7,7 @@ import numpy as np
 
 from .. import backend, no_grad, optim, tensor
 from ..data import MNIST, DataLoader, TensorDataset
+from ..data.mnist import standardize
 from ..models import LeNet5
 from ..nn import functional as F
 from .fit import Progress, Training, fit, resume_job
@@ -25,19 +26,12 @@ from .run import (
 )
 
 MODEL_NAME = "lenet5"
-MEAN, STD = 0.1307, 0.3081  # MNIST pixel statistics: inputs are standardised with these
-
-
-def _normalise(images: np.ndarray) -> np.ndarray:
-    return ((images.astype(np.float32) - MEAN) / STD).astype(np.float32)
-
-
 def _split(train: bool, data_dir, download=True):
     try:
         ds = MNIST(root=data_dir, train=train, download=download)
     except (RuntimeError, OSError, ValueError) as e:
         raise UserError(str(e).splitlines()[0] if str(e) else repr(e)) from None
-    return _normalise(ds.images), ds.labels
+    return standardize(ds.images), ds.labels
 
 
 def _make_optimizer(name, params, lr):
@@ -182,7 +176,7 @@ def predict(args) -> int:
                 raise UserError(f"--index {i} is out of range for the {len(test_x)} test images")
             items.append((f"test[{i}] (label {test_y[i]})", test_x[i]))
     for path in args.images:
-        items.append((path, _normalise(_read_image(path))))
+        items.append((path, standardize(_read_image(path))))
     model.eval()
     with no_grad():
         probs = F.softmax(model(tensor(np.stack([x for _, x in items]), device=device)), dim=1)

@@ -2,7 +2,6 @@
 models on Shakespeare (or any text file), trained with nanoGPT's recipe, and sampling from a run."""
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -53,16 +52,6 @@ def _build(name, cfg, vocab_size):
 RECIPES = {"gpt": BABY, "char_rnn": CHAR_RNN}
 
 
-def nanogpt_lr(it: int, cfg: dict) -> float:
-    """Linear warm-up, then cosine decay from lr to min_lr at lr_decay_iters (nanoGPT's get_lr)."""
-    if it < cfg["warmup_iters"]:
-        return cfg["lr"] * (it + 1) / (cfg["warmup_iters"] + 1)
-    if it > cfg["lr_decay_iters"]:
-        return cfg["min_lr"]
-    ratio = (it - cfg["warmup_iters"]) / (cfg["lr_decay_iters"] - cfg["warmup_iters"])
-    return cfg["min_lr"] + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (cfg["lr"] - cfg["min_lr"])
-
-
 def load_corpus(text_path: str | None) -> str:
     try:
         return load_text(text_path) if text_path else shakespeare_text("baby")
@@ -84,7 +73,7 @@ def estimate_loss(model, splits, cfg, generator, device):
 
 
 def nanogpt_schedule(opt, cfg):
-    """nanoGPT's schedule (``nanogpt_lr``) from the standard schedulers: a linear warm-up to ``lr``,
+    """nanoGPT's schedule (its ``get_lr``) from the standard schedulers: a linear warm-up to ``lr``,
     then cosine decay to ``min_lr`` at ``lr_decay_iters``; stepping stops there (``schedule_steps``)."""
     w = cfg["warmup_iters"]
     warm = optim.lr_scheduler.LinearLR(opt, start_factor=1.0 / (w + 1), end_factor=1.0, total_iters=w)

@@ -17,6 +17,17 @@ from .collate import default_collate
 from .dataset import Dataset
 from .idx import read_idx
 
+MEAN, STD = 0.1307, 0.3081  # MNIST's pixel statistics (of values in [0, 1]), the usual standardisation
+
+
+def standardize(images: np.ndarray) -> np.ndarray:
+    """Pixels in [0, 1] (or uint8 bytes) as float32 standardised with MNIST's mean and std."""
+    a = images.astype(np.float32)
+    if images.dtype == np.uint8:
+        a /= 255.0
+    return ((a - MEAN) / STD).astype(np.float32)
+
+
 _IDX_NAMES = {True: ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
               False: ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
 _ALL_IDX = ", ".join(n + ".gz" for names in _IDX_NAMES.values() for n in names)

@@ -95,3 +95,26 @@ def test_generate_temperature_zero_is_greedy_and_top_k_zero_is_off(text_file, tm
         assert main(["generate", str(tmp_path / "r"), "--top-k", k, "--tokens", "10", "--device", "cpu"]) == 0
     assert main(["generate", str(tmp_path / "r"), "--prompt", "All:", "--tokens", "0", "--device", "cpu"]) == 0
     assert capsys.readouterr().out.endswith("All:\n")
+
+
+def test_the_schedule_is_nanogpts():
+    import math
+
+    from lamina import optim
+    from lamina.cli.textlm import BABY, nanogpt_schedule
+
+    def get_lr(it, c):  # nanoGPT's train.py
+        if it < c["warmup_iters"]:
+            return c["lr"] * (it + 1) / (c["warmup_iters"] + 1)
+        if it > c["lr_decay_iters"]:
+            return c["min_lr"]
+        ratio = (it - c["warmup_iters"]) / (c["lr_decay_iters"] - c["warmup_iters"])
+        return c["min_lr"] + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (c["lr"] - c["min_lr"])
+
+    cfg = dict(BABY, lr_decay_iters=BABY["max_iters"])
+    opt = optim.SGD([lamina.nn.Parameter(lamina.zeros(1))], lr=cfg["lr"])
+    sched = nanogpt_schedule(opt, cfg)
+    for it in range(cfg["lr_decay_iters"] + 1):
+        assert opt.param_groups[0]["lr"] == pytest.approx(get_lr(it, cfg), rel=1e-12, abs=1e-15), it
+        if it < cfg["lr_decay_iters"]:
+            sched.step()
