@@ -155,9 +155,10 @@ def liveness(graph, eager=False):
     internal = {id(n.outputs[0]) for i, n in enumerate(nodes[:-1])
                 if n.group is not None and nodes[i + 1].group == n.group}
     for i, n in enumerate(nodes):
-        if n.array_backward:  # the forward op's saved arrays are read here, through op.saved
+        if n.array_backward:  # the forward op's saved arrays (and output) are read here, through the op
+            keep_out = n.op_cls.save_output
             for v in n.grad_of.outputs:
-                if v.index.__class__ is tuple and id(_root(v)) in span:
+                if (keep_out or v.index.__class__ is tuple) and id(_root(v)) in span:
                     span[id(_root(v))][1] = max(span[id(_root(v))][1], i)
         f = n.grad_of if eager else None
         if f is not None:

@@ -42,6 +42,7 @@ def _array_backward(node, arrays):
     finally:
         op.needs_input_grad = None
         op.saved = None
+        op.outputs = None
     res = res if isinstance(res, (tuple, list)) else (res,)
     return [np.asarray(res[i]) if isinstance(res[i], np.generic) else res[i] for i in node.op_results]
 
@@ -58,6 +59,9 @@ def run_node(node, arrays):
         out = op.forward(*arrays)
     finally:
         op.needs_input_grad = None
+    if node.keeps_saved and op.save_output:  # the array backward reads it through op.output()
+        op.outputs = out
+        op._out_versions = tuple([[0] for _ in range(op.n_outputs)])
     outs = out if op.n_outputs > 1 else (out,)
     res = []
     for v in node.outputs:
