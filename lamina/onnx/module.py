@@ -169,7 +169,10 @@ class OnnxModule(nn.Module):
     """A Lamina module running an ONNX graph; call it with the graph's inputs in order (or by
     name as keywords). Returns one tensor, or a tuple for a graph with several outputs.
 
-    Runs on the CPU: constants the graph creates while running are NumPy arrays."""
+    ``load`` returns it in eval mode. In training mode (``module.train()``) Dropout drops and
+    BatchNormalization normalises with batch statistics and updates its running buffers, as the
+    PyTorch layers such graphs come from. Runs on the CPU: constants the graph creates while
+    running are NumPy arrays."""
 
     def __init__(self, model, base_dir=None, where="model"):
         super().__init__()
