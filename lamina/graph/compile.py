@@ -18,6 +18,7 @@ import sys
 
 from . import passes
 from .executor import Executor
+from .optim_rules import NeedsState
 from .trace import _roots, signature, trace
 
 
@@ -59,7 +60,13 @@ class Compiled:
                       f"{_what_changed(self.last_key, key)}", file=sys.stderr)
             if self.cache:
                 self.recompiles += 1
-            g = trace(self.fn, *args)
+            try:
+                g = trace(self.fn, *args)
+            except NeedsState as e:
+                # the optimiser makes its state on its first step: take that one eagerly
+                if _log_enabled("recompiles"):
+                    print(f"lamina.compile: {e}; running this step eagerly", file=sys.stderr)
+                return self.fn(*args)
             grad_inputs = g.grad_inputs
             pattern = tuple(p.grad is not None for p in grad_inputs)
             # an array-level backward keeps its forward's saved values out of the plan's reach,

@@ -4,21 +4,36 @@ The optimisers of ``lamina.optim`` update flat buffers with in-place array code,
 cannot see. While tracing, an optimiser's ``step`` runs the rule written here instead: the same
 arithmetic, in the same order (so float results match the eager step), as Tensor ops. The new
 parameter values become graph updates ``("data", parameter)``; the real parameters are not
-touched. Rules exist for stateless updates (SGD without momentum); an optimiser whose step keeps
-state raises a clear ``TraceError``.
+touched. State (SGD's momentum buffers) is read and written in place through the tensors
+``opt.state`` hands out, which share memory with the optimiser's buffers; before the first step
+there is no state and ``NeedsState`` is raised. Rules exist for SGD (momentum, dampening,
+Nesterov, weight decay, maximize); other optimisers raise a clear ``TraceError``.
 """
 from __future__ import annotations
 
 from ..autograd import no_grad
+from .trace import TraceError
+
+
+class NeedsState(TraceError):
+    """The optimiser's state does not exist yet (before its first step): ``compile`` runs that
+    step eagerly and traces the next one."""
+
+
+def _state_value(tracer, opt, p, pv, key):
+    """The graph value of optimiser state ``key`` of ``p``, read and written in place (the
+    tensors ``opt.state`` hands out share memory with the optimiser's own buffers)."""
+    t = opt.state.get(p, {}).get(key)
+    if t is None:
+        raise NeedsState(f"trace: {type(opt).__name__} has no {key} for {pv.name} before its first step")
+    tracer.state[id(t)] = (f"{pv.name}.{key}", "buffer")
+    return t, tracer.value_of(t)
 
 
 def _sgd(tracer, opt):
-    from .trace import TraceError
     for group in opt.param_groups:
-        if group.get("momentum", 0) != 0:
-            raise TraceError(f"trace: SGD with momentum={group['momentum']!r} keeps state between steps, "
-                             "which a traced step cannot update yet; trace with momentum=0")
         lr, wd = group["lr"], group.get("weight_decay", 0)
+        momentum, dampening = group.get("momentum", 0), group.get("dampening", 0)
         for p in group["params"]:
             if p.grad is None:
                 continue
@@ -28,6 +43,11 @@ def _sgd(tracer, opt):
                 g = -g
             if wd != 0:
                 g = g + p.detach() * wd
+            if momentum != 0:
+                buf, bv = _state_value(tracer, opt, p, pv, "momentum_buffer")
+                buf = buf * momentum + g * (1 - dampening)
+                tracer.graph.updates.append((("data", bv), tracer.value_of(buf)))
+                g = g + buf * momentum if group.get("nesterov") else buf
             new = p.detach() + g * (-lr)
             tracer.graph.updates.append((("data", pv), tracer.value_of(new)))
 
@@ -37,7 +57,6 @@ RULES = {"SGD": _sgd}
 
 def traced_step(tracer, opt, closure=None):
     """The traced form of ``opt.step(closure)``."""
-    from .trace import TraceError
     name = type(opt).__name__
     rule = RULES.get(name)
     if rule is None:
