@@ -6,8 +6,10 @@ arithmetic, in the same order (so float results match the eager step), as Tensor
 parameter values become graph updates ``("data", parameter)``; the real parameters are not
 touched. State (SGD's momentum buffers) is read and written in place through the tensors
 ``opt.state`` hands out, which share memory with the optimiser's buffers; before the first step
-there is no state and ``NeedsState`` is raised. Rules exist for SGD (momentum, dampening,
-Nesterov, weight decay, maximize); other optimisers raise a clear ``TraceError``.
+there is no state and ``NeedsState`` is raised. Adam's step count is the 0-d ``state[p]["step"]``
+tensor, updated in place. Rules exist for SGD (momentum, dampening, Nesterov, weight decay,
+maximize) and Adam/AdamW (amsgrad, maximize, L2 or decoupled decay); other optimisers raise a
+clear ``TraceError``.
 """
 from __future__ import annotations
 
@@ -52,7 +54,45 @@ def _sgd(tracer, opt):
             tracer.graph.updates.append((("data", pv), tracer.value_of(new)))
 
 
-RULES = {"SGD": _sgd}
+def _adam(tracer, opt):
+    from ..creation import tensor
+    for group in opt.param_groups:
+        lr, eps, wd = group["lr"], group["eps"], group["weight_decay"]
+        beta1, beta2 = group["betas"]
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            pv = tracer.value_of(p)
+            g = p.grad
+            if group["maximize"]:
+                g = -g
+            param = p.detach()
+            if wd != 0:
+                if group["decoupled_weight_decay"]:
+                    param = param * (1 - lr * wd)
+                else:
+                    g = g + param * wd
+            m_t, mv = _state_value(tracer, opt, p, pv, "exp_avg")
+            v_t, vv = _state_value(tracer, opt, p, pv, "exp_avg_sq")
+            s_t, sv = _state_value(tracer, opt, p, pv, "step")
+            m = m_t + (g - m_t) * (1 - beta1)
+            v = v_t * beta2 + (g * g) * (1 - beta2)
+            step = s_t + 1
+            # the bias corrections in float64 from the step count, as the eager rule's Python floats
+            s64 = step.to(tensor(0.0, dtype="float64").dtype)
+            step_size = (lr / (1 - tensor(beta1, dtype="float64") ** s64)).to(p.dtype)
+            bc2 = ((1 - tensor(beta2, dtype="float64") ** s64) ** 0.5).to(p.dtype)
+            denom = v
+            if group["amsgrad"]:
+                x_t, xv = _state_value(tracer, opt, p, pv, "max_exp_avg_sq")
+                denom = x_t.maximum(v)
+                tracer.graph.updates.append((("data", xv), tracer.value_of(denom)))
+            new = param + (m / (denom.sqrt() / bc2 + eps)) * -step_size
+            for target, value in ((mv, m), (vv, v), (sv, step), (pv, new)):
+                tracer.graph.updates.append((("data", target), tracer.value_of(value)))
+
+
+RULES = {"SGD": _sgd, "Adam": _adam, "AdamW": _adam}
 
 
 def traced_step(tracer, opt, closure=None):

@@ -121,3 +121,39 @@ def test_compiled_sgd_momentum_nesterov_matches_eager(name, monkeypatch, capsys)
                                        eopt.state[q]["momentum_buffer"].numpy(), rtol=1e-10, atol=1e-12)
     assert "no momentum_buffer" in capsys.readouterr().err
     assert len(compiled.graphs) == 1
+
+
+@pytest.mark.parametrize("kind", ["adamw", "adam_amsgrad"])
+def test_compiled_adam_matches_eager_and_hands_back_its_state(kind):
+    model, loss_fn, inputs = make("gpt")
+    eager = twin(model)
+
+    def step_of(m):
+        if kind == "adamw":
+            opt = lamina.optim.AdamW(m.parameters(), lr=0.01, weight_decay=0.1)
+        else:
+            opt = lamina.optim.Adam(m.parameters(), lr=0.01, weight_decay=0.01, amsgrad=True)
+
+        def step(*xs):
+            opt.zero_grad()
+            loss = loss_fn(m, *xs)
+            loss.backward()
+            opt.step()
+            return loss
+        return step, opt
+    cstep, copt = step_of(model)
+    compiled = compile(cstep)
+    estep, eopt = step_of(eager)
+    r = np.random.default_rng(8)
+    for i in range(4):
+        new = inputs(r)
+        np.testing.assert_allclose(compiled(*new).item(), estep(*new).item(), rtol=1e-12)
+        assert_close(arrays(model), arrays(eager))
+    for p, q in zip(model.parameters(), eager.parameters()):
+        a, b = copt.state[p], eopt.state[q]
+        assert float(a["step"]) == float(b["step"]) == 4.0
+        np.testing.assert_allclose(a["exp_avg_sq"].numpy(), b["exp_avg_sq"].numpy(), rtol=1e-10, atol=1e-14)
+    new = inputs(r)  # an eager step after compiled ones continues from the state they left
+    np.testing.assert_allclose(cstep(*new).item(), estep(*new).item(), rtol=1e-12)
+    assert_close(arrays(model), arrays(eager))
+    assert float(copt.state[next(model.parameters())]["step"]) == 5.0
