@@ -1,13 +1,12 @@
 import numpy as np
 import pytest
 import torch
-from threadpoolctl import threadpool_limits
 
 import lamina
 
-# One BLAS and one torch thread: tests compare numbers, not speed, and on a small machine several
+# One BLAS, kernel and torch thread: tests compare numbers, not speed, and on a small machine several
 # BLAS thread pools (NumPy's and torch's) fighting over the cores slow small matmuls a hundredfold.
-threadpool_limits(1)
+lamina.kernels.set_num_threads(1)
 torch.set_num_threads(1)
 
 

@@ -9,7 +9,7 @@ from .run import UserError, add_threads_option
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import embed, lenet, seq2seq, textlm
+    from . import embed, kernels, lenet, seq2seq, textlm
     parser = argparse.ArgumentParser(prog="lamina", description="Train, evaluate and use Lamina models.")
     add_threads_option(parser, suppress=False)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -22,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     lenet.add_predict_parser(sub)
     textlm.add_generate_parser(sub)
     embed.add_parser(sub)
+    kernels.add_parser(sub)
     info = sub.add_parser("info", help="versions and devices")
     info.set_defaults(func=_info)
     for p in list(sub.choices.values()) + list(models.choices.values()):
@@ -61,8 +62,8 @@ def _set_threads(args) -> None:
         if n < cores and args.command == "train":
             print(f"lamina: the machine is busy (load {load:.1f} on {cores} cores): using {n} "
                   f"thread{'s' if n > 1 else ''}; --threads N chooses", file=sys.stderr)
-    from threadpoolctl import threadpool_limits
-    threadpool_limits(n)
+    from .. import kernels
+    kernels.set_num_threads(n)  # the compiled kernels' threads and BLAS's together
 
 
 def main(argv=None) -> int:

@@ -20,11 +20,16 @@ def _activation(dt, rng):
     activation.gelu_backward(g, x, cdf=cdf)
     activation.bias_act_forward(x, b, "gelu")
     activation.bias_act_backward(g, x, b, "gelu")
+    # every activation the ops call has its own pair of kernels
+    activation.gelu_backward(g, activation.gelu_forward(x, "tanh"), "tanh")
+    for name in ("silu", "sigmoid", "tanh", "relu", "leaky_relu"):
+        getattr(activation, name + "_backward")(g, getattr(activation, name + "_forward")(x))
 
 
 def _softmax(dt, rng):
     x, g = rng.standard_normal((4, 8)).astype(dt), rng.standard_normal((4, 8)).astype(dt)
     softmax.softmax_backward(g, softmax.softmax_forward(x))
+    softmax.log_softmax_backward(g, softmax.log_softmax_forward(x))
     softmax.cross_entropy(x, np.arange(4, dtype=np.int64))
 
 

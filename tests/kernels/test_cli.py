@@ -1,0 +1,33 @@
+"""``lamina kernels warmup`` and the thread setting shared by the kernels, BLAS and the CLI."""
+import pytest
+
+import lamina
+from lamina import kernels
+from lamina.cli import main
+
+
+def test_warmup_command_prints_families_and_cache(capsys):
+    assert main(["kernels", "warmup", "--dtype", "float64", "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    for family in ("activation", "softmax", "norm", "conv", "optim", "misc", "total"):
+        assert any(line.split()[0] == family for line in out.splitlines()), out
+    assert f"cache: {kernels.cache_dir()}" in out or "cache: none" in out
+
+
+def test_warmup_command_rejects_an_unknown_dtype(capsys):
+    with pytest.raises(SystemExit):
+        main(["kernels", "warmup", "--dtype", "float16"])
+    assert "float16" in capsys.readouterr().err
+
+
+def test_set_num_threads_is_shared():
+    previous = lamina.get_num_threads()
+    try:
+        lamina.set_num_threads(2)
+        assert lamina.get_num_threads() == kernels.get_num_threads() == 2
+        from threadpoolctl import threadpool_info
+        assert all(p["num_threads"] == 2 for p in threadpool_info() if p["user_api"] == "blas")
+    finally:
+        lamina.set_num_threads(previous)
+    with pytest.raises(ValueError, match="set_num_threads"):
+        lamina.set_num_threads(0)
