@@ -226,11 +226,21 @@ def _guard_cache(module) -> None:
 
 
 def default_threads() -> int:
-    """The cores this process may run on."""
+    """``NUMBA_NUM_THREADS`` or ``OMP_NUM_THREADS`` when set (the variables that already bound
+    Numba's and BLAS's threads, as PyTorch honours the latter), at most the cores this process may
+    run on; else those cores."""
     try:
-        return len(os.sched_getaffinity(0))
+        cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
-        return os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+    for var in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS"):
+        try:
+            n = int(os.environ.get(var, ""))
+        except ValueError:
+            continue
+        if n >= 1:
+            return min(n, cores)
+    return cores
 
 
 def threads() -> int:

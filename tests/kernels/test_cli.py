@@ -31,3 +31,15 @@ def test_set_num_threads_is_shared():
         lamina.set_num_threads(previous)
     with pytest.raises(ValueError, match="set_num_threads"):
         lamina.set_num_threads(0)
+
+
+def test_default_threads_follow_the_environment(monkeypatch):
+    from lamina.kernels import _runtime
+    monkeypatch.delenv("NUMBA_NUM_THREADS", raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert _runtime.default_threads() == 1
+    monkeypatch.setenv("NUMBA_NUM_THREADS", "100000")
+    assert _runtime.default_threads() == len(__import__("os").sched_getaffinity(0))
+    monkeypatch.delenv("NUMBA_NUM_THREADS")
+    monkeypatch.setenv("OMP_NUM_THREADS", "junk")
+    assert _runtime.default_threads() >= 1
