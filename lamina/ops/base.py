@@ -127,11 +127,23 @@ class Op:
         self.inputs = inputs
         self._recorded = True
         # the producers of the inputs as they are now: a later in-place op may give an input tensor
-        # a new history, but this node stays on the one it was computed from
-        self.in_nodes = tuple([t._node for t in inputs])
-        self.in_idx = tuple([t._out_idx for t in inputs])
-        if self.needs_inputs:
-            self._versions = tuple([t._version[0] for t in inputs])
+        # a new history, but this node stays on the one it was computed from (spelled out for the
+        # common arities: this is the hot path of every recorded op)
+        if n == 2:
+            self.in_nodes = (a._node, b._node)
+            self.in_idx = (a._out_idx, b._out_idx)
+            if self.needs_inputs:
+                self._versions = (a._version[0], b._version[0])
+        elif n == 1:
+            self.in_nodes = (x._node,)
+            self.in_idx = (x._out_idx,)
+            if self.needs_inputs:
+                self._versions = (x._version[0],)
+        else:
+            self.in_nodes = tuple([t._node for t in inputs])
+            self.in_idx = tuple([t._out_idx for t in inputs])
+            if self.needs_inputs:
+                self._versions = tuple([t._version[0] for t in inputs])
         if mode.anomaly:
             self._trace = creation_trace()
         if self.n_outputs == 1:

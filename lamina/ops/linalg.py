@@ -46,7 +46,8 @@ class MatMul(Op):
 def matmul(a, b):
     """``a @ b``: 1-D operands are vectors; leading dims broadcast as batch dims. Both operands
     must have one dtype (PyTorch does not promote here either)."""
-    if isinstance(a, Tensor) and isinstance(b, Tensor) and a.dtype != b.dtype:
+    if a.__class__ is Tensor and b.__class__ is Tensor and a.data.dtype is not b.data.dtype \
+            and a.data.dtype != b.data.dtype:
         raise TypeError(f"matmul: expected both operands to have the same dtype, got {a.dtype} (shape "
                         f"{a.shape}) and {b.dtype} (shape {b.shape}); convert one with .to(dtype)")
     a, b = promote(a, b, "matmul", broadcast=False)
