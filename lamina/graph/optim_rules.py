@@ -102,6 +102,10 @@ def traced_step(tracer, opt, closure=None):
     if rule is None:
         raise TraceError(f"trace: {name}.step() updates its state with in-place array code that cannot "
                          f"be traced; traced optimisers: {', '.join(RULES)}")
+    for group in opt.param_groups:
+        for p in group["params"]:
+            if p.grad is not None:
+                tracer.check_unchanged(p.grad, f"the gradient {type(opt).__name__}.step() reads")
     loss = None
     if closure is not None:
         from ..autograd import enable_grad

@@ -146,6 +146,7 @@ class Tracer:
         self.backward_of = None  # the forward node whose backward is running
         self.zeroed = set()      # ids of parameters whose .grad zero_grad() cleared before any backward
         self.found = []          # (tensor, its .grad, its version) of parameters found only while tracing
+        self.prints = {}         # id(value) -> (array, a sample of it when made): writes past the ops show
 
     # ---------------------------------------------------------------- values
     def _register(self, t, v):
@@ -215,6 +216,18 @@ class Tracer:
             return res
         return run
 
+    def check_unchanged(self, t, what):
+        """Raise if ``t``'s memory changed since an op made it without any op seeing the write (code
+        that writes ``t.data`` directly, such as ``clip_grad_norm_`` scaling gradients)."""
+        v = self.value_of(t)
+        p = self.prints.get(id(v))
+        if p is not None and p[0] is t.data and not np.array_equal(
+                t.data.reshape(-1)[::max(1, t.data.size // 16)], p[1], equal_nan=True):
+            raise TraceError(
+                f"trace: {what} (shape {tuple(t.shape)}) was changed by writing its memory directly (t.data ...), "
+                f"which a graph cannot see (at {user_frame()}); use Tensor ops (for gradient clipping, scale "
+                "the gradients with ops inside lamina.no_grad())")
+
     # ---------------------------------------------------------------- op calls
     def call(self, op, inputs):
         mode = _mode
@@ -249,6 +262,9 @@ class Tracer:
                         v.view_of = iv.view_of or iv
                         break
             self._register(o, v)
+            d = o.data
+            if d.__class__ is np.ndarray and d.size:
+                self.prints[id(v)] = (d, d.reshape(-1)[::max(1, d.size // 16)].copy())
         if inst.saved is not None:
             for path, a in _walk_arrays(inst.saved):
                 if id(a) not in self.by_array and id(a) not in self.saved:
@@ -391,6 +407,7 @@ def trace(fn, *example_inputs) -> Graph:
                                  "module in eval() mode")
         for p, old in zip(params, old_grads):
             if p.grad is not old and p.grad is not None:
+                tracer.check_unchanged(p.grad, "a gradient")
                 g.updates.insert(0, (("grad", tracer.value_of(p)), tracer.value_of(p.grad)))
     finally:
         _mode.tracer = prev

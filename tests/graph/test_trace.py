@@ -161,3 +161,28 @@ def test_in_place_buffer_updates_are_errors_and_eval_mode_traces():
     with lamina.no_grad():
         np.testing.assert_allclose(run(g, x2).numpy(), m(x2).numpy(), rtol=1e-12)
     assert stats.shape == (2,)
+
+
+def test_direct_writes_to_gradients_are_errors():
+    model, loss_fn, inputs = make("mlp")
+    opt = lamina.optim.SGD(model.parameters(), lr=0.1)
+
+    def step_of(change):
+        def step(x, t):
+            opt.zero_grad()
+            loss = loss_fn(model, x, t)
+            loss.backward()
+            change()
+            opt.step()
+            return loss
+        return step
+
+    def raw():
+        for p in model.parameters():
+            p.grad.data *= 0.5  # no op and no version bump: only the memory says it changed
+    ex = inputs(np.random.default_rng(0))
+    with pytest.raises(TraceError, match="writing its memory directly"):
+        trace(step_of(raw), *ex)
+    with pytest.raises(TraceError, match="in place|directly"):
+        trace(step_of(lambda: lamina.nn.utils.clip_grad_norm_(model.parameters(), 1e-6)), *ex)
+    trace(step_of(lambda: None), *ex)  # no change: traces
