@@ -18,7 +18,7 @@ from .creation import (  # noqa: F401
 )
 from .ops import (  # noqa: F401
     adaptive_avg_pool2d, argsort, avg_pool2d, cumsum, multinomial, sort, topk, conv1d, conv2d, conv_transpose2d, dropout, embedding,
-    max_pool2d, one_hot, abs, add, all, amax, amin, any, argmax, argmin, bmm, broadcast_shapes, broadcast_to, cat, chunk,
+    max_pool2d, abs, add, all, amax, amin, any, argmax, argmin, bmm, broadcast_shapes, broadcast_to, cat, chunk,
     clamp, clone, concat, cos, div, eq, erf, exp, expand, flatten, flip, floor_divide, gather, ge,
     gt, index_add, index_select, isfinite, isnan, le, log, log1p, log_softmax, logical_and, logical_not,
     logical_or, logical_xor, logsumexp, lt, masked_fill, matmul, max, maximum, mean, min, minimum,

@@ -5,7 +5,9 @@ One table, the same as PyTorch 2.13's for every name Lamina implements (tests/te
 checks it against torch), so ``lamina.log1p``/``x.log1p()``, ``F.gelu`` (and no ``lamina.gelu``)
 or ``lamina.conv3d``/``F.conv3d`` are there exactly where a PyTorch user looks for them.
 ``install`` fills in every surface a name is missing from with its one implementation: the op
-function of ``lamina.ops``, else the ``lamina.nn.functional`` function, else the Tensor method.
+function (in ``lamina.ops`` or beside its Op class), else the ``lamina.nn.functional`` function,
+else the Tensor method. Adding an op is then its class and function, its line here, and its
+samples in the op table.
 Names Lamina adds beyond PyTorch's places are listed in ``EXTRA``.
 """
 from __future__ import annotations
@@ -60,19 +62,28 @@ EXTRA = {
 }
 
 
-def _implementation(name, ops, functional, tensor_cls):
-    for source in (ops, functional):
+def _implementation(name, sources, tensor_cls):
+    for source in sources:
         fn = getattr(source, name, None)
         if callable(fn) and not isinstance(fn, type):
             return fn
     return getattr(tensor_cls, name, None)
 
 
+def _sources(ops, functional):
+    """Where implementations are looked for: ``lamina.ops``, then the module of every registered
+    op (so a new op function is found beside its class, with no export to add), then ``F``."""
+    import sys
+    modules = sorted({cls.__module__ for cls in ops.REGISTRY.values()})
+    return [ops, *(sys.modules[m] for m in modules), functional]
+
+
 def install(lamina, ops, functional, tensor_cls) -> None:
     """Attach every name of ``SURFACES`` to the surfaces it is missing from."""
     targets = {"L": lamina, "F": functional, "T": tensor_cls}
+    sources = _sources(ops, functional)
     for name, where in SURFACES.items():
-        fn = _implementation(name, ops, functional, tensor_cls)
+        fn = _implementation(name, sources, tensor_cls)
         if fn is None:
             continue
         for place in where:
