@@ -32,7 +32,7 @@ SURFACES = {
     "index_put_": "LT", "index_select": "LT", "instance_norm": "LF", "int": "T", "interpolate": "F",
     "is_contiguous": "T", "is_floating_point": "LT", "isfinite": "LT", "isnan": "LT", "item": "T",
     "kl_div": "LF", "l1_loss": "F", "layer_norm": "LF", "le": "LT", "leaky_relu": "F", "lerp": "LT",
-    "lerp_": "T", "linear": "F", "log": "LT", "log1p": "LT", "log_softmax": "LTF", "logical_and": "LT",
+    "lerp_": "T", "linear": "F", "log": "LT", "log1p": "LT", "logit": "LT", "log_softmax": "LTF", "logical_and": "LT",
     "logical_not": "LT", "logical_or": "LT", "logical_xor": "LT", "logsigmoid": "F", "logsumexp": "LT",
     "long": "T", "lt": "LT", "masked_fill": "LT", "masked_fill_": "T", "matmul": "LT", "max": "LT",
     "max_pool1d": "LF", "max_pool2d": "LF", "maximum": "LT", "mean": "LT", "min": "LT", "minimum": "LT",

@@ -723,3 +723,27 @@ def masked_fill(x, mask, value):
     if out.shape != x.shape:
         raise ValueError(f"masked_fill: mask of shape {mask.shape} does not broadcast to the tensor's shape {x.shape}")
     return out
+
+
+class Logit(Op):
+    """log(x / (1 - x)); with ``eps`` the input is first clamped to [eps, 1 - eps] (zero gradient
+    outside), as PyTorch's ``logit``."""
+
+    def __init__(self, eps):
+        self.eps = eps
+
+    def forward(self, x):
+        xp = xp_of(x)
+        if self.eps is not None:
+            x = xp.clip(x, self.eps, 1 - self.eps)
+        return xp.log(x / (1 - x))
+
+    def backward(self, g, x):
+        d = g / (x * (1.0 - x))
+        if self.eps is None:
+            return d
+        return where((x < self.eps) | (x > 1 - self.eps), 0.0, d)
+
+
+def logit(x, eps=None):
+    return Logit(eps)(_floating(x))

@@ -406,6 +406,10 @@ def _first(t):
 
 
 OPS: list[OpInfo] = [
+    OpInfo("logit", lamina.logit, torch.logit, lambda rng: [
+        Sample((Rpos(rng, 3, 4, low=0.1, high=0.9),)),
+        Sample((Rpos(rng, 5, low=0.02, high=0.98),), dict(eps=0.05), fd=False, desc="clamped"),
+        Sample((Rpos(rng, 2, 3, low=0.2, high=0.8),), dict(eps=0.01))]),
     # ---- unary
     OpInfo("neg", ops.neg, torch.neg, unary()),
     OpInfo("abs", ops.abs, torch.abs, unary(Raway)),
