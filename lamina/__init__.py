@@ -32,6 +32,7 @@ from . import accelerator, amp, backends, cuda  # noqa: E402,F401  (torch.accele
 from .amp import autocast  # noqa: E402,F401
 from .kernels import get_num_threads, set_num_threads  # noqa: E402,F401  (torch.set_num_threads)
 from .io.objects import load, save  # noqa: E402,F401  (torch.save / torch.load, without pickle)
+from .graph import compile, summary, trace  # noqa: E402,F401,A001  (the data-flow graph as an object)
 from .legacy import (  # noqa: E402,F401  (PyTorch's legacy typed constructors)
     BFloat16Tensor, BoolTensor, ByteTensor, CharTensor, DoubleTensor, FloatTensor, HalfTensor, IntTensor,
     LongTensor, ShortTensor,
