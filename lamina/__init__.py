@@ -27,12 +27,11 @@ from .ops import (  # noqa: F401
     transpose, tril, triu, unbind, unflatten, unsqueeze, var, where,
 )
 
-from . import data, distributed, distributions, io, models, nn, onnx, optim  # noqa: E402,F401  (subpackages, as torch.nn / torch.optim)
+from . import data, distributed, distributions, io, models, nn, optim  # noqa: E402,F401  (subpackages, as torch.nn / torch.optim)
 from . import accelerator, amp, backends, cuda  # noqa: E402,F401  (torch.accelerator, torch.amp, torch.backends, torch.cuda)
 from .amp import autocast  # noqa: E402,F401
 from .kernels import get_num_threads, set_num_threads  # noqa: E402,F401  (torch.set_num_threads)
 from .io.objects import load, save  # noqa: E402,F401  (torch.save / torch.load, without pickle)
-from .graph import compile, summary, trace  # noqa: E402,F401,A001  (the data-flow graph as an object)
 from .legacy import (  # noqa: E402,F401  (PyTorch's legacy typed constructors)
     BFloat16Tensor, BoolTensor, ByteTensor, CharTensor, DoubleTensor, FloatTensor, HalfTensor, IntTensor,
     LongTensor, ShortTensor,
@@ -50,3 +49,18 @@ int = int32  # noqa: A001
 
 from . import ops as _ops, surface as _surface  # noqa: E402
 _surface.install(_sys.modules[__name__], _ops, nn.functional, Tensor)
+
+
+# Loaded on first use (PEP 562), so ``import lamina`` stays quick: ``lamina.onnx``,
+# ``lamina.vision`` and the graph functions ``lamina.trace``/``summary``/``compile``.
+_LAZY_MODULES = ("graph", "onnx", "vision")
+_GRAPH_FUNCTIONS = ("trace", "summary", "compile")
+
+
+def __getattr__(name):
+    import importlib
+    if name in _LAZY_MODULES:
+        return importlib.import_module(f".{name}", __name__)
+    if name in _GRAPH_FUNCTIONS:
+        return getattr(importlib.import_module(".graph", __name__), name)
+    raise AttributeError(f"module 'lamina' has no attribute {name!r}")
