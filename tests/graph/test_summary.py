@@ -53,7 +53,13 @@ def test_flops_hand_formulas():
 
 
 def _measure(model, x):
-    """tracemalloc's peak of eager inference (no_grad) and of forward + backward of the sum."""
+    """tracemalloc's peak of eager inference (no_grad) and of forward + backward of the sum, after
+    one untraced step (which compiles any CPU kernels and fills caches)."""
+    with lamina.no_grad():
+        model(x)
+    model(x).sum().backward()
+    for p in model.parameters():
+        p.grad = None
     gc.collect()
     tracemalloc.start()
     try:
