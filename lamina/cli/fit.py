@@ -243,6 +243,14 @@ def restore(state: dict, job: Training) -> Progress:
     return Progress(period=int(state["epoch"]), step=int(state["step"]), metrics=state["metrics"])
 
 
+def start_job(saved: dict | None, job: Training, run: RunFolder) -> Progress | None:
+    """Where the run starts: from nothing, or from its checkpoint ``saved`` (None when that run
+    is already finished)."""
+    if saved is None:
+        return Progress(metrics={"config": job.config, "epochs": [], "steps": []})
+    return resume_job(saved, job, run)
+
+
 def resume_job(saved: dict, job: Training, run: RunFolder) -> Progress | None:
     """Restore ``job`` from its checkpoint and say what the resumed run will do; None when the run
     is already finished (nothing to do)."""

@@ -10,7 +10,7 @@ from ..data import MNIST, DataLoader, TensorDataset
 from ..data.mnist import standardize
 from ..models import LeNet5
 from ..nn import functional as F
-from .fit import Progress, Training, fit, resume_job
+from .fit import Training, fit, start_job
 from .run import (
     UserError,
     add_run_options,
@@ -103,11 +103,9 @@ def train(args) -> int:
                               f"{r['images_per_s']:.0f} images/s)"),
             parts={"loader": loader}, rate_unit="images/s", items_per_batch=lambda b: b[0].shape[0],
             title="LeNet-5 on MNIST")
-        state = Progress(metrics={"config": config, "epochs": [], "steps": []})
-        if saved is not None:
-            state = resume_job(saved, job, run)
-            if state is None:
-                return 0
+        state = start_job(saved, job, run)
+        if state is None:  # a finished run: nothing to do
+            return 0
         print(f"training LeNet-5 on MNIST ({len(train_x)} train / {len(test_x)} test images) on {device}"
               f"{ranks_note(run)}; run folder {run.path}")
         code = fit(run, job, state, args)

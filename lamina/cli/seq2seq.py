@@ -9,7 +9,7 @@ from .. import Generator, backend, manual_seed, no_grad, optim, tensor
 from ..data import DataLoader, TensorDataset
 from ..data.synthetic import TASKS, SyntheticSeq2Seq
 from ..models.seq2seq import Seq2SeqTransformer
-from .fit import Progress, Training, fit, resume_job
+from .fit import Training, fit, start_job
 from .run import (
     UserError,
     add_run_options,
@@ -130,11 +130,9 @@ def train(args) -> int:
             parts={"loader": loader}, rate_unit="examples/s", items_per_batch=lambda b: b[0].shape[0],
             title=f"Seq2SeqTransformer on {cfg['task']}", score="heldout_exact_match",
             score_label="held-out exact match (%)")
-        state = Progress(metrics={"config": cfg, "epochs": [], "steps": []})
-        if saved is not None:
-            state = resume_job(saved, job, run)
-            if state is None:
-                return 0
+        state = start_job(saved, job, run)
+        if state is None:  # a finished run: nothing to do
+            return 0
         n_params = sum(p.numel() for p in model.parameters())
         print(f"training Seq2SeqTransformer ({n_params / 1e6:.2f}M parameters) on task {cfg['task']!r}: "
               f"{len(task.train)} training / {len(task.heldout)} held-out examples on {device}{ranks_note(run)}; "

@@ -15,7 +15,7 @@ from ..data import (
     split_tokens,
 )
 from ..models import GPT, CharRNN, CharRNNConfig, GPTConfig
-from .fit import Progress, Training, fit, resume_job
+from .fit import Training, fit, start_job
 from .run import (
     UserError,
     add_run_options,
@@ -141,11 +141,9 @@ def train(args) -> int:
             rate_unit="tokens/s", items_per_batch=lambda b: b[0].numel(),
             title=f"{name} on {Path(cfg['text']).name if cfg['text'] else 'Shakespeare'} (characters)",
             score="eval_loss", score_label="validation loss")
-        state = Progress(metrics={"config": cfg, "epochs": [], "steps": []})
-        if saved is not None:
-            state = resume_job(saved, job, run)
-            if state is None:
-                return 0
+        state = start_job(saved, job, run)
+        if state is None:  # a finished run: nothing to do
+            return 0
         n_params = sum(p.numel() for p in model.parameters())
         print(f"training {name} ({n_params / 1e6:.2f}M parameters, vocab {tok.vocab_size}) on "
               f"{len(train_ids):,} training characters on {device}{ranks_note(run)}; run folder {run.path}")

@@ -515,40 +515,20 @@ class _Compare(Op):
         return getattr(xp_of(a), self.ufunc)(a, b)
 
 
-class Eq(_Compare):
-    ufunc = "equal"
+def _comparison(name: str, ufunc: str) -> type:
+    """An elementwise comparison or logical op computed by the array module's ``ufunc``."""
+    return type(name, (_Compare,), {"ufunc": ufunc, "__module__": __name__, "__qualname__": name})
 
 
-class Ne(_Compare):
-    ufunc = "not_equal"
-
-
-class Lt(_Compare):
-    ufunc = "less"
-
-
-class Le(_Compare):
-    ufunc = "less_equal"
-
-
-class Gt(_Compare):
-    ufunc = "greater"
-
-
-class Ge(_Compare):
-    ufunc = "greater_equal"
-
-
-class LogicalAnd(_Compare):
-    ufunc = "logical_and"
-
-
-class LogicalOr(_Compare):
-    ufunc = "logical_or"
-
-
-class LogicalXor(_Compare):
-    ufunc = "logical_xor"
+Eq = _comparison("Eq", "equal")
+Ne = _comparison("Ne", "not_equal")
+Lt = _comparison("Lt", "less")
+Le = _comparison("Le", "less_equal")
+Gt = _comparison("Gt", "greater")
+Ge = _comparison("Ge", "greater_equal")
+LogicalAnd = _comparison("LogicalAnd", "logical_and")
+LogicalOr = _comparison("LogicalOr", "logical_or")
+LogicalXor = _comparison("LogicalXor", "logical_xor")
 
 
 class LogicalNot(Op):
