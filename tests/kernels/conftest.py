@@ -1,11 +1,24 @@
 """Kernel tests run every kernel serially and split in two parts (the parallel variants), in
 float32 and float64; Numba compiles each kernel once per process (or loads it from the cache)."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from lamina.kernels import _checks, _runtime
 
-pytestmark = pytest.mark.skipif(not _runtime.enabled(), reason="kernels are off (LAMINA_KERNELS=0 or no Numba)")
+
+def pytest_collection_modifyitems(config, items):
+    """With kernels off (LAMINA_KERNELS=0 or no Numba) the tests here have nothing to run, except
+    those marked ``runs_with_kernels_off``; (a ``pytestmark`` in a conftest applies to nothing)."""
+    if _runtime.enabled():
+        return
+    skip = pytest.mark.skip(reason="kernels are off (LAMINA_KERNELS=0 or no Numba)")
+    here = Path(__file__).parent
+    for item in items:
+        if Path(str(item.fspath)).parent == here and not getattr(getattr(item, "function", None),
+                                                                  "runs_with_kernels_off", False):
+            item.add_marker(skip)
 
 DTYPES = [np.float32, np.float64]
 

@@ -34,6 +34,7 @@ def test_set_num_threads_is_shared():
 
 
 def test_default_threads_follow_the_environment(monkeypatch):
+    """The thread count does not depend on the kernels being on."""
     from lamina.kernels import _runtime
     monkeypatch.delenv("NUMBA_NUM_THREADS", raising=False)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
@@ -43,3 +44,7 @@ def test_default_threads_follow_the_environment(monkeypatch):
     monkeypatch.delenv("NUMBA_NUM_THREADS")
     monkeypatch.setenv("OMP_NUM_THREADS", "junk")
     assert _runtime.default_threads() >= 1
+
+
+test_default_threads_follow_the_environment.runs_with_kernels_off = True
+test_set_num_threads_is_shared.runs_with_kernels_off = True
