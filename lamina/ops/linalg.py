@@ -10,13 +10,21 @@ from .base import Op, promote, unbroadcast
 from ..amp.autocast_mode import autocast_op
 
 
+def _as_input_dtype(y, a):
+    """bfloat16 products come back from NumPy in float32 (accumulated there, as PyTorch does):
+    round them once to the inputs' dtype."""
+    return y.astype(a.dtype) if y.dtype != a.dtype else y
+
+
 class MatMul(Op):
     name = "matmul"
 
     def forward(self, a, b):
         if b.ndim == 2 and a.ndim > 2:  # one 2-D GEMM instead of one per leading index
-            return (a.reshape(math.prod(a.shape[:-1]), a.shape[-1]) @ b).reshape(a.shape[:-1] + (b.shape[1],))
-        return a @ b
+            y = (a.reshape(math.prod(a.shape[:-1]), a.shape[-1]) @ b).reshape(a.shape[:-1] + (b.shape[1],))
+        else:
+            y = a @ b
+        return _as_input_dtype(y, a)
 
     def backward(self, g, a, b):
         na, nb = self.needs_input_grad
@@ -76,10 +84,10 @@ class Linear(Op):
 
     def forward(self, x, w, b=None):
         # one 2-D GEMM over all leading dims (a stacked matmul would call BLAS once per matrix)
-        y = x.reshape(-1, x.shape[-1]) @ w.T if x.ndim > 2 else x @ w.T
+        y = x.reshape(math.prod(x.shape[:-1]), x.shape[-1]) @ w.T if x.ndim > 2 else x @ w.T
         if b is not None:
             y += b
-        return y.reshape(x.shape[:-1] + (w.shape[0],)) if x.ndim > 2 else y
+        return _as_input_dtype(y.reshape(x.shape[:-1] + (w.shape[0],)) if x.ndim > 2 else y, x)
 
     def backward(self, g, x, w, b=None):
         needs = self.needs_input_grad

@@ -142,7 +142,7 @@ class MaxPoolNd(Op):
         need = [(o - 1) * st + dl * (k - 1) + 1 for o, st, dl, k in zip(out, self.stride, self.dilation, self.kernel)]
         right = [max(p, n - s - p) for n, s, p in zip(need, spatial, self.padding)]
         if any(self.padding) or any(r > 0 for r in right):
-            low = -np.inf if x.dtype.kind == "f" else np.iinfo(x.dtype).min
+            low = -np.inf if x.dtype.kind == "f" or x.dtype == backend.bfloat16 else np.iinfo(x.dtype).min
             xpad = xp.full(x.shape[:2] + tuple(s + p + r for s, p, r in zip(spatial, self.padding, right)),
                            low, dtype=x.dtype)
             xpad[(slice(None), slice(None)) + tuple(slice(p, p + s) for p, s in zip(self.padding, spatial))] = x

@@ -27,10 +27,11 @@ class Sort(Op):
 
     def forward(self, x):
         xp = xp_of(x)
-        key = -x if self.descending and x.dtype.kind in "fi" else x
+        k = _sort_key(x)
+        key = -k if self.descending and k.dtype.kind in "fi" else k
         idx = xp.argsort(key, axis=self.dim, kind="stable")
-        if self.descending and x.dtype.kind not in "fi":
-            idx = xp.flip(xp.argsort(x, axis=self.dim, kind="stable"), axis=self.dim)
+        if self.descending and k.dtype.kind not in "fi":
+            idx = xp.flip(xp.argsort(k, axis=self.dim, kind="stable"), axis=self.dim)
         self.saved = idx
         return xp.take_along_axis(x, idx, axis=self.dim), idx.astype(backend.int64, copy=False)
 
@@ -48,7 +49,8 @@ class TopK(Op):
 
     def forward(self, x):
         xp = xp_of(x)
-        key = -x if self.largest else x
+        k = _sort_key(x)
+        key = -k if self.largest else k
         idx = xp.argsort(key, axis=self.dim, kind="stable")
         idx = xp.take(idx, xp.arange(self.k), axis=self.dim)
         self.saved = idx
@@ -65,6 +67,8 @@ class Cumsum(Op):
         self.dim = dim
 
     def forward(self, x):
+        if x.dtype == backend.bfloat16:  # NumPy cannot add bfloat16 in cumsum: float32 sums, rounded once
+            return xp_of(x).cumsum(x.astype(backend.float32), axis=self.dim).astype(x.dtype)
         return xp_of(x).cumsum(x, axis=self.dim, dtype=x.dtype if x.dtype.kind == "f" else backend.int64)
 
     def backward(self, g, x):
@@ -138,3 +142,8 @@ def multinomial(probs, num_samples, replacement=False, generator=None):
             raise ValueError("multinomial: every row needs a positive total probability")
     gen = generator or backend.default_generator(probs.device)
     return Multinomial(num_samples, replacement, gen)(probs)
+
+
+def _sort_key(x):
+    """What to order by: bfloat16 (a NumPy void type, which sorts by bytes) as float32."""
+    return x.astype(backend.float32) if x.dtype == backend.bfloat16 else x

@@ -47,6 +47,29 @@ def _leaf_values(sample):
 DTYPES = {"float64": np.float64, "float32": np.float32}
 
 
+BF16_CASES = [c for c in PARITY_CASES if c.values[0].noncontig]
+
+
+@pytest.mark.parametrize("info,sample", BF16_CASES)
+def test_forward_parity_bfloat16(info, sample):
+    """bfloat16 forward against PyTorch's bfloat16, where Lamina's op takes bfloat16 (ops that do
+    not say so in one line, a TypeError naming the dtype)."""
+    import ml_dtypes
+    try:
+        _, outs = call(info, sample, "cpu", False, ml_dtypes.bfloat16)
+    except TypeError as e:
+        if "bfloat16" not in str(e):
+            raise
+        pytest.skip(f"{info.name} does not take bfloat16: {e}")
+    _, touts = _torch_outputs(info, sample, np.float32)
+    for k, (o, t) in enumerate(zip(outs, touts)):
+        t = t.detach().to(torch.bfloat16).float().numpy() if t.dtype.is_floating_point else t.numpy()
+        o = as_numpy(o)
+        if o.dtype == ml_dtypes.bfloat16:
+            o = o.astype(np.float32)
+        assert_close(o, t, 5e-2, 5e-2, f"{info.name} bfloat16 output {k} {sample}")
+
+
 def _tolerances(info, dtype, grad=False):
     if dtype == "float64":
         return (1e-8, 1e-7) if grad else (info.atol, info.rtol)
