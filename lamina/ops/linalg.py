@@ -24,7 +24,7 @@ class MatMul(Op):
             y = (a.reshape(math.prod(a.shape[:-1]), a.shape[-1]) @ b).reshape(a.shape[:-1] + (b.shape[1],))
         else:
             y = a @ b
-        return _as_input_dtype(y, a)
+        return y if y.dtype is a.dtype else _as_input_dtype(y, a)
 
     def backward(self, g, a, b):
         na, nb = self.needs_input_grad
@@ -54,12 +54,14 @@ class MatMul(Op):
 def matmul(a, b):
     """``a @ b``: 1-D operands are vectors; leading dims broadcast as batch dims. Both operands
     must have one dtype (PyTorch does not promote here either)."""
-    if a.__class__ is Tensor and b.__class__ is Tensor and a.data.dtype is not b.data.dtype \
-            and a.data.dtype != b.data.dtype:
-        raise TypeError(f"matmul: expected both operands to have the same dtype, got {a.dtype} (shape "
-                        f"{a.shape}) and {b.dtype} (shape {b.shape}); convert one with .to(dtype)")
-    a, b = promote(a, b, "matmul", broadcast=False)
-    ad, bd = a.data, b.data
+    if a.__class__ is Tensor and b.__class__ is Tensor:  # nothing to promote: only check the dtypes
+        ad, bd = a.data, b.data
+        if ad.dtype is not bd.dtype and ad.dtype != bd.dtype:
+            raise TypeError(f"matmul: expected both operands to have the same dtype, got {a.dtype} (shape "
+                            f"{a.shape}) and {b.dtype} (shape {b.shape}); convert one with .to(dtype)")
+    else:
+        a, b = promote(a, b, "matmul", broadcast=False)
+        ad, bd = a.data, b.data
     if ad.ndim == 0 or bd.ndim == 0:
         raise ValueError(f"matmul: both operands need at least 1 dim, got shapes {a.shape} and {b.shape}")
     k_a = ad.shape[-1]
