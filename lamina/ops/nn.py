@@ -101,6 +101,14 @@ class Dropout(Op):
         self.p, self.generator = p, generator
 
     def forward(self, x):
+        if type(x) is np.ndarray and _kernels._checks.floats(x) and self.generator.device.type == "cpu":
+            # compiled: a counter-based mask from one seed drawn from the generator, so the
+            # stream stays reproducible under manual_seed and independent of the thread count
+            seed = int(self.generator.integers(0, 1 << 62, (), backend.int64))
+            y, mask = _kernels.dropout_forward(x, self.p, seed)
+            if self.needs_input_grad is not None:
+                self.saved = mask
+            return y
         keep = self.generator.uniform(x.shape, backend.float32) >= self.p
         scale = x.dtype.type(1.0 / (1.0 - self.p))
         mask = keep * scale if x.dtype.kind == "f" else keep.astype(x.dtype) * scale

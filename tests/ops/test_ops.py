@@ -294,6 +294,13 @@ def test_array_and_tensor_backward_agree_kernels_off(info, sample, kernels_off):
     test_array_and_tensor_backward_agree(info, sample)
 
 
+@pytest.mark.parametrize("info,sample", [c for c in GRAD_CASES if c.values[0].name == "dropout"])
+def test_dropout_gradcheck_kernels_off(info, sample, kernels_off):
+    """Dropout has no PyTorch parity (its random stream is its own): its NumPy mask path is
+    checked against finite differences."""
+    test_gradcheck(info, sample)
+
+
 _WIRED = [  # (op-table name, the kernel functions its forward and first-order backward call)
     ("tanh", ("tanh_forward", "tanh_backward")),
     ("sigmoid", ("sigmoid_forward", "sigmoid_backward")),
@@ -307,6 +314,7 @@ _WIRED = [  # (op-table name, the kernel functions its forward and first-order b
     ("layer_norm", ("layer_norm_forward", "layer_norm_backward")),
     ("cross_entropy", ("cross_entropy",)),
     ("embedding", ("embedding_backward",)),
+    ("dropout", ("dropout_forward",)),
 ]
 
 
