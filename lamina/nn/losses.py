@@ -14,7 +14,7 @@ import numpy as np
 
 from .. import backend
 from ..ops import exp, log, log1p, log_softmax, relu, where
-from ..tensor import Tensor
+from ..tensor import Tensor, _wrap
 from .module import Module
 from ..amp.autocast_mode import autocast_op
 
@@ -130,13 +130,15 @@ def _class_index_target(name, input, target, weight, ignore_index):
     target = target.to(backend.int64)
     if input.ndim == 1:
         target = target.reshape(1)
-    ignored = target == ignore_index
-    bad = ((target < 0) | (target >= num_classes)) & ~ignored
-    if bad.any():
-        value = target[bad].tolist()[0]
+    # checked on the raw array (no graph, no op dispatch): this runs on every loss call
+    t = target.data
+    ignored = t == ignore_index
+    bad = ((t < 0) | (t >= num_classes)) & ~ignored
+    if bool(bad.any()):
+        value = int(t[bad].reshape(-1)[0])
         raise IndexError(f"{name}: target {value} is out of range for {num_classes} classes; class "
                          f"indices must be in [0, {num_classes}) or equal ignore_index ({ignore_index})")
-    return target, weight, (ignored if ignored.any() else None)
+    return target, weight, (_wrap(ignored) if bool(ignored.any()) else None)
 
 
 def _class_index_loss(logp, target, weight, ignored, reduction, label_smoothing):
