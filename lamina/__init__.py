@@ -27,7 +27,7 @@ from .ops import (  # noqa: F401
     transpose, tril, triu, unbind, unflatten, unsqueeze, var, where,
 )
 
-from . import data, distributed, distributions, io, models, nn, optim  # noqa: E402,F401  (subpackages, as torch.nn / torch.optim)
+from . import data, distributed, distributions, io, models, nn, optim, utils  # noqa: E402,F401  (subpackages, as torch.nn / torch.optim)
 from . import accelerator, amp, backends, cuda  # noqa: E402,F401  (torch.accelerator, torch.amp, torch.backends, torch.cuda)
 from .amp import autocast  # noqa: E402,F401
 from .kernels import get_num_threads, set_num_threads  # noqa: E402,F401  (torch.set_num_threads)

@@ -609,6 +609,15 @@ class Tensor:
             return backend.dtype_name(self.dtype)
         return self.to(dtype)
 
+    def share_memory_(self):
+        """Move the array into shared memory, in place (see ``lamina.multiprocessing``)."""
+        from .multiprocessing import share_memory_  # multiprocessing builds on Tensor
+        return share_memory_(self)
+
+    def is_shared(self) -> bool:
+        from .multiprocessing import is_shared
+        return is_shared(self)
+
     @property
     def is_sparse(self) -> bool:  # Lamina has dense tensors only
         return False

@@ -41,3 +41,4 @@ from .upsampling import PixelShuffle, PixelUnshuffle, Upsample, UpsamplingBiline
 utils.rnn = _rnn_utils
 __import__("sys").modules[__name__ + ".utils.rnn"] = _rnn_utils
 from .activation import Hardshrink, Softmax2d, Softshrink  # noqa: F401,E402
+from .data_parallel import DataParallel  # noqa: F401,E402

@@ -73,6 +73,12 @@ class Module:
         else:
             object.__setattr__(self, name, value)
 
+    def share_memory(self) -> "Module":
+        """Move parameters, buffers and gradients into shared memory (see ``lamina.multiprocessing``),
+        so processes started afterwards update one set of weights (Hogwild)."""
+        from ..multiprocessing import module_share_memory  # multiprocessing builds on nn
+        return module_share_memory(self)
+
     def _forget(self, name):
         for d in (self._parameters, self._buffers, self._modules):
             d.pop(name, None)
