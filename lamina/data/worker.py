@@ -154,7 +154,7 @@ def _parent_alive() -> bool:
 def _error_message(error: BaseException):
     text = traceback.format_exc()
     exc_type = type(error)
-    try:
+    try:  # can the class travel to the main process by reference? (our own bytes, never a user's file)
         pickle.loads(pickle.dumps(exc_type))
     except Exception:  # noqa: BLE001 - a class defined in a function cannot travel
         exc_type = None
