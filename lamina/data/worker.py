@@ -21,6 +21,7 @@ import pickle
 import queue
 import random
 import signal
+import sys
 import traceback
 
 import numpy as np
@@ -154,11 +155,13 @@ def _parent_alive() -> bool:
 def _error_message(error: BaseException):
     text = traceback.format_exc()
     exc_type = type(error)
-    try:  # can the class travel to the main process by reference? (our own bytes, never a user's file)
-        pickle.loads(pickle.dumps(exc_type))
-    except Exception:  # noqa: BLE001 - a class defined in a function cannot travel
-        exc_type = None
-    return exc_type, text
+    # the class travels to the main process by reference only if it is importable by its name
+    # (a class defined inside a function is not): the same test pickle makes
+    module = sys.modules.get(exc_type.__module__)
+    found = module
+    for part in exc_type.__qualname__.split("."):
+        found = getattr(found, part, None)
+    return (exc_type if found is exc_type else None), text
 
 
 def worker_loop(dataset, iterable, batched, batch_size, drop_last, collate_fn, fast_path, worker_id,

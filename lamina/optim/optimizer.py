@@ -101,6 +101,15 @@ class Optimizer:
         if not ok:
             raise ValueError(f"{self._name}: invalid {what} {value!r}; expected {rule}")
 
+    def _check_adam_family(self, group) -> None:
+        """The checks every Adam-like optimiser makes: lr, eps and weight_decay >= 0, betas in [0, 1)."""
+        beta1, beta2 = group["betas"]
+        self._require(group["lr"] >= 0, "learning rate", group["lr"], ">= 0")
+        self._require(group["eps"] >= 0, "epsilon", group["eps"], ">= 0")
+        self._require(0 <= beta1 < 1, "beta parameter at index 0", beta1, "in [0, 1)")
+        self._require(0 <= beta2 < 1, "beta parameter at index 1", beta2, "in [0, 1)")
+        self._require(group["weight_decay"] >= 0, "weight_decay", group["weight_decay"], ">= 0")
+
     def _state_kinds(self, group) -> tuple:
         """The per-element state kinds the next update of ``group`` needs."""
         return self._array_keys()

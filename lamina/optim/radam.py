@@ -22,12 +22,7 @@ class RAdam(Optimizer):
                                       decoupled_weight_decay=decoupled_weight_decay))
 
     def _check_group(self, group):
-        beta1, beta2 = group["betas"]
-        self._require(group["lr"] >= 0, "learning rate", group["lr"], ">= 0")
-        self._require(group["eps"] >= 0, "epsilon", group["eps"], ">= 0")
-        self._require(0 <= beta1 < 1, "beta parameter at index 0", beta1, "in [0, 1)")
-        self._require(0 <= beta2 < 1, "beta parameter at index 1", beta2, "in [0, 1)")
-        self._require(group["weight_decay"] >= 0, "weight_decay", group["weight_decay"], ">= 0")
+        self._check_adam_family(group)
 
     def _update(self, group, xp, param, grad, state, tmp, step):
         lr, eps, weight_decay = group["lr"], group["eps"], group["weight_decay"]
