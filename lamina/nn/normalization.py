@@ -10,6 +10,18 @@ from .module import Module
 from .parameter import Parameter
 
 
+
+def _affine_parameters(module, n, affine, bias, device, dtype):
+    """The per-feature scale (ones) and shift (zeros) of a normalisation layer, or None for each
+    that the layer is built without."""
+    weight = Parameter(creation.ones(n, device=device, dtype=dtype)) if affine else None
+    shift = Parameter(creation.zeros(n, device=device, dtype=dtype)) if affine and bias else None
+    for name, p in (("weight", weight), ("bias", shift)):
+        if p is None:
+            module.register_parameter(name, None)
+        else:
+            setattr(module, name, p)
+
 class _BatchNorm(Module):
     expected_dims: tuple = ()
 
@@ -18,15 +30,7 @@ class _BatchNorm(Module):
         super().__init__()
         self.num_features, self.eps, self.momentum = num_features, eps, momentum
         self.affine, self.track_running_stats = affine, track_running_stats
-        if affine:
-            self.weight = Parameter(creation.ones(num_features, device=device, dtype=dtype))
-            if bias:
-                self.bias = Parameter(creation.zeros(num_features, device=device, dtype=dtype))
-            else:
-                self.register_parameter("bias", None)
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
+        _affine_parameters(self, num_features, affine, bias, device, dtype)
         if track_running_stats:
             self.register_buffer("running_mean", creation.zeros(num_features, device=device, dtype=dtype))
             self.register_buffer("running_var", creation.ones(num_features, device=device, dtype=dtype))
@@ -108,15 +112,7 @@ class GroupNorm(Module):
         if num_groups <= 0 or num_channels % num_groups:
             raise ValueError(f"GroupNorm: num_channels {num_channels} must be divisible by num_groups {num_groups}")
         self.num_groups, self.num_channels, self.eps, self.affine = num_groups, num_channels, eps, affine
-        if affine:
-            self.weight = Parameter(creation.ones(num_channels, device=device, dtype=dtype))
-            if bias:
-                self.bias = Parameter(creation.zeros(num_channels, device=device, dtype=dtype))
-            else:
-                self.register_parameter("bias", None)
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
+        _affine_parameters(self, num_channels, affine, bias, device, dtype)
 
     def forward(self, x):
         if x.ndim < 2 or x.shape[1] != self.num_channels:
