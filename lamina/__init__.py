@@ -26,6 +26,7 @@ from .ops import (  # noqa: F401
     scatter_add, sigmoid, sign, sin, softmax, split, sqrt, squeeze, stack, std, sub, sum, tanh,
     transpose, tril, triu, unbind, unflatten, unsqueeze, var, where,
 )
+from . import tensor_methods  # noqa: F401,E402  (Tensor's operators and op methods, installed on import)
 
 from . import data, distributed, distributions, io, models, nn, optim, utils  # noqa: E402,F401  (subpackages, as torch.nn / torch.optim)
 from . import accelerator, amp, backends, cuda  # noqa: E402,F401  (torch.accelerator, torch.amp, torch.backends, torch.cuda)

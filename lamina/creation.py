@@ -4,8 +4,20 @@ from __future__ import annotations
 import numpy as np
 
 from . import backend
-from .legacy import size_args
 from .tensor import Tensor, _wrap
+
+
+def size_args(shape: tuple, size, fname: str) -> tuple:
+    """The positional sizes of ``fname(*shape)``, or PyTorch's keyword form ``fname(size=(2, 3))``,
+    as the ``shape`` tuple that the creation functions take."""
+    if size is None:
+        return shape
+    if shape:
+        raise TypeError(f"{fname}: give the shape as sizes or as size=, not both (got sizes {shape} and "
+                        f"size={size!r})")
+    if not isinstance(size, (tuple, list)):
+        raise TypeError(f"{fname}: size must be a tuple of ints, got {type(size).__name__}")
+    return (size,)  # the creation functions unpack a single tuple or list
 
 
 def _shape(shape, fname: str) -> tuple:
@@ -242,10 +254,18 @@ def randn(*shape, size=None, dtype=None, device=None, generator=None, requires_g
     return _finish(arr, requires_grad)
 
 
-def randint(low, high=None, size=(), dtype=None, device=None, generator=None) -> Tensor:
-    """Integers uniform in [low, high)."""
-    if high is None:
+def randint(low, high=None, size=None, dtype=None, device=None, generator=None, requires_grad=False) -> Tensor:
+    """Integers uniform in [low, high), as PyTorch's two forms: ``randint(high, size)`` and
+    ``randint(low, high, size)`` (``low`` defaults to 0; ``size`` may also be a keyword)."""
+    if size is None and isinstance(high, (tuple, list)):
+        low, high, size = 0, low, high
+    elif high is None:
         low, high = 0, low
+    if size is None:
+        raise TypeError(f"randint: size is required, as randint(high, size) or randint(low, high, size); "
+                        f"got low={low}, high={high}")
+    if requires_grad:
+        raise RuntimeError("randint: only floating-point tensors can require gradients")
     if high <= low:
         raise ValueError(f"randint: high ({high}) must be greater than low ({low})")
     gen, dev = _gen(generator, device)

@@ -17,6 +17,8 @@ from __future__ import annotations
 import numpy as np
 
 from . import backend
+from .creation import _array_from
+from .tensor import Tensor, _wrap
 
 _DTYPES = {
     "FloatTensor": backend.float32, "DoubleTensor": backend.float64, "HalfTensor": backend.float16,
@@ -39,8 +41,6 @@ def constructor_array(fname: str, args: tuple, dtype=None, device=None, typed=Fa
     data becomes ``dtype`` or the default float dtype, and arrays and Tensors keep their dtype
     unless ``dtype`` is given. A typed class (``typed`` True) always makes ``dtype``.
     """
-    from .creation import _array_from
-    from .tensor import Tensor
     dev = backend.Device(device) if device is not None else backend.cpu
     if not args or ((typed or dtype is None) and all(_is_size(a) for a in args)):
         shape = tuple(int(a) for a in args) or (0,)
@@ -59,31 +59,16 @@ def constructor_array(fname: str, args: tuple, dtype=None, device=None, typed=Fa
     return _array_from(data, dtype, device)
 
 
-def size_args(shape: tuple, size, fname: str) -> tuple:
-    """The positional sizes of ``fname(*shape)``, or PyTorch's keyword form ``fname(size=(2, 3))``,
-    as the ``shape`` tuple that the creation functions take."""
-    if size is None:
-        return shape
-    if shape:
-        raise TypeError(f"{fname}: give the shape as sizes or as size=, not both (got sizes {shape} and "
-                        f"size={size!r})")
-    if not isinstance(size, (tuple, list)):
-        raise TypeError(f"{fname}: size must be a tuple of ints, got {type(size).__name__}")
-    return (size,)  # the creation functions unpack a single tuple or list
-
-
 class _TensorType(type):
     """The metaclass of the legacy classes: calling one makes a Tensor; isinstance checks dtype
     and device type."""
 
     def __call__(cls, *args):
-        from .tensor import Tensor, _wrap
         if len(args) == 1 and isinstance(args[0], Tensor) and args[0] in cls:
             return args[0].detach()  # as PyTorch: a tensor of the same type is shared, not copied
         return _wrap(constructor_array(cls.__name__, args, cls.dtype, cls.device_type, typed=True))
 
     def __instancecheck__(cls, obj):
-        from .tensor import Tensor
         return isinstance(obj, Tensor) and obj.dtype == cls.dtype and obj.device.type == cls.device_type
 
     def __contains__(cls, obj):

@@ -285,17 +285,18 @@ def test_cuda_amp_spellings_without_cuda_warn_and_disable():
 
 
 def test_size_keyword_rule_matches_torch():
+    from lamina import creation
     from lamina.creation import _shape
     for size in ((2, 3), [4], ()):
-        shape = _shape(legacy.size_args((), size, "empty"), "empty")
+        shape = _shape(creation.size_args((), size, "empty"), "empty")
         assert shape == tuple(torch.empty(size=size).shape)
-    assert legacy.size_args((2, 3), None, "zeros") == (2, 3)
+    assert creation.size_args((2, 3), None, "zeros") == (2, 3)
     with pytest.raises(TypeError, match=r"empty: give the shape as sizes or as size=, not both"):
-        legacy.size_args((2,), (3,), "empty")
+        creation.size_args((2,), (3,), "empty")
     with pytest.raises(TypeError):
         torch.empty(2, size=(3,))
     with pytest.raises(TypeError, match="empty: size must be a tuple of ints, got int"):
-        legacy.size_args((), 5, "empty")
+        creation.size_args((), 5, "empty")
     with pytest.raises(TypeError, match="must be tuple of ints"):
         torch.empty(size=5)
 

@@ -1,9 +1,10 @@
 """Activation layers, each a thin Module over the function of the same name."""
 from __future__ import annotations
 
-from .. import ops
+from .. import creation, ops
 from . import functional as F
 from .module import Module
+from .parameter import Parameter
 
 
 class ReLU(Module):
@@ -145,8 +146,6 @@ class PReLU(Module):
 
     def __init__(self, num_parameters: int = 1, init: float = 0.25, device=None, dtype=None):
         super().__init__()
-        from .. import creation
-        from .parameter import Parameter
         if not isinstance(num_parameters, int) or num_parameters < 1:
             raise ValueError(f"PReLU: num_parameters must be a positive integer, got {num_parameters!r}")
         self.num_parameters, self.init = num_parameters, init

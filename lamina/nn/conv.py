@@ -3,7 +3,7 @@ from __future__ import annotations
 
 
 from .. import creation
-from ..ops import conv as C
+from ..ops import conv as C, pad
 from . import init
 from .module import Module
 from .parameter import Parameter
@@ -51,7 +51,6 @@ class _ConvNd(Module):
                                     self.groups, self.dilation, d=self.d, opname=name)
         padding = self.padding
         if self.padding_mode != "zeros" and not isinstance(padding, str):
-            from ..ops import pad
             widths = []
             for p in reversed(padding):
                 widths += [p, p]

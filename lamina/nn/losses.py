@@ -14,6 +14,7 @@ import numpy as np
 
 from .. import backend
 from ..ops import exp, log, log1p, log_softmax, relu, where
+from ..ops.loss import CrossEntropy
 from ..tensor import Tensor, _wrap
 from .module import Module
 from ..amp.autocast_mode import autocast_op
@@ -286,7 +287,6 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
 
 
 def _fused_cross_entropy(input, target, weight, ignore_index, reduction, label_smoothing):
-    from ..ops.loss import CrossEntropy
     op = CrossEntropy(ignore_index, reduction, label_smoothing)
     return op(input, target) if weight is None else op(input, target, weight)
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from .. import ops
+from ..grad_mode import no_grad
 from ..optim.clip import clip_grad_norm_, clip_grad_value_  # noqa: F401
 
 
@@ -12,7 +13,6 @@ def parameters_to_vector(parameters):
 
 def vector_to_parameters(vec, parameters) -> None:
     """Write consecutive slices of ``vec`` into the parameters, in place."""
-    from ..autograd import no_grad
     offset = 0
     with no_grad():
         for p in parameters:

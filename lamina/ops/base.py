@@ -15,6 +15,7 @@ import numpy as np
 
 from .. import backend
 from ..grad_mode import _mode, creation_trace
+from ..creation import tensor as _tensor_from
 from ..tensor import Tensor, _wrap
 
 REGISTRY: dict[str, type] = {}
@@ -257,8 +258,7 @@ def as_tensor(value, like: Tensor) -> Tensor:
             return _wrap(np.array(value, dtype=dtype))
         with backend.device_context(backend.device_of(arr)):
             return _wrap(xp.array(value, dtype=dtype))
-    from ..creation import tensor
-    return tensor(value, device=like.device)
+    return _tensor_from(value, device=like.device)
 
 
 def promote(a, b, opname: str, broadcast: bool = True):

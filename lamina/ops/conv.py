@@ -14,6 +14,7 @@ import math
 from ..tensor import Tensor
 from .base import Op, promote, xp_of
 from ..amp.autocast_mode import autocast_op
+from .shape import pad
 
 
 def _tuple(v, d, name, opname):
@@ -230,7 +231,6 @@ class ConvNdWeight(Op):
         if nh:
             gh = ConvNd(self.stride, self.padding, self.dilation, self.groups)(x, gg)
             if gh.shape != h.shape:  # windows past the input (from output padding) see only zeros
-                from .shape import pad
                 widths = []
                 for have, want in reversed(list(zip(gh.shape[2:], h.shape[2:]))):
                     widths += [0, want - have]
@@ -291,7 +291,6 @@ def conv(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, d=2, opname="c
                 raise ValueError(f"{opname}: padding='same' needs stride 1, got stride {stride}")
             total = [dl * (k - 1) for dl, k in zip(dilation, kernel)]
             if any(t % 2 for t in total):  # odd total: the extra zero goes on the right, as in PyTorch
-                from .shape import pad
                 widths = []
                 for t in reversed(total):
                     widths += [t // 2, t - t // 2]

@@ -11,6 +11,7 @@ import numpy as np
 
 from ..tensor import Tensor
 from .base import Op, normalize_dim, xp_of
+from .shape import _share_version, clone
 
 
 def _diag_index(xp, n1, n2, offset):
@@ -78,7 +79,6 @@ def diagonal(input, offset=0, dim1=0, dim2=1):
     d2 = normalize_dim(dim2, input.ndim, "diagonal")
     if d1 == d2:
         raise ValueError(f"diagonal: dim1 and dim2 must differ, got {dim1} and {dim2} for shape {input.shape}")
-    from .shape import _share_version
     op = Diagonal(int(offset), d1, d2)
     return _share_version(op(input), input, lambda b: Diagonal(int(offset), d1, d2)(b))
 
@@ -107,6 +107,5 @@ def diag(input, diagonal=0):
     if input.ndim == 1:
         return diag_embed(input, diagonal, 0, 1)
     if input.ndim == 2:  # a copy, as torch.diag's
-        from .shape import clone
         return clone(Diagonal(int(diagonal), 0, 1)(input))
     raise ValueError(f"diag: expected a 1-D or 2-D tensor, got shape {input.shape}")

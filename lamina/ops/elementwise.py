@@ -8,7 +8,7 @@ import numpy as np
 
 from .. import backend, kernels as _kernels
 from ..tensor import Tensor, _wrap
-from .base import Op, promote, unbroadcast, xp_of
+from .base import Op, as_tensor, promote, unbroadcast, xp_of
 
 _SQRT_2 = math.sqrt(2.0)
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
@@ -26,6 +26,7 @@ def _erf(x):
     """erf of an array. float64 (and every CuPy array) goes to scipy.special / cupyx.scipy.special;
     lower precisions on CPU use the rational fit above in a few in-place passes, which is several
     times faster than SciPy's float32 erf and accurate to float32 rounding."""
+    # SciPy (0.4 s to import) and cupyx load on the first float64 / GPU erf, not with lamina
     if xp_of(x) is not np:
         import cupyx.scipy.special
         return cupyx.scipy.special.erf(x)
@@ -660,7 +661,6 @@ def where(condition, a, b):
 def _scalar_like(value, ref: Tensor) -> Tensor:
     dtype = (backend.bool_ if isinstance(value, bool) else backend.int64 if isinstance(value, int)
              else backend.get_default_dtype())
-    from ..tensor import _wrap
     xp = ref.device.xp
     with backend.device_context(ref.device):
         return _wrap(xp.array(value, dtype=dtype))
@@ -695,7 +695,6 @@ def masked_fill(x, mask, value):
     if isinstance(value, Tensor):
         value = value.to(x.dtype)
     else:
-        from .base import as_tensor
         value = as_tensor(value, x)
         if value.dtype != x.dtype:
             value = value.to(x.dtype)

@@ -12,7 +12,8 @@ from .. import backend
 from ..grad_mode import _mode
 from ..creation import tensor
 from ..tensor import Tensor, _register_view
-from .base import Op, normalize_dim, unbroadcast, xp_of
+from .base import Op, as_tensor, normalize_dim, unbroadcast, xp_of
+from . import shape as _shape  # shape imports this module: a module reference breaks the cycle
 
 _TENSOR = object()  # marks the place of an index tensor in a stored index spec
 
@@ -22,7 +23,7 @@ def _add_at(xp, out, index, values):
     if xp is np:
         np.add.at(out, index, values)
     else:
-        import cupyx
+        import cupyx  # present only where CuPy is
         cupyx.scatter_add(out, index, values)
 
 
@@ -136,7 +137,6 @@ def index_put(x, index, values, accumulate=False):
     """Out-of-place ``x[index] = values`` (or ``+=`` with ``accumulate``)."""
     spec, tensors = _split_index(index, x, "index_put")
     if not isinstance(values, Tensor):
-        from .base import as_tensor
         values = as_tensor(values, x)
     if values.dtype != x.dtype:
         values = values.to(x.dtype)
@@ -217,11 +217,10 @@ class ScatterAdd(Op):
 
 def _pad_to(g, shape):
     """Zero-pad ``g`` up to ``shape`` (src elements outside the index get no gradient)."""
-    from .shape import pad
     widths = []
     for have, want in reversed(list(zip(g.shape, shape))):
         widths += [0, want - have]
-    return pad(g, widths)
+    return _shape.pad(g, widths)
 
 
 def gather(x, dim, index):

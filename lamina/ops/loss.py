@@ -9,6 +9,9 @@ from .. import kernels as _kernels
 from ..creation import arange
 from ..tensor import _wrap
 from .base import Op, xp_of
+from .elementwise import where
+from .indexing import index_put, index_select
+from .nn import softmax
 
 
 class CrossEntropy(Op):
@@ -58,9 +61,6 @@ class CrossEntropy(Op):
         return loss.sum() / denom
 
     def backward(self, g, x, target, weight=None):
-        from .elementwise import where
-        from .indexing import index_put, index_select
-        from .nn import softmax
         n, c = x.shape
         valid = target != self.ignore_index
         t = where(valid, target, 0)

@@ -11,6 +11,7 @@ from ..tensor import Tensor, _wrap
 from .base import Op, check_float, normalize_dim, xp_of
 from .elementwise import _floating, exp, where
 from ..amp.autocast_mode import autocast_op
+from .indexing import index_add
 
 
 class Softmax(Op):
@@ -145,7 +146,6 @@ class Embedding(Op):
         return weight.take(index, axis=0)
 
     def backward(self, g, weight, index):
-        from .indexing import index_add
         flat_idx = index.reshape(-1)
         rows = g.reshape(-1, weight.shape[1])
         if self.padding_idx is not None:

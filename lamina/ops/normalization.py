@@ -6,6 +6,7 @@ from __future__ import annotations
 from ..tensor import Tensor
 from .base import check_float
 from ..amp.autocast_mode import autocast_op
+from ..grad_mode import no_grad
 
 
 def _check_affine(opname, c, x, weight, bias):
@@ -80,7 +81,6 @@ def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=
     centered = input - mean
     var = (centered * centered).mean(dim=dims, keepdim=True)
     if running_mean is not None or running_var is not None:
-        from ..autograd import no_grad
         with no_grad():
             m = momentum
             if running_mean is not None:

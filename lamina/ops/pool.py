@@ -10,7 +10,9 @@ import numpy as np
 from .. import backend
 from ..tensor import Tensor, _wrap
 from .base import Op, xp_of
-from .conv import _tuple, _windows
+from .conv import _tuple, _windows, conv
+from .indexing import scatter_add
+from .shape import pad
 
 
 def _pool_out(size, k, s, p, d, ceil_mode):
@@ -170,7 +172,6 @@ class MaxPoolNd(Op):
         g = grads[0] if self.n_outputs == 2 else grads
         if self.blocks:
             return BlockScatter(self.kernel, x.shape[2:])(g, _wrap(self.saved))
-        from .indexing import scatter_add
         n, c = x.shape[:2]
         idx = _wrap(self.saved).reshape(n, c, -1)
         base = g.new_zeros((n, c, math.prod(x.shape[2:])))
@@ -230,8 +231,6 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
 def avg_pool(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
              divisor_override=None, d=2, opname="avg_pool2d"):
     """Average pooling as a convolution of each channel with a constant kernel."""
-    from .conv import conv
-    from .shape import pad
     kernel, stride, padding, _ = _pool_args(opname, x, kernel_size, stride, padding, 1, d)
     if x.ndim == d + 1:
         return avg_pool(x.unsqueeze(0), kernel, stride, padding, ceil_mode, count_include_pad,

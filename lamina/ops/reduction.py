@@ -8,8 +8,9 @@ from collections import namedtuple
 from .. import backend
 from ..tensor import Tensor, _wrap
 from .base import Op, check_float, normalize_dim, normalize_dims, xp_of
-from .elementwise import _floating, exp, where
+from .elementwise import _floating, exp, maximum, minimum, sqrt, where
 from .shape import Expand, Reshape
+from .indexing import scatter_add
 
 _sum = builtins.sum
 
@@ -107,7 +108,6 @@ class MaxDim(Op):
 
     def backward(self, grads, x):
         g = grads[0]
-        from .indexing import scatter_add
         idx = _wrap(self.saved)
         if not self.keepdim:
             g = g.unsqueeze(self.dim)
@@ -254,7 +254,6 @@ _MinMax = namedtuple("_MinMax", ["values", "indices"])
 def max(x, dim=None, keepdim=False):
     """``max(x)``: the largest element; ``max(x, dim)``: (values, indices) along ``dim``."""
     if isinstance(dim, Tensor):
-        from .elementwise import maximum
         return maximum(x, dim)
     if dim is None:
         return Amax(normalize_dims(None, x.ndim, "max"), False)(x)
@@ -265,7 +264,6 @@ def max(x, dim=None, keepdim=False):
 def min(x, dim=None, keepdim=False):
     """``min(x)``: the smallest element; ``min(x, dim)``: (values, indices) along ``dim``."""
     if isinstance(dim, Tensor):
-        from .elementwise import minimum
         return minimum(x, dim)
     if dim is None:
         return Amin(normalize_dims(None, x.ndim, "min"), False)(x)
@@ -292,7 +290,6 @@ def var(x, dim=None, keepdim=False, correction=1):
 
 
 def std(x, dim=None, keepdim=False, correction=1):
-    from .elementwise import sqrt
     return sqrt(var(x, dim, keepdim, correction))
 
 

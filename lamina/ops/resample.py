@@ -18,6 +18,10 @@ import numpy as np
 from .. import backend
 from ..tensor import Tensor
 from .base import Op, check_float, xp_of
+from .elementwise import abs as abs_, clamp, floor_divide, logical_and, where
+from .indexing import index_select
+from .pool import adaptive_avg_pool1d, adaptive_avg_pool2d
+from .shape import stack
 
 _MODES = ("nearest", "nearest-exact", "linear", "bilinear", "bicubic", "trilinear", "area")
 _LINEAR_DIMS = {"linear": 1, "bilinear": 2, "bicubic": 2, "trilinear": 3}
@@ -324,7 +328,6 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
         return _nearest(x, out, scales, mode == "nearest-exact")
     check_float(input, opname)
     if mode == "area":
-        from .pool import adaptive_avg_pool1d, adaptive_avg_pool2d
         if d == 1:
             return adaptive_avg_pool1d(x, out[0])
         if d == 2:
@@ -400,7 +403,6 @@ def _unnormalize(coord, n, align_corners):
 
 def _reflect(coord, lo, hi):
     """Reflect coordinates into [lo, hi] (twice the span is the period)."""
-    from .elementwise import abs as abs_, floor_divide, where
     span = hi - lo
     if span <= 0:
         return coord * 0.0
@@ -416,8 +418,6 @@ def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corner
     input (N, C, D, H, W) at the (x, y, z) points of grid (N, D_out, H_out, W_out, 3), as
     ``torch.nn.functional.grid_sample``. Modes bilinear (trilinear for 5-D) and nearest; padding
     zeros, border and reflection. Gradients flow to both the input and the grid."""
-    from .elementwise import clamp, floor_divide, logical_and, where
-    from .indexing import index_select
     opname = "grid_sample"
     if mode not in ("bilinear", "nearest"):
         raise ValueError(f"{opname}: mode must be 'bilinear' or 'nearest', got {mode!r}")
@@ -451,7 +451,6 @@ def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corner
     def taps(corners):
         """Input values (N, C, K, *out_spatial) at K integer positions per point (each a list of
         one tensor per axis), gathered at once; zero outside the input."""
-        from .shape import stack
         inside, pos = [], []
         for idx in corners:
             ok, p = None, None
@@ -481,13 +480,11 @@ def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corner
             weight = w if weight is None else weight * w
         corners.append([lo + bit for lo, bit in zip(lows, corner)])
         weights.append(weight)
-    from .shape import stack
     out = (taps(corners) * stack(weights, 1).unsqueeze(1)).sum(dim=2)
     return out
 
 
 def _round_half_even(t):
-    from .elementwise import floor_divide, where
     f = floor_divide(t, 1.0)
     frac = t - f
     up = (frac > 0.5) | ((frac == 0.5) & ((f.to(backend.int64) % 2) == 1))

@@ -15,6 +15,7 @@ from ..grad_mode import _mode
 from ..tensor import Tensor, _register_view
 from .base import Op, normalize_dim, unbroadcast, xp_of
 from ..amp.autocast_mode import autocast_op
+from .indexing import index_select
 
 
 def _share_version(out: Tensor, x: Tensor, replay=None) -> Tensor:
@@ -341,7 +342,6 @@ def pad(x, pad, mode="constant", value=0.0):
         return Pad(tuple(widths), value)(x)
     if mode not in ("reflect", "replicate", "circular"):
         raise ValueError(f"pad: unknown mode {mode!r}; expected constant, reflect, replicate or circular")
-    from .indexing import index_select
     out = x
     for d, (a, b) in enumerate(widths):
         if a == b == 0:

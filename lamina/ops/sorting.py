@@ -7,13 +7,14 @@ from collections import namedtuple
 from .. import backend
 from ..tensor import Tensor, _wrap
 from .base import Op, normalize_dim, xp_of
+from .indexing import scatter_add
+from .shape import flip
 
 _SortResult = namedtuple("_SortResult", ["values", "indices"])
 
 
 def _scatter_back(g, x, dim, indices):
     """The gradient of picking ``indices`` along ``dim``: g added back at those positions."""
-    from .indexing import scatter_add
     return scatter_add(g.new_zeros(x.shape), dim, _wrap(indices), g)
 
 
@@ -72,7 +73,6 @@ class Cumsum(Op):
         return xp_of(x).cumsum(x, axis=self.dim, dtype=x.dtype if x.dtype.kind == "f" else backend.int64)
 
     def backward(self, g, x):
-        from .shape import flip
         return flip(cumsum(flip(g, self.dim), self.dim), self.dim)
 
 
