@@ -57,13 +57,8 @@ class FusedKernel:
         self.fn, self.inputs, self.modes, self.source = fn, inputs, modes, source
 
     def run(self, arrays, out):
-        flat = []
-        for a, m in zip(arrays, self.modes):
-            if m == "scalar":
-                flat.append(np.ascontiguousarray(a).reshape(1))
-            else:
-                flat.append(np.ascontiguousarray(a).reshape(-1))
-        self.fn(out.reshape(-1), *flat)
+        # ravel: a view of a C-contiguous array, else a C-ordered copy (a 0-d scalar gives shape (1,))
+        self.fn(out.reshape(-1), *[a.ravel() for a in arrays])
         return out
 
 
