@@ -32,6 +32,7 @@ the opt_einsum package is.
 from __future__ import annotations
 
 import importlib.util
+import sys
 
 
 class _Flags:
@@ -135,3 +136,9 @@ mps = _Unavailable("mps")
 mkl = _Unavailable("mkl")
 opt_einsum = _OptEinsum("lamina.backends.opt_einsum", enabled=importlib.util.find_spec("opt_einsum") is not None,
                         strategy="auto" if importlib.util.find_spec("opt_einsum") is not None else None)
+
+# ``import torch.backends.cudnn as cudnn`` is how programs reach these (dcgan, imagenet): PyTorch's
+# are submodules, so each object is registered under its dotted name for the import system to find.
+for _name in ("cudnn", "cuda", "mkldnn", "mps", "mkl", "opt_einsum"):
+    sys.modules[f"{__name__}.{_name}"] = globals()[_name]
+del _name

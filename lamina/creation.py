@@ -289,3 +289,42 @@ def rand_like(t: Tensor, dtype=None, device=None) -> Tensor:
 def randn_like(t: Tensor, dtype=None, device=None) -> Tensor:
     dtype, device = _like(t, dtype, device)
     return randn(t.shape, dtype=dtype, device=device)
+
+
+def sparse_coo_tensor(indices, values, size=None, dtype=None, device=None, requires_grad=False,
+                      check_invariants=None, is_coalesced=None) -> Tensor:
+    """PyTorch's COO constructor, built dense: Lamina stores every tensor densely, so this returns
+    the strided tensor that PyTorch's ``sparse_coo_tensor(...).to_dense()`` would, with duplicate
+    indices summed (as ``coalesce`` sums them). ``indices`` is (sparse_dims, nnz), ``values`` is
+    (nnz, *dense_dims); ``size`` defaults to one past the largest index in each sparse dim.
+    Gradients flow to ``values`` when it requires them."""
+    from . import ops
+    idx = indices if isinstance(indices, Tensor) else tensor(np.asarray(indices))
+    if idx.ndim != 2 or backend.is_floating(idx.dtype):
+        raise ValueError(f"sparse_coo_tensor: indices must be an integer array of shape (sparse_dims, nnz), "
+                         f"got shape {idx.shape} dtype {idx.dtype}")
+    vals = values if isinstance(values, Tensor) else tensor(values)
+    if vals.ndim < 1 or vals.shape[0] != idx.shape[1]:
+        raise ValueError(f"sparse_coo_tensor: values must have one row per index column (nnz={idx.shape[1]}), "
+                         f"got values of shape {vals.shape}")
+    idx_np = np.asarray(backend.to_device(idx.data, backend.cpu), dtype=np.int64)
+    if idx_np.size and idx_np.min() < 0:
+        raise ValueError(f"sparse_coo_tensor: indices must be non-negative, found {int(idx_np.min())}")
+    sparse_shape = tuple(int(m) + 1 for m in idx_np.max(axis=1)) if idx_np.size else (0,) * idx_np.shape[0]
+    shape = sparse_shape + tuple(vals.shape[1:]) if size is None else _shape(tuple(size), "sparse_coo_tensor")
+    if len(shape) != idx_np.shape[0] + vals.ndim - 1:
+        raise ValueError(f"sparse_coo_tensor: size {shape} must have {idx_np.shape[0]} sparse dims (indices rows) "
+                         f"plus {vals.ndim - 1} dense dims (values' trailing dims {vals.shape[1:]})")
+    too_big = [d for d in range(idx_np.shape[0]) if idx_np.size and idx_np[d].max() >= shape[d]]
+    if too_big or tuple(shape[idx_np.shape[0]:]) != tuple(vals.shape[1:]):
+        raise ValueError(f"sparse_coo_tensor: size {shape} is too small for indices up to {sparse_shape} "
+                         f"and values of shape {vals.shape}")
+    dtype = backend.as_dtype(dtype) if dtype is not None else vals.dtype
+    dev = backend.Device(device) if device is not None else vals.device
+    vals = vals.to(dev).to(dtype)
+    out = zeros(shape, dtype=dtype, device=dev)
+    index = tuple(tensor(row, device=dev) for row in idx_np)
+    out = ops.index_put(out, index, vals, accumulate=True)
+    if requires_grad and not out.requires_grad:
+        out = out.detach().requires_grad_(True)
+    return out

@@ -2,6 +2,8 @@
 ``F.conv2d``, ``F.layer_norm``, losses, ...). Layers in ``lamina.nn`` call these."""
 from __future__ import annotations
 
+import warnings
+
 from .. import backend, ops
 from ..ops import (  # noqa: F401  (re-exported: these primitives are the functional API)
     adaptive_avg_pool1d, adaptive_avg_pool2d, avg_pool1d, avg_pool2d, conv1d, conv2d, conv3d,
@@ -146,9 +148,23 @@ def cosine_similarity(a, b, dim=1, eps=1e-8):
 
 # ---------------------------------------------------------------- resampling, norms, channel dropout, more activations
 from ..ops import (  # noqa: F401,E402  (re-exported primitives and compositions of lamina.ops)
-    affine_grid, dropout1d, dropout2d, dropout3d, grid_sample, group_norm, instance_norm, interpolate,
+    affine_grid, dropout1d, dropout3d, grid_sample, group_norm, instance_norm, interpolate,
     pixel_shuffle, pixel_unshuffle,
 )
+from ..ops import dropout2d as _channel_dropout2d  # noqa: E402
+
+
+def dropout2d(input, p=0.5, training=True, inplace=False):
+    """Zero whole channels of (N, C, H, W) input (a 3-D input is taken as (N, C, L)). A 2-D input
+    has no channels to drop: PyTorch warns that this is deprecated and drops single elements, as
+    ``dropout`` does, and programs rely on it (pytorch/examples' mnist_rnn), so this does too."""
+    if getattr(input, "ndim", None) == 2:
+        warnings.warn("dropout2d: received a 2-D input, which PyTorch deprecates; it drops single elements "
+                      "as dropout does (use dropout to keep this and silence the warning)", stacklevel=2)
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"dropout2d: p must be in [0, 1], got {p}")
+        return dropout(input, p, training)
+    return _channel_dropout2d(input, p, training, inplace)
 
 
 def upsample(input, size=None, scale_factor=None, mode="nearest", align_corners=None):

@@ -215,6 +215,30 @@ def test_channel_dropout_seeded_edges_and_errors():
         F.dropout2d(lamina.ones(2, 3, 4, 4, dtype=lamina.int64))
 
 
+def test_dropout2d_on_2d_input_drops_single_elements_as_pytorch():
+    """PyTorch deprecates a 2-D input to dropout2d but still takes it, dropping single elements
+    (pytorch/examples' mnist_rnn puts Dropout2d after an LSTM's (N, hidden) output)."""
+    x = lamina.tensor(np.random.default_rng(1).uniform(1.0, 2.0, (64, 80)), requires_grad=True)
+    with pytest.warns(UserWarning, match="dropout2d: received a 2-D input"):
+        y = nn.Dropout2d(0.25)(x)
+    with pytest.warns(UserWarning, match="dropout2d: Received a 2-D input"):
+        t = T.Dropout2d(0.25)(torch.ones(64, 80, dtype=torch.float64))
+    ratio = (y / x).detach().numpy()
+    assert set(np.round(np.unique(ratio), 12)) <= {0.0, round(1 / 0.75, 12)}
+    assert set(np.unique(t.numpy())) <= {0.0, 1 / 0.75}
+    # elements, not rows, are dropped: nearly every row keeps some and loses some (as torch's)
+    mixed = lambda r: float(((r == 0).any(axis=1) & (r != 0).any(axis=1)).mean())  # noqa: E731
+    assert mixed(ratio) > 0.9 and mixed(t.numpy()) > 0.9
+    assert 0.18 < float((ratio == 0).mean()) < 0.32
+    y.sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), ratio, rtol=1e-12)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert F.dropout2d(x, 0.5, training=False) is x
+        with pytest.raises(ValueError, match=r"dropout2d: p must be in \[0, 1\], got 2"):
+            F.dropout2d(x, 2)
+
+
 def ops_abs_sum(t):
     return lamina.abs(t).sum().item()
 
