@@ -1,10 +1,12 @@
-"""ONNX for Lamina: ``load`` an ONNX file as a runnable, trainable ``nn.Module``; the operator
-table (``lamina.onnx.ops.OPS``); the ``onnx`` backend-test backend (``lamina.onnx.backend``);
-``cli_import`` for ``lamina import model.onnx``.
+"""ONNX for Lamina: ``export`` a model or function to an ONNX file (from its traced graph, through
+the ``onnx`` method of each op in ``lamina/ops``); ``load`` an ONNX file as a runnable, trainable
+``nn.Module``; the operator table (``lamina.onnx.ops.OPS``); the ``onnx`` backend-test backend
+(``lamina.onnx.backend``); ``cli_import`` and ``cli_export`` for ``lamina import`` and ``lamina export``.
 
 Needs the ``onnx`` package (the ``onnx`` extra); importing ``lamina`` does not import it.
 """
 from .errors import OnnxImportError, UnsupportedOperatorError  # noqa: F401
+from .export import ExportError, UnsupportedExportError, export  # noqa: F401
 from .module import OnnxModule, from_model, load  # noqa: F401
 from .ops import OPS  # noqa: F401
 
