@@ -27,8 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
     graph = sub.add_parser("graph", help="draw a model's data-flow graph (svg, html, dot, txt)")
     draw.parser(graph)
     graph.set_defaults(func=draw.run)
-    from ..onnx import add_import_parser
+    from ..onnx import add_export_parser, add_import_parser
     add_import_parser(sub)
+    add_export_parser(sub)
     info = sub.add_parser("info", help="versions and devices")
     info.set_defaults(func=_info)
     for p in list(sub.choices.values()) + list(models.choices.values()):

@@ -26,3 +26,15 @@ def add_import_parser(subparsers):
     """Add ``lamina import`` to the ``lamina`` command's subparsers (``lamina.onnx.cli``)."""
     from .cli import add_import_parser as add
     return add(subparsers)
+
+
+def cli_export(args, out=None) -> int:
+    """``lamina export``: see ``lamina.onnx.export_cli.cli_export``."""
+    from .export_cli import cli_export as run
+    return run(args, out)
+
+
+def add_export_parser(subparsers):
+    """Add ``lamina export`` to the ``lamina`` command's subparsers (``lamina.onnx.export_cli``)."""
+    from .export_cli import add_export_parser as add
+    return add(subparsers)

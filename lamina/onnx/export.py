@@ -363,7 +363,7 @@ class Builder:
 
 
 def export(model_or_fn, example_inputs, path, opset: int = 17, dynamic_axes=None, input_names=None,
-           output_names=None, external_data_threshold: int = PROTOBUF_LIMIT - _GRAPH_ROOM):
+           output_names=None, external_data_threshold: int = PROTOBUF_LIMIT - _GRAPH_ROOM, metadata=None):
     """Write ``model_or_fn`` (an ``nn.Module`` or a function of tensors) as the ONNX file ``path``.
 
     The model is traced on ``example_inputs`` (a tensor or a tuple of them; other arguments are
@@ -373,7 +373,8 @@ def export(model_or_fn, example_inputs, path, opset: int = 17, dynamic_axes=None
     dims they are computed from. ``dynamic_axes={}`` exports fixed shapes. Parameter and buffer
     names (``conv1.weight``) are kept as initializer names. When the weights take more than
     ``external_data_threshold`` bytes they go to ``<path>.data`` next to the model (ONNX external
-    data). Returns the written ``onnx.ModelProto`` (with its weights, in memory).
+    data). ``metadata`` (str -> str) goes to the model's ``metadata_props``. Returns the written
+    ``onnx.ModelProto`` (with its weights, in memory).
     """
     onnx = _onnx()
     from ..graph.trace import _roots, trace
@@ -443,6 +444,8 @@ def export(model_or_fn, example_inputs, path, opset: int = 17, dynamic_axes=None
             f"lamina.onnx.export: no ONNX mapping for the op(s) {', '.join(missing)} in this graph", missing)
 
     model = _build(onnx, g1, g2, opset, in_names, out_names, axes, dims)
+    if metadata:
+        onnx.helper.set_model_props(model, {str(k): str(v) for k, v in metadata.items()})
     _write(onnx, model, path, external_data_threshold)
     return model
 
