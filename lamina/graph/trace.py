@@ -23,7 +23,7 @@ import numpy as np
 from .. import backend
 from ..autograd import _mode
 from ..ops.base import Op
-from ..tensor import Tensor
+from ..tensor import Tensor, _wrap as _wrap_array
 from .ir import Graph, Node
 
 # How many traces run in any thread. While any does, Op.__call__ is replaced by _traced_call,
@@ -31,6 +31,8 @@ from .ir import Graph, Node
 # nothing extra when nothing is traced.
 _ACTIVE = [0]
 _op_call = Op.__call__
+# every in-place Tensor method (mul_, add_, copy_, ...) writes its result through Tensor._write
+_tensor_write = Tensor.__dict__.get("_write")
 _lock = threading.Lock()
 _LAMINA_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 # Tensor methods that turn a tensor's value into a Python value (data-dependent control flow)
@@ -88,10 +90,21 @@ def _traced_call(self, *inputs):
     return tracer.call(self, inputs)
 
 
+def _traced_write(self, name, value):
+    """``Tensor._write`` while a trace runs: an in-place op's result becomes the tensor's value
+    in the calling thread's graph (see ``Tracer.rebind``)."""
+    _tensor_write(self, name, value)
+    tracer = _mode.__dict__.get("tracer")
+    if tracer is not None:
+        tracer.rebind(self, value)
+
+
 def _enter():
     with _lock:
         if _ACTIVE[0] == 0:
             Op.__call__ = _traced_call
+            if _tensor_write is not None:
+                Tensor._write = _traced_write
         if _ACTIVE[0] == 0 and not _originals:
             # Until Tensor's own conversion methods call check_concrete, the guard is put around
             # them while any trace runs (it raises only in the tracing thread).
@@ -107,6 +120,8 @@ def _leave():
         _ACTIVE[0] -= 1
         if _ACTIVE[0] == 0:
             Op.__call__ = _op_call
+            if _tensor_write is not None:
+                Tensor._write = _tensor_write
             for name, orig in _originals.items():
                 setattr(Tensor, name, orig)
             _originals.clear()
@@ -147,6 +162,7 @@ class Tracer:
         self.zeroed = set()      # ids of parameters whose .grad zero_grad() cleared before any backward
         self.found = []          # (tensor, its .grad, its version) of parameters found only while tracing
         self.prints = {}         # id(value) -> (array, a sample of it when made): writes past the ops show
+        self.overwritten = set()  # ids of base values an in-place op wrote over (see rebind)
 
     # ---------------------------------------------------------------- values
     def _register(self, t, v):
@@ -163,9 +179,19 @@ class Tracer:
         if e is not None:
             v, ver, n = e
             if ver[0] != n:
+                # written in place after it was registered: the value an in-place op rebound its
+                # array to (another tensor over the same array and version counter) is current
+                e2 = self.by_array.get(id(t.data))
+                if e2 is not None and e2[1] is ver and e2[2] == ver[0] and e2[0].shape == tuple(t.shape):
+                    return e2[0]
                 raise TraceError(
                     f"trace: a tensor of shape {tuple(t.shape)} was changed in place after it was made "
                     f"(at {user_frame()}); in-place updates cannot be traced yet, use the out-of-place op")
+            if self.overwritten and id(v.view_of or v) in self.overwritten:
+                raise TraceError(
+                    f"trace: a tensor of shape {tuple(t.shape)} shares memory with one an in-place op changed "
+                    f"in place after it was made (at {user_frame()}); a graph cannot follow writes through "
+                    "views, use the out-of-place op")
             return v
         g = self.graph
         dev = backend.device_of(t.data)
@@ -196,6 +222,42 @@ class Tracer:
             v = g.new_value(t.shape, t.dtype, dev, "constant", data=t.data.copy())
         self._register(t, v)
         return v
+
+    def rebind(self, t, array):
+        """After an in-place op wrote ``array`` (its result) into ``t``: ``t`` now stands for the
+        value that result has in the graph, so later ops read the new value. Only activations
+        (tensors made while tracing, gradients included) are rebound; their other aliases share
+        ``t``'s version counter, so reading one of them afterwards is the usual in-place
+        ``TraceError``. Writes into parameters and buffers are left to the end-of-trace checks."""
+        e = self.by_tensor.get(id(t)) or self.by_array.get(id(t.data))
+        if e is None or e[0].kind != "activation":
+            return
+        new = self.by_array.get(id(array))
+        if new is None or new[0].shape != tuple(t.shape) or new[0].dtype != t.dtype:
+            # a result no traced op made (a constant), or one cast or broadcast on the way in
+            src = self.value_of(_wrap_array(array)) if new is None else new[0]
+            if src.shape != tuple(t.shape) or src.dtype != t.dtype:
+                raise TraceError(f"trace: an in-place write into a tensor of shape {tuple(t.shape)} and dtype "
+                                 f"{t.dtype} from a result of shape {src.shape} and dtype {src.dtype} (a broadcast "
+                                 f"or cast on the way in) cannot be traced yet (at {user_frame()}); use the "
+                                 "out-of-place op")
+            v = src
+        else:
+            v = new[0]
+        old = e[0].view_of or e[0]
+        if (v.view_of or v) is old:
+            raise TraceError(f"trace: an in-place write of a view of a tensor (shape {tuple(t.shape)}) into that "
+                             f"tensor cannot be traced (at {user_frame()}); clone() the source first")
+        # the old memory is gone: reading it, or any view of it, later is an error
+        self.overwritten.add(id(old))
+        entry = (v, t._version, t._version[0])
+        self.by_tensor[id(t)] = entry
+        self.by_array[id(t.data)] = entry
+        self.keep.append(t)
+        p = self.prints.get(id(v))
+        if p is not None:  # check_unchanged now compares the tensor's own memory
+            d = t.data
+            self.prints[id(v)] = (d, d.reshape(-1)[::max(1, d.size // 16)].copy())
 
     def _backward_of(self, node, backward):
         """``backward`` noting that the ops it calls compute the gradient of ``node`` (memory
@@ -256,9 +318,11 @@ class Tracer:
         for i, o in enumerate(outs):
             v = g.new_value(o.shape, o.dtype, backend.device_of(o.data), "activation", producer=node, index=i)
             node.outputs.append(v)
-            if o.data.__class__ is np.ndarray and o.data.base is not None:  # a view: accounting charges its base
+            d = o.data
+            if d.__class__ is np.ndarray:  # a view, or an input handed back: accounting charges its base
                 for t, iv in zip(inputs, ins):
-                    if t.data.__class__ is np.ndarray and np.may_share_memory(o.data, t.data):
+                    td = t.data
+                    if td is d or (d.base is not None and td.__class__ is np.ndarray and np.may_share_memory(d, td)):
                         v.view_of = iv.view_of or iv
                         break
             self._register(o, v)
