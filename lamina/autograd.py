@@ -68,10 +68,10 @@ def _seed(t, g, i):
     if not t.requires_grad:
         raise RuntimeError(f"backward: element {i} of tensors does not require grad and has no grad_fn")
     if g is None:
-        if t.data.size != 1:
+        if t.array.size != 1:
             raise RuntimeError(f"backward: grad can be implicitly created only for scalar outputs, "
                                f"got shape {t.shape}; pass a gradient of that shape")
-        a = t.data
+        a = t.array
         return _wrap(backend.xp_of(a).ones(a.shape, dtype=a.dtype))
     if not isinstance(g, Tensor):
         g = Tensor(g, dtype=t.dtype, device=t.device)
@@ -124,7 +124,7 @@ def _execute(tensors, seeds, retain_graph, create_graph, targets):
     found = [None] * len(targets or ())
     # ids of gradient arrays a .grad must not take without a copy: the seeds (the caller may
     # hold them) and any array already handed to another .grad
-    owned = {id(g.data) for g in seeds}
+    owned = {id(g.array) for g in seeds}
     pending = {}  # node -> list of accumulated output gradients
     roots = []
     for t, g in zip(tensors, seeds):
@@ -261,8 +261,8 @@ def _call_backward(node, grads, wanted, anomaly, create_graph):
         if fast is None:
             res = node.backward(grads[0] if node.n_outputs == 1 else tuple(grads), *inputs)
         else:
-            g = grads[0].data if node.n_outputs == 1 else tuple([None if x is None else x.data for x in grads])
-            res = fast(g, *[t.data for t in inputs])
+            g = grads[0].array if node.n_outputs == 1 else tuple([None if x is None else x.array for x in grads])
+            res = fast(g, *[t.array for t in inputs])
             if res.__class__ is tuple or res.__class__ is list:
                 res = tuple([None if a is None else _wrap(a) for a in res])
             elif res is not None:
@@ -286,7 +286,7 @@ def _call_backward(node, grads, wanted, anomaly, create_graph):
         if not mask[i]:
             out[i] = None
             continue
-        gd, td = g.data, t.data
+        gd, td = g.array, t.array
         if gd.shape != td.shape:
             raise RuntimeError(f"{node.name}.backward: gradient for input {i} has shape {gd.shape}, "
                                f"expected {td.shape}")
@@ -299,7 +299,7 @@ def _call_backward(node, grads, wanted, anomaly, create_graph):
 
 def _check_finite_grad(node, i, g):
     xp = g.device.xp
-    if g.dtype.kind == "f" and not bool(xp.isfinite(g.data).all()):
+    if g.dtype.kind == "f" and not bool(xp.isfinite(g.array).all()):
         where = ("\nthe op was created at:\n" + "".join(node._trace)) if node._trace else ""
         raise RuntimeError(f"anomaly: backward of {node.name} returned NaN/Inf in the gradient "
                            f"of input {i} (shape {g.shape}){where}")
@@ -322,10 +322,10 @@ def _deliver(t, g, grad_mode, leaf_targets, found, owned, create_graph):
         # .grad must own its memory: optimisers update it in place, and the same gradient
         # array may have been handed to another input too (x + x, broadcast views, user seeds).
         if not create_graph:
-            a = g.data
+            a = g.array
             if a.base is not None or id(a) in owned or not a.flags.writeable:
                 g = g.clone()
-            owned.add(id(g.data))
+            owned.add(id(g.array))
             if g._node is not None:
                 g = g.detach()
         t.grad = g

@@ -19,7 +19,7 @@ _ndarray = np.ndarray
 
 
 class Tensor:
-    """An n-d array (``.data``: a NumPy or CuPy array) plus autograd state.
+    """An n-d array (``.array``: a NumPy or CuPy array) plus autograd state.
 
     ``Tensor(data, dtype=None, device=None, requires_grad=False)`` copies ``data`` like
     ``lamina.tensor``. Tensors made by ops carry ``grad_fn``, the op node that made them.
@@ -27,7 +27,7 @@ class Tensor:
 
     # ``_base`` (a view's (root tensor, replay)) and ``_views`` (a root's weak references to its
     # views) are set only on tensors that take part in views under grad mode; read with getattr.
-    __slots__ = ("data", "requires_grad", "grad", "_node", "_out_idx", "_version", "_hooks",
+    __slots__ = ("array", "requires_grad", "grad", "_node", "_out_idx", "_version", "_hooks",
                  "_post_hooks", "_base", "_views", "__weakref__")
     __array_priority__ = 1000  # NumPy defers to Tensor's reflected operators
 
@@ -36,34 +36,42 @@ class Tensor:
     def _init(self, array, requires_grad=False):
         """Set every field of a new leaf tensor around ``array`` (no copy). ``_wrap`` sets the same
         fields in the same one statement for tensors made by ops (the hot path)."""
-        self.data, self.requires_grad, self.grad, self._node, self._out_idx, self._version, self._hooks, \
+        self.array, self.requires_grad, self.grad, self._node, self._out_idx, self._version, self._hooks, \
             self._post_hooks = array, False, None, None, 0, [0], None, None
         if requires_grad:
             self.requires_grad_(True)
 
+    @property
+    def data(self):
+        return self.array
+
+    @data.setter
+    def data(self, value):
+        self.array = value
+
     # ------------------------------------------------------------ basic properties
     @property
     def shape(self) -> tuple:
-        return self.data.shape
+        return self.array.shape
 
 
     @property
     def ndim(self) -> int:
-        return self.data.ndim
+        return self.array.ndim
 
     def dim(self) -> int:
-        return self.data.ndim
+        return self.array.ndim
 
     def numel(self) -> int:
-        return self.data.size
+        return self.array.size
 
     @property
     def dtype(self):
-        return self.data.dtype
+        return self.array.dtype
 
     @property
     def device(self) -> backend.Device:
-        return backend.device_of(self.data)
+        return backend.device_of(self.array)
 
     @property
     def is_cuda(self) -> bool:
@@ -91,48 +99,48 @@ class Tensor:
 
     @property
     def nbytes(self) -> int:
-        return self.data.nbytes
+        return self.array.nbytes
 
     def element_size(self) -> int:
-        return self.data.itemsize
+        return self.array.itemsize
 
     def is_contiguous(self) -> bool:
-        return self.data.flags.c_contiguous
+        return self.array.flags.c_contiguous
 
     def is_floating_point(self) -> bool:
-        return backend.is_floating(self.data.dtype)
+        return backend.is_floating(self.array.dtype)
 
     # ------------------------------------------------------------ conversion
     def numpy(self) -> np.ndarray:
         """The data as a NumPy array (shared memory on CPU)."""
         if self.requires_grad:
             raise RuntimeError("numpy(): the tensor requires grad; call .detach().numpy() instead")
-        if type(self.data) is not _ndarray:
+        if type(self.array) is not _ndarray:
             raise TypeError(f"numpy(): the tensor is on {self.device}; call .cpu() first")
-        return self.data
+        return self.array
 
     def __array__(self, dtype=None, copy=None):
-        if type(self.data) is not _ndarray:
+        if type(self.array) is not _ndarray:
             raise TypeError(f"cannot convert a tensor on {self.device} to a NumPy array; call .cpu() first")
-        a = self.data
+        a = self.array
         if dtype is not None and a.dtype != dtype:
             return a.astype(dtype)
         return a.copy() if copy else a
 
     def __dlpack__(self, *args, **kwargs):
-        return self.data.__dlpack__(*args, **kwargs)
+        return self.array.__dlpack__(*args, **kwargs)
 
     def __dlpack_device__(self):
-        return self.data.__dlpack_device__()
+        return self.array.__dlpack_device__()
 
     def item(self):
-        if self.data.size != 1:
+        if self.array.size != 1:
             raise ValueError(f"item(): only a tensor with one element can be converted to a "
                              f"Python number, got shape {self.shape}")
-        return self.data.item()
+        return self.array.item()
 
     def tolist(self):
-        return self.data.tolist()
+        return self.array.tolist()
 
 
     def cpu(self):
@@ -168,7 +176,7 @@ class Tensor:
     # ------------------------------------------------------------ autograd
     def detach(self) -> "Tensor":
         """The same data, cut off from the graph (shares memory and version counter)."""
-        t = _wrap(self.data)
+        t = _wrap(self.array)
         t._version = self._version
         return t
 
@@ -178,7 +186,7 @@ class Tensor:
         return self
 
     def requires_grad_(self, requires_grad: bool = True) -> "Tensor":
-        if requires_grad and not backend.is_floating(self.data.dtype):
+        if requires_grad and not backend.is_floating(self.array.dtype):
             raise TypeError(f"requires_grad_: only floating-point tensors can require grad, got {self.dtype}")
         if not requires_grad and self._node is not None:
             raise RuntimeError("requires_grad_(False): only leaf tensors can stop requiring grad; use .detach()")
@@ -218,7 +226,7 @@ class Tensor:
                                f"{self._node.name}); detach() it first")
         new = type(self).__new__(type(self))
         memo[id(self)] = new
-        new._init(self.data.copy())
+        new._init(self.array.copy())
         new.requires_grad = self.requires_grad
         new.grad = None if self.grad is None else self.grad.__deepcopy__(memo)
         new._hooks = list(self._hooks) if self._hooks else None
@@ -227,13 +235,13 @@ class Tensor:
 
 
     def _alias(self) -> "Tensor":
-        t = _wrap(self.data, self._node, self._out_idx)
+        t = _wrap(self.array, self._node, self._out_idx)
         t.requires_grad = self.requires_grad
         t._version = self._version
         return t
 
     def _write(self, name, value):
-        a = self.data
+        a = self.array
         if value.shape != a.shape:
             raise ValueError(f"{name}: result of shape {value.shape} cannot be written into a tensor "
                              f"of shape {a.shape}")
@@ -251,20 +259,20 @@ class Tensor:
 
 
     def __len__(self):
-        if self.data.ndim == 0:
+        if self.array.ndim == 0:
             raise TypeError("len() of a 0-d tensor")
-        return self.data.shape[0]
+        return self.array.shape[0]
 
     def __iter__(self):
-        if self.data.ndim == 0:
+        if self.array.ndim == 0:
             raise TypeError("iteration over a 0-d tensor")
-        return (self[i] for i in range(self.data.shape[0]))
+        return (self[i] for i in range(self.array.shape[0]))
 
     def __bool__(self):
-        if self.data.size != 1:
-            raise RuntimeError(f"the truth value of a tensor with {self.data.size} elements is "
+        if self.array.size != 1:
+            raise RuntimeError(f"the truth value of a tensor with {self.array.size} elements is "
                                "ambiguous; use .any() or .all()")
-        return bool(self.data)
+        return bool(self.array)
 
     def __float__(self):
         return float(self.item())
@@ -273,7 +281,7 @@ class Tensor:
         return int(self.item())
 
     def __index__(self):
-        if self.data.dtype.kind not in "iu" or self.data.size != 1:
+        if self.array.dtype.kind not in "iu" or self.array.size != 1:
             raise TypeError(f"only integer tensors of one element can be used as an index, got "
                             f"{self.dtype} of shape {self.shape}")
         return int(self.item())
@@ -282,7 +290,7 @@ class Tensor:
         return _format(self)
 
     def __format__(self, spec):
-        if spec and self.data.size == 1:  # '{:.2f}'.format(loss) as with a Python number
+        if spec and self.array.size == 1:  # '{:.2f}'.format(loss) as with a Python number
             return format(self.item(), spec)
         return format(repr(self), spec)
 
@@ -304,7 +312,7 @@ def _wrap(data, node=None, idx=0) -> Tensor:
     if data.__class__ is not _ndarray and isinstance(data, np.generic):
         data = np.asarray(data)  # NumPy ufuncs turn 0-d arrays into scalars
     t = Tensor.__new__(Tensor)
-    t.data, t.requires_grad, t.grad, t._node, t._out_idx, t._version, t._hooks, t._post_hooks = (
+    t.array, t.requires_grad, t.grad, t._node, t._out_idx, t._version, t._hooks, t._post_hooks = (
         data, node is not None, None, node, idx, [0], None, None)
     return t
 
@@ -339,7 +347,7 @@ def _keep_old_value(node, alias) -> None:
     for i, t in enumerate(inputs):
         if t is not alias:
             continue
-        data = t.data.copy() if node.reads_input(i) else t.data
+        data = t.array.copy() if node.reads_input(i) else t.array
         kept = _wrap(data, t._node, t._out_idx)
         kept.requires_grad = t.requires_grad
         inputs[i], versions[i] = kept, 0
@@ -368,10 +376,10 @@ class _ViewWrite:
     def backward(self, g, old_root, new_view):
         g_root = None
         if self.needs_input_grad[0]:
-            xp = backend.xp_of(g.data)
+            xp = backend.xp_of(g.array)
             mask = xp.ones(g.shape, dtype=g.dtype)
             with _no_grad():
-                region = self.replay(_wrap(mask)).data
+                region = self.replay(_wrap(mask)).array
             if not xp.may_share_memory(region, mask):
                 raise RuntimeError("view_write: cannot locate the written region of the view in its base")
             region[...] = 0
@@ -413,7 +421,7 @@ class _HookHandle:
 
 
 def _format(t: Tensor) -> str:
-    a = t.data if type(t.data) is _ndarray else t.data.get()
+    a = t.array if type(t.array) is _ndarray else t.array.get()
     if a.dtype == backend.bfloat16:
         a = a.astype(np.float32)
     body = np.array2string(a, separator=", ", prefix="tensor(", precision=4,

@@ -25,8 +25,8 @@ class _Methods:
 
     def size(self, dim=None):
         if dim is None:
-            return self.data.shape
-        return self.data.shape[_ops.normalize_dim(dim, self.data.ndim, "size")]
+            return self.array.shape
+        return self.array.shape[_ops.normalize_dim(dim, self.array.ndim, "size")]
 
     def to(self, *args, dtype=None, device=None, copy=False):
         """``to(device)``, ``to(dtype)``, ``to(device, dtype)`` or ``to(other_tensor)``."""
@@ -83,7 +83,7 @@ class _Methods:
             alias = self._alias()
             res = fn(alias, *args, **kwargs)
             if res._node is None:  # a constant was written: keep a (zero-gradient) edge to the history
-                res = _ops.where(_wrap(backend.xp_of(res.data).asarray(True)), res, alias)
+                res = _ops.where(_wrap(backend.xp_of(res.array).asarray(True)), res, alias)
             _keep_old_value(res._node, alias)
         else:
             prev = _mode.enabled
@@ -92,7 +92,7 @@ class _Methods:
                 res = fn(self, *args, **kwargs)
             finally:
                 _mode.enabled = prev
-        self._write(name, res.data)
+        self._write(name, res.array)
         if recording:
             root = self if view is None else view[0]
             old_root = root._alias() if view is not None else None
@@ -180,10 +180,10 @@ class _Methods:
         if self._node is None and self.requires_grad and _mode.enabled:
             raise RuntimeError(f"fill_: a leaf tensor that requires grad (shape {self.shape}) "
                                "cannot be changed in place while grad mode is on")
-        if not self.data.flags.writeable:
+        if not self.array.flags.writeable:
             raise RuntimeError(f"fill_: the tensor (shape {self.shape}) is a read-only view, such as the "
                                "result of expand(); clone() it first")
-        self.data.fill(value)
+        self.array.fill(value)
         self._version[0] += 1
         return self
 
@@ -415,11 +415,11 @@ class _Methods:
     def tril(self, diagonal=0): return _ops.tril(self, diagonal)
     def triu(self, diagonal=0): return _ops.triu(self, diagonal)
     def clone(self): return _ops.clone(self)
-    def contiguous(self): return self if self.data.flags.c_contiguous else _ops.clone(self)
+    def contiguous(self): return self if self.array.flags.c_contiguous else _ops.clone(self)
 
     @property
     def T(self):
-        return _ops.permute(self, *range(self.data.ndim - 1, -1, -1))
+        return _ops.permute(self, *range(self.array.ndim - 1, -1, -1))
 
     @property
     def mT(self):

@@ -90,7 +90,7 @@ class Op:
             n = len(inputs)
             if n == 2:  # the common case, spelled out: binary ops dominate every model
                 a, b = inputs
-                arrays = (a.data, b.data)
+                arrays = (a.array, b.array)
                 if arrays[0].__class__ is not _ndarray or arrays[1].__class__ is not _ndarray:
                     _check_devices(self, arrays)
                 rec = (a.requires_grad or b.requires_grad) and mode.enabled and self.differentiable
@@ -98,12 +98,12 @@ class Op:
                     self.needs_input_grad = (a.requires_grad, b.requires_grad)
             elif n == 1:
                 x = inputs[0]
-                arrays = (x.data,)
+                arrays = (x.array,)
                 rec = x.requires_grad and mode.enabled and self.differentiable
                 if rec:
                     self.needs_input_grad = (True,)
             else:
-                arrays = [t.data for t in inputs]
+                arrays = [t.array for t in inputs]
                 c = arrays[0].__class__
                 for a in arrays:
                     if a.__class__ is not c or c is not _ndarray:
@@ -250,7 +250,7 @@ def as_tensor(value, like: Tensor) -> Tensor:
     """``value`` as a Tensor on ``like``'s device; Python numbers take a dtype per PyTorch's rules."""
     if isinstance(value, Tensor):
         return value
-    arr = like.data
+    arr = like.array
     if isinstance(value, (int, float, bool, np.generic)):
         dtype = backend.scalar_dtype(value, arr.dtype)
         xp = xp_of(arr)
@@ -267,7 +267,7 @@ def promote(a, b, opname: str, broadcast: bool = True):
     With ``broadcast`` (elementwise ops) their shapes must broadcast against each other.
     """
     if a.__class__ is Tensor and b.__class__ is Tensor:
-        ad, bd = a.data, b.data
+        ad, bd = a.array, b.array
         if ad.dtype is bd.dtype and ad.shape == bd.shape:  # nothing to convert or check
             return a, b
     else:
@@ -278,7 +278,7 @@ def promote(a, b, opname: str, broadcast: bool = True):
             a = as_tensor(a, b)
         elif not isinstance(b, Tensor):
             b = as_tensor(b, a)
-    ad, bd = a.data, b.data
+    ad, bd = a.array, b.array
     if broadcast and ad.shape != bd.shape and not _broadcastable(ad.shape, bd.shape):
         check_broadcast(opname, a, b)
     da, db = ad.dtype, bd.dtype
@@ -330,5 +330,5 @@ def normalize_dims(dim, ndim: int, opname: str) -> tuple:
 
 
 def check_float(t: Tensor, opname: str) -> None:
-    if not _is_float(t.data):
+    if not _is_float(t.array):
         raise TypeError(f"{opname}: expected a floating-point tensor, got dtype {t.dtype}")

@@ -66,7 +66,7 @@ def _masked(g, keep):
     ``where``; a product would turn an infinite or NaN gradient at a masked-out position into
     NaN, so those (rare) gradients take ``where``.
     """
-    a = g.data
+    a = g.array
     if type(a) is np.ndarray and np.isfinite(a).all():
         return g * keep
     return where(keep, g, 0.0)
@@ -189,10 +189,10 @@ class Tanh(Op):
 
     def backward_arrays(self, g, x):
         if type(g) is np.ndarray:
-            dx = _kernels.tanh_backward(g, self.output().data)
+            dx = _kernels.tanh_backward(g, self.output().array)
             if dx is not None:
                 return dx
-        return self.backward(_wrap(g), _wrap(x)).data
+        return self.backward(_wrap(g), _wrap(x)).array
 
 
 class Sigmoid(Op):
@@ -217,10 +217,10 @@ class Sigmoid(Op):
 
     def backward_arrays(self, g, x):
         if type(g) is np.ndarray:
-            dx = _kernels.sigmoid_backward(g, self.output().data)
+            dx = _kernels.sigmoid_backward(g, self.output().array)
             if dx is not None:
                 return dx
-        return self.backward(_wrap(g), _wrap(x)).data
+        return self.backward(_wrap(g), _wrap(x)).array
 
 
 class Relu(Op):
@@ -239,10 +239,10 @@ class Relu(Op):
 
     def backward_arrays(self, g, x):
         if type(g) is np.ndarray:
-            dx = _kernels.relu_backward(g, self.output().data)  # output > 0 exactly where input > 0
+            dx = _kernels.relu_backward(g, self.output().array)  # output > 0 exactly where input > 0
             if dx is not None:
                 return dx
-        return self.backward(_wrap(g), _wrap(x)).data
+        return self.backward(_wrap(g), _wrap(x)).array
 
 
 class LeakyRelu(Op):
@@ -265,7 +265,7 @@ class LeakyRelu(Op):
             dx = _kernels.leaky_relu_backward(g, x, self.negative_slope)
             if dx is not None:
                 return dx
-        return self.backward(_wrap(g), _wrap(x)).data
+        return self.backward(_wrap(g), _wrap(x)).array
 
 
 class Erf(Op):
@@ -328,7 +328,7 @@ class Gelu(Op):
             if dx is not None:
                 return dx
         if self.approximate == "tanh":
-            return None if g is None else self.backward(_wrap(g), _wrap(x)).data
+            return None if g is None else self.backward(_wrap(g), _wrap(x)).array
         # g (Phi + x phi), reusing Phi(x) from forward
         xa = x.reshape(-1)  # 1-d: in-place passes need arrays, 0-d arithmetic gives scalars
         xp = xp_of(xa)
@@ -364,7 +364,7 @@ class Silu(Op):
             dx = _kernels.silu_backward(g, x)
             if dx is not None:
                 return dx
-        return self.backward(_wrap(g), _wrap(x)).data
+        return self.backward(_wrap(g), _wrap(x)).array
 
 
 class Clamp(Op):

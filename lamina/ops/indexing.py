@@ -126,7 +126,7 @@ class IndexPut(Op):
 def getitem(x, index):
     spec, tensors = _split_index(index, x, "getitem")
     out = GetItem(spec)(x, *tensors)
-    if not tensors and xp_of(x.data).may_share_memory(out.data, x.data):
+    if not tensors and xp_of(x.array).may_share_memory(out.array, x.array):
         out._version = x._version  # a basic index gives a view
         if _mode.enabled:
             _register_view(out, x, lambda b: GetItem(spec)(b))

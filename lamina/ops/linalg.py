@@ -55,13 +55,13 @@ def matmul(a, b):
     """``a @ b``: 1-D operands are vectors; leading dims broadcast as batch dims. Both operands
     must have one dtype (PyTorch does not promote here either)."""
     if a.__class__ is Tensor and b.__class__ is Tensor:  # nothing to promote: only check the dtypes
-        ad, bd = a.data, b.data
+        ad, bd = a.array, b.array
         if ad.dtype is not bd.dtype and ad.dtype != bd.dtype:
             raise TypeError(f"matmul: expected both operands to have the same dtype, got {a.dtype} (shape "
                             f"{a.shape}) and {b.dtype} (shape {b.shape}); convert one with .to(dtype)")
     else:
         a, b = promote(a, b, "matmul", broadcast=False)
-        ad, bd = a.data, b.data
+        ad, bd = a.array, b.array
     if ad.ndim == 0 or bd.ndim == 0:
         raise ValueError(f"matmul: both operands need at least 1 dim, got shapes {a.shape} and {b.shape}")
     k_a = ad.shape[-1]

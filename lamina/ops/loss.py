@@ -89,4 +89,4 @@ class CrossEntropy(Op):
             # the kernel's gradient is for an upstream gradient of 1 (of 1 per row for 'none')
             return grad * (g.reshape(-1, 1) if self.reduction == "none" else g), None
         args = (_wrap(x), _wrap(target)) + ((_wrap(weight),) if weight is not None else ())
-        return tuple(None if r is None else r.data for r in self.backward(_wrap(g), *args))
+        return tuple(None if r is None else r.array for r in self.backward(_wrap(g), *args))

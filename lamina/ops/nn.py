@@ -38,7 +38,7 @@ class Softmax(Op):
         return gy - y * gy.sum(dim=self.dim, keepdim=True)
 
     def backward_arrays(self, g, x):
-        y = self.output().data
+        y = self.output().array
         if type(g) is np.ndarray and self.dim == y.ndim - 1:
             dx = _kernels.softmax_backward(g, y)
             if dx is not None:
@@ -70,7 +70,7 @@ class LogSoftmax(Op):
         return g - exp(self.output()) * g.sum(dim=self.dim, keepdim=True)
 
     def backward_arrays(self, g, x):
-        y = self.output().data
+        y = self.output().array
         if type(g) is np.ndarray and self.dim == y.ndim - 1:
             dx = _kernels.log_softmax_backward(g, y)
             if dx is not None:
@@ -157,7 +157,7 @@ class Embedding(Op):
             dw = _kernels.embedding_backward(g, index, weight.shape[0], self.padding_idx)
             if dw is not None:
                 return dw, None
-        return tuple(None if r is None else r.data for r in self.backward(_wrap(g), _wrap(weight), _wrap(index)))
+        return tuple(None if r is None else r.array for r in self.backward(_wrap(g), _wrap(weight), _wrap(index)))
 
 
 def embedding(index, weight, padding_idx=None):
@@ -170,7 +170,7 @@ def embedding(index, weight, padding_idx=None):
         raise ValueError(f"embedding: index on {index.device} but weight on {weight.device}")
     n = weight.shape[0]
     if index.numel() and index.device.type == "cpu":
-        lo, hi = int(index.data.min()), int(index.data.max())
+        lo, hi = int(index.array.min()), int(index.array.max())
         if lo < 0 or hi >= n:
             raise IndexError(f"embedding: index out of range [0, {n}) for weight of shape {weight.shape}: "
                              f"got values in [{lo}, {hi}]")

@@ -412,12 +412,12 @@ def _on_tensors(bptt, grads, *args):
     """Run a Tensor-op backward on raw arrays (the engine's first-order path): raw gradients and
     inputs in, raw gradients out. No graph is recorded (the engine runs it with grad mode off)."""
     out = bptt(tuple(None if g is None else _wrap(g) for g in grads), *args)
-    return tuple(None if g is None else g.data for g in out)
+    return tuple(None if g is None else g.array for g in out)
 
 
 def _composite_masks(xg, lengths):
     """Per-step (B, 1) bool Tensors (None where every sequence runs) and the raw (T, B, 1) mask."""
-    masks, V = _step_masks(xp_of(xg.data), None if lengths is None else lengths.data, xg.shape[0])
+    masks, V = _step_masks(xp_of(xg.array), None if lengths is None else lengths.array, xg.shape[0])
     return [None if m is None else _wrap(m) for m in masks], V
 
 
@@ -466,7 +466,7 @@ def _check(opname, xg, w_hh, h0, gates, lengths, extra=()):
     if lengths.dtype.kind not in "iu" or lengths.shape != (B,):
         raise ValueError(f"{opname}: lengths must be integers of shape ({B},) for xg of shape {xg.shape}, "
                          f"got {lengths.dtype} of shape {lengths.shape}")
-    host = backend.to_device(lengths.data, backend.cpu)
+    host = backend.to_device(lengths.array, backend.cpu)
     if B and (host.min() < 1 or host.max() > T):
         raise ValueError(f"{opname}: lengths must be in [1, {T}] for xg of shape {xg.shape}, got values in "
                          f"[{host.min()}, {host.max()}]")

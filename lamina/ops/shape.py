@@ -21,7 +21,7 @@ from .indexing import index_select
 def _share_version(out: Tensor, x: Tensor, replay=None) -> Tensor:
     """Give a view its input's version counter; under grad mode also note how to remake the view
     from its input (``replay``), so in-place writes through either rebase the other's history."""
-    if xp_of(x.data).may_share_memory(out.data, x.data):
+    if xp_of(x.array).may_share_memory(out.array, x.array):
         out._version = x._version
         if replay is not None and _mode.enabled:
             _register_view(out, x, replay)
@@ -111,7 +111,7 @@ def permute(x, *dims):
 
 
 def transpose(x, dim0, dim1):
-    nd = x.data.ndim
+    nd = x.array.ndim
     d0, d1 = normalize_dim(dim0, nd, "transpose"), normalize_dim(dim1, nd, "transpose")
     if d0 == d1:
         return x

@@ -135,7 +135,7 @@ def multinomial(probs, num_samples, replacement=False, generator=None):
     if num_samples < 1:
         raise ValueError(f"multinomial: num_samples must be positive, got {num_samples}")
     if probs.device.type == "cpu":
-        data = probs.data
+        data = probs.array
         if (data < 0).any() or not backend.xp_of(data).isfinite(data).all():
             raise ValueError("multinomial: probabilities must be finite and non-negative")
         if (data.sum(axis=-1) <= 0).any():
