@@ -88,6 +88,9 @@ class Neg(Op):
     def backward(self, g, x):
         return -g
 
+    def onnx(self, g, x):
+        return g.op("Neg", [x])
+
 
 class Abs(Op):
     def forward(self, x):
@@ -95,6 +98,9 @@ class Abs(Op):
 
     def backward(self, g, x):
         return g * sign(x)
+
+    def onnx(self, g, x):
+        return g.op("Abs", [x])
 
 
 class Sign(Op):
@@ -105,6 +111,9 @@ class Sign(Op):
 
     def backward(self, g, x):
         return g * 0.0
+
+    def onnx(self, g, x):
+        return g.op("Sign", [x])
 
 
 class Exp(Op):
@@ -117,6 +126,9 @@ class Exp(Op):
     def backward(self, g, x):
         return g * self.output()
 
+    def onnx(self, g, x):
+        return g.op("Exp", [x])
+
 
 class Log(Op):
     def forward(self, x):
@@ -125,6 +137,9 @@ class Log(Op):
     def backward(self, g, x):
         return g / x
 
+    def onnx(self, g, x):
+        return g.op("Log", [x])
+
 
 class Log1p(Op):
     def forward(self, x):
@@ -132,6 +147,9 @@ class Log1p(Op):
 
     def backward(self, g, x):
         return g / (x + 1.0)
+
+    def onnx(self, g, x):
+        return g.op("Log", [g.op("Add", [x, g.scalar(1, g.out_dtype())])])
 
 
 class Sqrt(Op):
@@ -144,6 +162,9 @@ class Sqrt(Op):
     def backward(self, g, x):
         return g / (self.output() * 2.0)
 
+    def onnx(self, g, x):
+        return g.op("Sqrt", [x])
+
 
 class Rsqrt(Op):
     save_output = True
@@ -155,6 +176,9 @@ class Rsqrt(Op):
     def backward(self, g, x):
         return g * self.output() / x * -0.5
 
+    def onnx(self, g, x):
+        return g.op("Reciprocal", [g.op("Sqrt", [x])])
+
 
 class Sin(Op):
     def forward(self, x):
@@ -163,6 +187,9 @@ class Sin(Op):
     def backward(self, g, x):
         return g * cos(x)
 
+    def onnx(self, g, x):
+        return g.op("Sin", [x])
+
 
 class Cos(Op):
     def forward(self, x):
@@ -170,6 +197,9 @@ class Cos(Op):
 
     def backward(self, g, x):
         return -(g * sin(x))
+
+    def onnx(self, g, x):
+        return g.op("Cos", [x])
 
 
 class Tanh(Op):
@@ -193,6 +223,9 @@ class Tanh(Op):
             if dx is not None:
                 return dx
         return self.backward(_wrap(g), _wrap(x)).array
+
+    def onnx(self, g, x):
+        return g.op("Tanh", [x])
 
 
 class Sigmoid(Op):
@@ -222,6 +255,9 @@ class Sigmoid(Op):
                 return dx
         return self.backward(_wrap(g), _wrap(x)).array
 
+    def onnx(self, g, x):
+        return g.op("Sigmoid", [x])
+
 
 class Relu(Op):
     save_output = True
@@ -243,6 +279,9 @@ class Relu(Op):
             if dx is not None:
                 return dx
         return self.backward(_wrap(g), _wrap(x)).array
+
+    def onnx(self, g, x):
+        return g.op("Relu", [x])
 
 
 class LeakyRelu(Op):
@@ -267,6 +306,9 @@ class LeakyRelu(Op):
                 return dx
         return self.backward(_wrap(g), _wrap(x)).array
 
+    def onnx(self, g, x):
+        return g.op("LeakyRelu", [x], alpha=float(self.negative_slope))
+
 
 class Erf(Op):
     def forward(self, x):
@@ -274,6 +316,9 @@ class Erf(Op):
 
     def backward(self, g, x):
         return g * exp(-(x * x)) * _TWO_OVER_SQRT_PI
+
+    def onnx(self, g, x):
+        return g.op("Erf", [x])
 
 
 class Gelu(Op):
@@ -342,6 +387,19 @@ class Gelu(Op):
         pdf *= g.reshape(-1)
         return pdf.reshape(x.shape)
 
+    def onnx(self, g, x):
+        if g.opset >= 20:
+            return g.op("Gelu", [x], approximate=self.approximate)
+        dt = g.out_dtype()
+        if self.approximate == "tanh":  # 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+            cube = g.op("Mul", [g.op("Mul", [x, x]), x])
+            inner = g.op("Add", [x, g.op("Mul", [cube, g.scalar(0.044715, dt)])])
+            t = g.op("Tanh", [g.op("Mul", [inner, g.scalar((2 / 3.141592653589793) ** 0.5, dt)])])
+        else:  # 0.5 x (1 + erf(x / sqrt 2))
+            t = g.op("Erf", [g.op("Mul", [x, g.scalar(0.5 ** 0.5, dt)])])
+        half_x = g.op("Mul", [x, g.scalar(0.5, dt)])
+        return g.op("Mul", [half_x, g.op("Add", [t, g.scalar(1, dt)])])
+
 
 class Silu(Op):
     def forward(self, x):
@@ -366,6 +424,9 @@ class Silu(Op):
                 return dx
         return self.backward(_wrap(g), _wrap(x)).array
 
+    def onnx(self, g, x):
+        return g.op("Mul", [x, g.op("Sigmoid", [x])])
+
 
 class Clamp(Op):
     def __init__(self, min, max):
@@ -383,6 +444,11 @@ class Clamp(Op):
             keep = hi if keep is None else keep & hi
         return _masked(g, keep)
 
+    def onnx(self, g, x):
+        dt = g.out_dtype()
+        return g.op("Clip", [x, None if self.min is None else g.scalar(self.min, dt),
+                             None if self.max is None else g.scalar(self.max, dt)])
+
 
 # ---------------------------------------------------------------- binary
 
@@ -396,6 +462,9 @@ class Add(Op):
         na, nb = self.needs_input_grad
         return (unbroadcast(g, a.shape) if na else None), (unbroadcast(g, b.shape) if nb else None)
 
+    def onnx(self, g, a, b):
+        return g.op("Add", g.cast_inputs([a, b]))
+
 
 class Sub(Op):
     needs_inputs = False
@@ -406,6 +475,9 @@ class Sub(Op):
     def backward(self, g, a, b):
         na, nb = self.needs_input_grad
         return (unbroadcast(g, a.shape) if na else None), (unbroadcast(-g, b.shape) if nb else None)
+
+    def onnx(self, g, a, b):
+        return g.op("Sub", g.cast_inputs([a, b]))
 
 
 class Mul(Op):
@@ -418,6 +490,9 @@ class Mul(Op):
     def backward(self, g, a, b):
         na, nb = self.needs_input_grad
         return (unbroadcast(g * b, a.shape) if na else None), (unbroadcast(g * a, b.shape) if nb else None)
+
+    def onnx(self, g, a, b):
+        return g.op("Mul", g.cast_inputs([a, b]))
 
 
 class Div(Op):
@@ -432,6 +507,9 @@ class Div(Op):
         ga = unbroadcast(g / b, a.shape) if na else None
         gb = unbroadcast(-(g * a) / (b * b), b.shape) if nb else None
         return ga, gb
+
+    def onnx(self, g, a, b):
+        return g.op("Div", g.cast_inputs([a, b]))
 
 
 class Pow(Op):
@@ -449,6 +527,9 @@ class Pow(Op):
             gb = unbroadcast(where(a == 0, 0.0, g * out * log(where(a == 0, 1.0, a))), b.shape)
         return ga, gb
 
+    def onnx(self, g, a, b):
+        return g.op("Pow", g.cast_inputs([a, b]))
+
 
 class Maximum(Op):
     def forward(self, a, b):
@@ -462,6 +543,9 @@ class Maximum(Op):
         gb = unbroadcast(_masked(g, b > a) + tie, b.shape) if nb else None
         return ga, gb
 
+    def onnx(self, g, a, b):
+        return g.op("Max", g.cast_inputs([a, b]))
+
 
 class Minimum(Op):
     def forward(self, a, b):
@@ -474,6 +558,9 @@ class Minimum(Op):
         gb = unbroadcast(_masked(g, b < a) + tie, b.shape) if nb else None
         return ga, gb
 
+    def onnx(self, g, a, b):
+        return g.op("Min", g.cast_inputs([a, b]))
+
 
 class Where(Op):
     def forward(self, cond, a, b):
@@ -484,6 +571,11 @@ class Where(Op):
         ga = unbroadcast(_masked(g, cond), a.shape) if na else None
         gb = unbroadcast(_masked(g, ~cond), b.shape) if nb else None
         return None, ga, gb
+
+    def onnx(self, g, cond, a, b):
+        cond = g.cast(cond, g.in_dtype(0), bool)
+        a, b = (g.cast(n, g.in_dtype(i), g.out_dtype()) for i, n in ((1, a), (2, b)))
+        return g.op("Where", [cond, a, b])
 
 
 class Remainder(Op):
@@ -498,12 +590,24 @@ class Remainder(Op):
         gb = unbroadcast(-(g * floor_divide(a, b)), b.shape) if nb else None
         return ga, gb
 
+    def onnx(self, g, a, b):
+        a, b = g.cast_inputs([a, b])
+        if g.out_dtype().kind in "iu":  # Mod with fmod=0 takes the divisor's sign, as Python's %
+            return g.op("Mod", [a, b], fmod=0)
+        return g.op("Sub", [a, g.op("Mul", [g.op("Floor", [g.op("Div", [a, b])]), b])])
+
 
 class FloorDivide(Op):
     differentiable = False
 
     def forward(self, a, b):
         return xp_of(a).floor_divide(a, b)
+
+    def onnx(self, g, a, b):
+        a, b = g.cast_inputs([a, b])
+        if g.out_dtype().kind in "iu":  # integer Div truncates; (a - a mod b) / b is exact and floors
+            return g.op("Div", [g.op("Sub", [a, g.op("Mod", [a, b], fmod=0)]), b])
+        return g.op("Floor", [g.op("Div", [a, b])])
 
 
 # ---------------------------------------------------------------- comparisons and logic (no gradient)
@@ -514,6 +618,19 @@ class _Compare(Op):
 
     def forward(self, a, b):
         return getattr(xp_of(a), self.ufunc)(a, b)
+
+    # the ONNX operator of each ufunc; not_equal is Equal then Not
+    onnx_ops = {"equal": "Equal", "not_equal": "Equal", "less": "Less", "less_equal": "LessOrEqual",
+                "greater": "Greater", "greater_equal": "GreaterOrEqual", "logical_and": "And",
+                "logical_or": "Or", "logical_xor": "Xor"}
+
+    def onnx(self, g, a, b):
+        if self.ufunc.startswith("logical_"):
+            a, b = g.cast_inputs([a, b], bool)
+        else:
+            a, b = g.cast_inputs([a, b], backend.result_type(g.in_dtype(0), g.in_dtype(1)))
+        y = g.op(self.onnx_ops[self.ufunc], [a, b])
+        return g.op("Not", [y]) if self.ufunc == "not_equal" else y
 
 
 def _comparison(name: str, ufunc: str) -> type:
@@ -538,6 +655,9 @@ class LogicalNot(Op):
     def forward(self, x):
         return xp_of(x).logical_not(x)
 
+    def onnx(self, g, x):
+        return g.op("Not", g.cast_inputs([x], bool))
+
 
 class IsNan(Op):
     differentiable = False
@@ -545,12 +665,18 @@ class IsNan(Op):
     def forward(self, x):
         return xp_of(x).isnan(x)
 
+    def onnx(self, g, x):
+        return g.op("IsNaN", [x])
+
 
 class IsFinite(Op):
     differentiable = False
 
     def forward(self, x):
         return xp_of(x).isfinite(x)
+
+    def onnx(self, g, x):
+        return g.op("Not", [g.op("Or", [g.op("IsNaN", [x]), g.op("IsInf", [x])])])
 
 
 # ---------------------------------------------------------------- functions
@@ -722,6 +848,12 @@ class Logit(Op):
         if self.eps is None:
             return d
         return where((x < self.eps) | (x > 1 - self.eps), 0.0, d)
+
+    def onnx(self, g, x):
+        dt = g.out_dtype()
+        if self.eps is not None:
+            x = g.op("Clip", [x, g.scalar(self.eps, dt), g.scalar(1 - self.eps, dt)])
+        return g.op("Log", [g.op("Div", [x, g.op("Sub", [g.scalar(1, dt), x])])])
 
 
 def logit(x, eps=None):

@@ -88,6 +88,9 @@ class GetItem(Op):
         base = g.new_zeros(x.shape)
         return (IndexPut(self.spec, True)(base, g, *index_tensors),) + (None,) * len(index_tensors)
 
+    def onnx(self, g, x, *index):
+        return g.getitem(self.spec, g.twin_attr("spec"), x, index)
+
 
 class IndexPut(Op):
     """``x`` with ``values`` written (or, with ``accumulate``, added) at ``index``."""
@@ -188,6 +191,9 @@ class Gather(Op):
     def backward(self, g, x, index):
         return ScatterAdd(self.dim)(g.new_zeros(x.shape), index, g), None
 
+    def onnx(self, g, x, index):
+        return g.op("GatherElements", [x, index], axis=self.dim)
+
 
 class ScatterAdd(Op):
     needs_inputs = False
@@ -213,6 +219,9 @@ class ScatterAdd(Op):
             if gsrc.shape != src.shape:
                 gsrc = _pad_to(gsrc, src.shape)
         return (g if nx else None), None, gsrc
+
+    def onnx(self, g, x, index, src):
+        return g.op("ScatterElements", [x, index, src], axis=self.dim, reduction="add")
 
 
 def _pad_to(g, shape):
@@ -266,6 +275,9 @@ class IndexSelect(Op):
     def backward(self, g, x, index):
         return IndexAdd(self.dim)(g.new_zeros(x.shape), index, g), None
 
+    def onnx(self, g, x, index):
+        return g.op("Gather", [x, index], axis=self.dim)
+
 
 class IndexAdd(Op):
     needs_inputs = False
@@ -315,6 +327,9 @@ class OneHot(Op):
     def forward(self, index):
         xp = xp_of(index)
         return (index[..., None] == xp.arange(self.num_classes)).astype(backend.int64)
+
+    def onnx(self, g, index):
+        return g.op("OneHot", [index, g.scalar(self.num_classes, "int64"), g.ints([0, 1])], axis=-1)
 
 
 def one_hot(index, num_classes=-1):

@@ -49,6 +49,9 @@ class MatMul(Op):
             gb = unbroadcast(a2.mT @ g2, b2.shape).reshape(b.shape)
         return ga, gb
 
+    def onnx(self, g, a, b):
+        return g.op("MatMul", g.cast_inputs([a, b]))
+
 
 @autocast_op("matmul")
 def matmul(a, b):
@@ -101,6 +104,12 @@ class Linear(Op):
         if b is not None and needs[2]:
             gb = g.reshape(-1, g.shape[-1]).sum(dim=0)
         return (gx, gw) if b is None else (gx, gw, gb)
+
+    def onnx(self, g, x, w, b=None):
+        if len(g.in_shape(0)) == 2:
+            return g.op("Gemm", [x, w] + ([b] if b is not None else []), transB=1)
+        y = g.op("MatMul", [x, g.op("Transpose", [w], perm=[1, 0])])
+        return y if b is None else g.op("Add", [y, b])
 
 
 @autocast_op("linear")

@@ -47,6 +47,9 @@ class Softmax(Op):
         gy -= y * gy.sum(axis=self.dim, keepdims=True)
         return gy
 
+    def onnx(self, g, x):
+        return g.op("Softmax", [x], axis=self.dim)
+
 
 class LogSoftmax(Op):
     save_output = True
@@ -78,6 +81,9 @@ class LogSoftmax(Op):
         e = xp_of(y).exp(y)
         e *= g.sum(axis=self.dim, keepdims=True)
         return g - e
+
+    def onnx(self, g, x):
+        return g.op("LogSoftmax", [x], axis=self.dim)
 
 
 @autocast_op("softmax")
@@ -120,6 +126,10 @@ class Dropout(Op):
     def backward(self, g, x):
         return g * _wrap(self.saved)
 
+    def onnx(self, g, x):
+        # exported models run inference, where dropout passes its input through
+        return g.op("Identity", [x])
+
 
 def dropout(x, p=0.5, training=True, generator=None):
     """Dropout; the identity when ``training`` is False or p == 0."""
@@ -158,6 +168,9 @@ class Embedding(Op):
             if dw is not None:
                 return dw, None
         return tuple(None if r is None else r.array for r in self.backward(_wrap(g), _wrap(weight), _wrap(index)))
+
+    def onnx(self, g, weight, index):
+        return g.op("Gather", [weight, index], axis=0)
 
 
 def embedding(index, weight, padding_idx=None):
@@ -287,6 +300,12 @@ class LayerNorm(Op):
         if b is not None:
             out += (gb.reshape(shape_w) if gb is not None else None,)
         return out
+
+    def onnx(self, g, x, w=None, b=None):
+        if w is None:
+            w = g.full(g.in_shape(0)[-self.k:], 1, g.in_dtype(0))
+        return g.op("LayerNormalization", [x, w] + ([b] if b is not None else []), axis=-self.k,
+                    epsilon=float(self.eps))
 
 
 @autocast_op("layer_norm")

@@ -45,6 +45,13 @@ class Sum(Op):
     def backward(self, g, x):
         return _expand_grad(g, x.shape, self.dims, self.keepdim)
 
+    def onnx(self, g, x):
+        x = g.cast(x, g.in_dtype(0), g.out_dtype())  # a bool or int sum (or dtype=) accumulates in the result type
+        if self.dims == ():
+            return g.op("Identity", [x])
+        dims = range(len(g.in_shape(0))) if self.dims is None else self.dims
+        return g.reduce("ReduceSum", x, dims, self.keepdim)
+
 
 class Mean(Op):
     needs_inputs = False
@@ -58,6 +65,12 @@ class Mean(Op):
     def backward(self, g, x):
         n = _count(x.shape, self.dims)
         return _expand_grad(g * (1.0 / n if n else float("nan")), x.shape, self.dims, self.keepdim)
+
+    def onnx(self, g, x):
+        if self.dims == ():
+            return g.op("Identity", [x])
+        dims = range(len(g.in_shape(0))) if self.dims is None else self.dims
+        return g.reduce("ReduceMean", x, dims, self.keepdim)
 
 
 class Amax(Op):
@@ -80,6 +93,12 @@ class Amax(Op):
         hit = (x == out).to(g.dtype)
         share = hit / hit.sum(dim=self.dims, keepdim=True)
         return _expand_grad(g, x.shape, self.dims, self.keepdim) * share
+
+    def onnx(self, g, x):
+        if self.dims == ():
+            return g.op("Identity", [x])
+        dims = range(len(g.in_shape(0))) if self.dims is None else self.dims
+        return g.reduce("ReduceMax" if type(self).__name__ == "Amax" else "ReduceMin", x, dims, self.keepdim)
 
 
 class Amin(Amax):
@@ -115,6 +134,12 @@ class MaxDim(Op):
         base = g.new_zeros(x.shape)
         return scatter_add(base, self.dim, idx, g)
 
+    def onnx(self, g, x):
+        is_max = type(self).__name__ == "MaxDim"
+        values = g.reduce("ReduceMax" if is_max else "ReduceMin", x, [self.dim], self.keepdim)
+        index = g.op("ArgMax" if is_max else "ArgMin", [x], axis=self.dim, keepdims=int(self.keepdim))
+        return [values, index]
+
 
 class MinDim(MaxDim):
     reduce = "argmin"
@@ -146,6 +171,12 @@ class Prod(Op):
                        where(n_zero == 1, one_zero, where(n_zero == 2, two_zeros, 0.0)))
         return _expand_grad(g, x.shape, self.dims, self.keepdim) * others
 
+    def onnx(self, g, x):
+        if self.dims == ():
+            return g.op("Identity", [x])
+        dims = range(len(g.in_shape(0))) if self.dims is None else self.dims
+        return g.reduce("ReduceProd", g.cast(x, g.in_dtype(0), g.out_dtype()), dims, self.keepdim)
+
 
 class Argmax(Op):
     differentiable = False
@@ -164,6 +195,13 @@ class Argmax(Op):
             return xp_of(x).asarray(out, dtype=backend.int64)
         out = getattr(x, self.reduce)(axis=self.dim, keepdims=self.keepdim)
         return out.astype(backend.int64, copy=False)
+
+    def onnx(self, g, x):
+        kind = "ArgMax" if self.reduce == "argmax" else "ArgMin"
+        if self.dim is not None:
+            return g.op(kind, [x], axis=self.dim, keepdims=int(self.keepdim))
+        y = g.op(kind, [g.op("Reshape", [x, g.ints([-1])])], axis=0, keepdims=0)
+        return g.op("Reshape", [y, g.ints(g.out_shape())]) if self.keepdim else y
 
 
 class Argmin(Argmax):
@@ -187,6 +225,16 @@ class Var(Op):
         scale = 2.0 / (n - self.correction) if n > self.correction else float("nan")
         return _expand_grad(g, x.shape, self.dims, self.keepdim) * centered * scale
 
+    def onnx(self, g, x):
+        dims = list(range(len(g.in_shape(0))) if self.dims is None else self.dims)
+        n = 1
+        for d in dims:
+            n *= g.in_shape(0)[d]
+        centered = g.op("Sub", [x, g.reduce("ReduceMean", x, dims, True)])
+        total = g.reduce("ReduceSum", g.op("Mul", [centered, centered]), dims, self.keepdim)
+        denom = n - self.correction
+        return g.op("Div", [total, g.scalar(denom if denom > 0 else float("nan"), g.out_dtype())])
+
 
 class Logsumexp(Op):
     save_output = True
@@ -209,6 +257,14 @@ class Logsumexp(Op):
             out = out.reshape(_kept_shape(x.shape, self.dims))
         return _expand_grad(g, x.shape, self.dims, self.keepdim) * exp(x - out)
 
+    def onnx(self, g, x):
+        # max-shifted, as forward: exp of large logits would overflow
+        m = g.reduce("ReduceMax", x, self.dims, True)
+        m = g.op("Where", [g.op("IsInf", [m]), g.scalar(0, g.in_dtype(0)), m])
+        s = g.reduce("ReduceSum", g.op("Exp", [g.op("Sub", [x, m])]), self.dims, True)
+        y = g.op("Add", [g.op("Log", [s]), m])
+        return y if self.keepdim else g.op("Squeeze", [y, g.ints(self.dims)])
+
 
 class All(Op):
     differentiable = False
@@ -219,6 +275,13 @@ class All(Op):
 
     def forward(self, x):
         return getattr(x.astype(bool, copy=False), self.reduce)(axis=self.dims, keepdims=self.keepdim)
+
+    def onnx(self, g, x):
+        # ONNX reduces no bools: nonzero as int32 1, then the min (all) or max (any)
+        x = g.cast(g.cast(x, g.in_dtype(0), bool), bool, "int32")
+        dims = range(len(g.in_shape(0))) if self.dims is None else self.dims
+        y = g.reduce("ReduceMin" if self.reduce == "all" else "ReduceMax", x, dims, self.keepdim)
+        return g.cast(y, "int32", bool)
 
 
 class Any(All):

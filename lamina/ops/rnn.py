@@ -170,6 +170,11 @@ class LSTMSequence(Op):
         dxg, dw = _input_and_weight_grads(self, dgates, h_prev)
         return dxg, dw, dh, dc, *(None,) * len(lengths)
 
+    def onnx(self, g, xg, w_hh, h0, c0, *lengths):
+        # xg already holds x W_ih^T + b: ONNX's W is the permutation from PyTorch's gate order
+        # i, f, g, o to ONNX's i, o, f, c
+        return g.recurrent("LSTM", (0, 3, 1, 2), xg, w_hh, [h0, c0], lengths, self.reverse)
+
 
 def _lstm_composite(xg, w_hh, h0, c0, lengths, reverse):
     """The LSTM recurrence step by step with Tensor ops: (y, h_n, c_n, per-step values stacked
@@ -286,6 +291,10 @@ class GRUSequence(Op):
             db = dhg.sum(0) if nb else None
         return dxg, dw, db, dh, *(None,) * len(lengths)
 
+    def onnx(self, g, xg, w_hh, b_hh, h0, *lengths):
+        # PyTorch's r, z, n against ONNX's z, r, h; n = tanh(x_n + r (h W_hn + b_hn)) is linear_before_reset
+        return g.recurrent("GRU", (1, 0, 2), xg, w_hh, [h0], lengths, self.reverse, b_hh=b_hh)
+
 
 def _gru_composite(xg, w_hh, b_hh, h0, lengths, reverse):
     """The GRU recurrence step by step with Tensor ops: (y, h_n, per-step values stacked over time
@@ -383,6 +392,10 @@ class RNNSequence(Op):
             dh = dh_prev
         dxg, dw = _input_and_weight_grads(self, dpre, h_prev)
         return dxg, dw, dh, *(None,) * len(lengths)
+
+    def onnx(self, g, xg, w_hh, h0, *lengths):
+        return g.recurrent("RNN", (0,), xg, w_hh, [h0], lengths, self.reverse,
+                           activation="Tanh" if self.nonlinearity == "tanh" else "Relu")
 
 
 def _rnn_composite(xg, w_hh, h0, lengths, reverse, nonlinearity):

@@ -51,6 +51,9 @@ class Reshape(Op):
     def backward(self, g, x):
         return g.reshape(x.shape)
 
+    def onnx(self, g, x):
+        return g.op("Reshape", [x, g.vector(self.shape, g.twin_attr("shape"))])
+
 
 class Permute(Op):
     needs_inputs = False
@@ -64,6 +67,9 @@ class Permute(Op):
     def backward(self, g, x):
         return g.permute(*np.argsort(self.dims).tolist())
 
+    def onnx(self, g, x):
+        return g.op("Transpose", [x], perm=list(self.dims))
+
 
 class Expand(Op):
     needs_inputs = False
@@ -76,6 +82,9 @@ class Expand(Op):
 
     def backward(self, g, x):
         return unbroadcast(g, x.shape)
+
+    def onnx(self, g, x):
+        return g.op("Expand", [x, g.vector(self.shape, g.twin_attr("shape"))])
 
 
 def reshape(x, *shape):
@@ -208,6 +217,9 @@ class Cat(Op):
         pieces = split(g, sizes, self.dim)
         return tuple(p if need else None for p, need in zip(pieces, self.needs_input_grad))
 
+    def onnx(self, g, *xs):
+        return g.op("Concat", g.cast_inputs(list(xs)), axis=self.dim)
+
 
 class Split(Op):
     needs_inputs = False
@@ -229,6 +241,10 @@ class Split(Op):
                 g = x.new_zeros(tuple(shape), dtype=x.dtype)
             parts.append(g)
         return cat(parts, self.dim)
+
+    def onnx(self, g, x):
+        return g.op("Split", [x, g.vector(self.sizes, g.twin_attr("sizes"))], n_out=len(self.sizes),
+                    axis=self.dim)
 
 
 @autocast_op("cat")
@@ -323,6 +339,10 @@ class Pad(Op):
     def backward(self, g, x):
         return g[tuple(slice(a, a + s) for s, (a, _) in zip(x.shape, self.widths))]
 
+    def onnx(self, g, x):
+        pads = [a for a, _ in self.widths] + [b for _, b in self.widths]
+        return g.op("Pad", [x, g.ints(pads), g.scalar(self.value, g.out_dtype())], mode="constant")
+
 
 def pad(x, pad, mode="constant", value=0.0):
     """Pad the last dims; ``pad`` = (left_last, right_last, left_prev, right_prev, ...) as in PyTorch.
@@ -376,6 +396,10 @@ class Flip(Op):
     def backward(self, g, x):
         return flip(g, self.dims)
 
+    def onnx(self, g, x):
+        n = len(self.dims)
+        return g.op("Slice", [x, g.ints([-1] * n), g.ints([-2 ** 63] * n), g.ints(self.dims), g.ints([-1] * n)])
+
 
 def flip(x, dims):
     dims = (dims,) if isinstance(dims, int) else tuple(dims)
@@ -402,6 +426,12 @@ class Repeat(Op):
         g = g.reshape(split_shape).sum(dim=tuple(range(0, 2 * len(shape), 2)))
         return g.reshape(x.shape)
 
+    def onnx(self, g, x):
+        lead = len(self.repeats) - len(g.in_shape(0))
+        if lead:
+            x = g.op("Unsqueeze", [x, g.ints(range(lead))])
+        return g.op("Tile", [x, g.vector(self.repeats, g.twin_attr("repeats"))])
+
 
 def repeat(x, *repeats):
     repeats = _shape_args(repeats, "repeat")
@@ -424,6 +454,9 @@ class Tril(Op):
 
     def backward(self, g, x):
         return type(self)(self.diagonal)(g)
+
+    def onnx(self, g, x):
+        return g.op("Trilu", [x, g.scalar(self.diagonal, "int64")], upper=int(self.fn == "triu"))
 
 
 class Triu(Tril):
@@ -453,6 +486,9 @@ class Clone(Op):
     def backward(self, g, x):
         return g
 
+    def onnx(self, g, x):
+        return g.op("Identity", [x])
+
 
 def clone(x):
     return Clone()(x)
@@ -469,6 +505,9 @@ class Cast(Op):
 
     def backward(self, g, x):
         return cast(g, x.dtype)
+
+    def onnx(self, g, x):
+        return g.cast(x, g.in_dtype(0), self.dtype) if g.in_dtype(0) != self.dtype else g.op("Identity", [x])
 
 
 def cast(x, dtype):
@@ -487,6 +526,9 @@ class ToDevice(Op):
 
     def backward(self, g, x):
         return to_device(g, x.device)
+
+    def onnx(self, g, x):
+        return g.op("Identity", [x])
 
 
 def to_device(x, device):

@@ -39,6 +39,11 @@ class Sort(Op):
     def backward(self, grads, x):
         return _scatter_back(grads[0], x, self.dim, self.saved)
 
+    def onnx(self, g, x):
+        # TopK over the whole axis; stable for distinct values (ties may come out in another order)
+        k = g.dim_of(x, 0, self.dim)
+        return g.op("TopK", [x, k], n_out=2, axis=self.dim, largest=int(self.descending), sorted=1)
+
 
 class TopK(Op):
     """The ``k`` largest (or smallest) values along ``dim`` and their indices, sorted."""
@@ -60,6 +65,9 @@ class TopK(Op):
     def backward(self, grads, x):
         return _scatter_back(grads[0], x, self.dim, self.saved)
 
+    def onnx(self, g, x):
+        return g.op("TopK", [x, g.ints([self.k])], n_out=2, axis=self.dim, largest=int(self.largest), sorted=1)
+
 
 class Cumsum(Op):
     needs_inputs = False
@@ -74,6 +82,9 @@ class Cumsum(Op):
 
     def backward(self, g, x):
         return flip(cumsum(flip(g, self.dim), self.dim), self.dim)
+
+    def onnx(self, g, x):
+        return g.op("CumSum", [g.cast(x, g.in_dtype(0), g.out_dtype()), g.scalar(self.dim, "int64")])
 
 
 class Multinomial(Op):
