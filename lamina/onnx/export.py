@@ -403,6 +403,10 @@ def export(model_or_fn, example_inputs, path, opset: int = 17, dynamic_axes=None
             mod.eval()
         with no_grad():
             g1 = trace(model_or_fn, *example_inputs)
+        missing = sorted({n.op_cls.__name__ for n in g1.nodes if getattr(n.op_cls, "onnx", None) is None})
+        if missing:
+            raise UnsupportedExportError(
+                f"lamina.onnx.export: no ONNX mapping for the op(s) {', '.join(missing)} in this graph", missing)
         n_out = len(g1.outputs)
         out_names = _names(output_names, [f"output{i}" for i in range(n_out)], "output_names", n_out)
         axes = _dynamic_axes(dynamic_axes, in_names, out_names, [example_inputs[i] for i in tensor_pos])
@@ -412,9 +416,9 @@ def export(model_or_fn, example_inputs, path, opset: int = 17, dynamic_axes=None
             for ax, dname in axes.get(name, {}).items():
                 s1 = x.shape[ax]
                 if dname not in sizes2:
-                    # a different change per name, so products of several dims stay distinguishable
-                    delta = len(sizes2) + 1
-                    sizes2[dname] = (s1, s1 - delta if s1 > delta + 1 else s1 + delta)
+                    # every dynamic size grows (so every product of them changes), each by another step
+                    # (so products of different dims stay distinguishable)
+                    sizes2[dname] = (s1, s1 + len(sizes2) + 1)
                 elif sizes2[dname][0] != s1:
                     raise ExportError(f"lamina.onnx.export: dynamic axis {dname!r} is {sizes2[dname][0]} in one "
                                       f"input and {s1} in input {name!r} (axis {ax})")
@@ -437,11 +441,6 @@ def export(model_or_fn, example_inputs, path, opset: int = 17, dynamic_axes=None
         for pairs in modes:
             for m, was in pairs:
                 m.training = was
-
-    missing = sorted({n.op_cls.__name__ for n in g1.nodes if getattr(n.op_cls, "onnx", None) is None})
-    if missing:
-        raise UnsupportedExportError(
-            f"lamina.onnx.export: no ONNX mapping for the op(s) {', '.join(missing)} in this graph", missing)
 
     model = _build(onnx, g1, g2, opset, in_names, out_names, axes, dims)
     if metadata:
