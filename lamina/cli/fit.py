@@ -8,6 +8,11 @@ handling that saves the current step before exiting. On several ranks (``--distr
 ``parallel``) the same loop trains a data-parallel replica per rank: each rank computes the loss
 of its rows of the global batch, the ranks agree on the loss and on signals every step (so they
 skip, stop and checkpoint at the same step), and rank 0 alone writes and prints.
+
+With ``--compile`` the loss, its backward and the gradient clipping of a batch run as one
+compiled graph (``lamina.compile``; a batch of a new shape, such as an epoch's last, smaller
+one, is traced once more); the optimiser step and the schedule stay eager, so a learning rate
+that changes every step never re-traces, and a non-finite loss is still caught before the step.
 """
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ from dataclasses import dataclass, field
 
 from .. import backend, io
 from ..nn.utils import clip_grad_norm_
+from ..tensor import Tensor
 from .run import RunFolder, UserError, plot_curves, progress, write_json
 
 MAX_SKIPPED = 20  # --on-nan skip: this many non-finite losses in a row stop the run anyway
@@ -128,10 +134,16 @@ def fit(run: RunFolder, job: Training, state: Progress, args) -> int:
             write_json(run.path / "metrics.json", metrics)
 
     net = ranks.wrap(job.model)  # after any restore: a replica starts from rank 0's weights
+    compiled = None
+    if getattr(args, "compile", False):
+        if ranks.distributed:
+            raise UserError("--compile does not combine with --distributed yet (the gradients' all-reduce runs "
+                            "inside the backward, which a compiled graph does not hold); drop one of them")
+        compiled = CompiledStep(job, net)
     if ranks.distributed:
         first = next(iter(job.model.parameters()), None)
         if first is not None:
-            ranks.seed_streams(backend.device_of(first.data), state.step)
+            ranks.seed_streams(backend.device_of(first.array), state.step)
     start_step = state.step
     skipped_in_a_row = 0
     try:
@@ -142,7 +154,11 @@ def fit(run: RunFolder, job: Training, state: Progress, args) -> int:
                 start, seen, running = time.perf_counter(), 0, None
                 for batch in bar:
                     part, share = ranks.split(batch, job.loss_weight)
-                    loss = job.loss(net, part)
+                    if compiled is not None:  # loss, backward and clipping at once: the gradients are set
+                        job.optimizer.zero_grad()
+                        loss = compiled(part)
+                    else:
+                        loss = job.loss(net, part)
                     value = ranks.total(loss.item() * share)
                     if not math.isfinite(value):
                         if on_nan == "stop":
@@ -160,11 +176,12 @@ def fit(run: RunFolder, job: Training, state: Progress, args) -> int:
                         job.optimizer.zero_grad()
                     else:
                         skipped_in_a_row = 0
-                        job.optimizer.zero_grad()
-                        scale = share * ranks.size  # the ranks' gradients are averaged: weight them by share
-                        (loss if scale == 1.0 else loss * scale).backward()
-                        if job.grad_clip:
-                            clip_grad_norm_(job.model.parameters(), job.grad_clip)
+                        if compiled is None:
+                            job.optimizer.zero_grad()
+                            scale = share * ranks.size  # the ranks' gradients are averaged: weight them by share
+                            (loss if scale == 1.0 else loss * scale).backward()
+                            if job.grad_clip:
+                                clip_grad_norm_(job.model.parameters(), job.grad_clip)
                         job.optimizer.step()
                     if job.scheduler is not None and (job.schedule_steps is None or state.step < job.schedule_steps):
                         job.scheduler.step()
@@ -209,6 +226,44 @@ def fit(run: RunFolder, job: Training, state: Progress, args) -> int:
     return 0
 
 
+class CompiledStep:
+    """``job.loss`` of a batch, its backward and the gradient clipping as one ``lamina.compile``d
+    function of the batch's tensors (call it after ``zero_grad()``; it returns the loss and leaves
+    the gradients on the parameters)."""
+
+    def __init__(self, job, net):
+        from ..graph import compile
+        model, loss_fn, clip = job.model, job.loss, job.grad_clip
+
+        def train_step(*tensors):
+            loss = loss_fn(net, tensors)
+            loss.backward()
+            if clip:
+                clip_grad_norm_(model.parameters(), clip)
+            return loss
+
+        def train_step_one(tensor):
+            loss = loss_fn(net, tensor)
+            loss.backward()
+            if clip:
+                clip_grad_norm_(model.parameters(), clip)
+            return loss
+        self.many = compile(train_step)
+        self.one = compile(train_step_one)
+
+    def __call__(self, batch):
+        if isinstance(batch, Tensor):
+            return self.one(batch)
+        return self.many(*batch)
+
+
+def add_compile_option(p) -> None:
+    """``--compile``, for the training commands whose loss ``lamina.compile`` can trace."""
+    p.add_argument("--compile", action="store_true",
+                   help="run each batch's loss, backward and gradient clipping as one compiled graph "
+                        "(lamina.compile); the optimiser step stays eager")
+
+
 def _interrupted(run, args, state, signum, checkpoint, save_metrics):
     name = signal.Signals(signum).name
     checkpoint()
@@ -219,7 +274,7 @@ def _interrupted(run, args, state, signum, checkpoint, save_metrics):
 
 def _non_finite_parameters(model) -> str | None:
     for name, p in model.named_parameters():
-        a = p.data
+        a = p.array
         if not bool(backend.xp_of(a).isfinite(a).all()):
             return name
     return None

@@ -10,7 +10,7 @@ from ..data import MNIST, DataLoader, TensorDataset
 from ..data.mnist import standardize
 from ..models import LeNet5
 from ..nn import functional as F
-from .fit import Training, fit, start_job
+from .fit import Training, add_compile_option, fit, start_job
 from .run import (
     UserError,
     add_run_options,
@@ -57,7 +57,7 @@ def evaluate(model, images, labels, device, batch_size=1000):
             y = tensor(labels[i:i + batch_size], device=device)
             logits = model(x)
             total_loss += F.cross_entropy(logits, y, reduction="sum").item()
-            preds.append(backend.to_device(logits.argmax(dim=1).data, backend.cpu))
+            preds.append(backend.to_device(logits.argmax(dim=1).array, backend.cpu))
     model.train()
     preds = np.concatenate(preds) if preds else np.zeros(0, np.int64)
     n = max(len(labels), 1)
@@ -178,7 +178,7 @@ def predict(args) -> int:
     model.eval()
     with no_grad():
         probs = F.softmax(model(tensor(np.stack([x for _, x in items]), device=device)), dim=1)
-    probs = backend.to_device(probs.data, backend.cpu)
+    probs = backend.to_device(probs.array, backend.cpu)
     for (name, _), p in zip(items, probs):
         top = np.argsort(-p)[:min(args.top, len(p))]
         print(f"{name}: " + ", ".join(f"{c} ({100 * p[c]:.1f}%)" for c in top))
@@ -195,6 +195,7 @@ def add_train_parser(sub):
     p.add_argument("--data-dir", type=existing_dir, default=None,
                    help="folder with MNIST IDX files (default $LAMINA_HOME/mnist)")
     add_run_options(p, "runs/lenet-<time>")
+    add_compile_option(p)
     p.set_defaults(func=train)
     return p
 

@@ -15,7 +15,7 @@ from ..data import (
     split_tokens,
 )
 from ..models import GPT, CharRNN, CharRNNConfig, GPTConfig
-from .fit import Training, fit, start_job
+from .fit import Training, add_compile_option, fit, start_job
 from .run import (
     UserError,
     add_run_options,
@@ -197,6 +197,7 @@ def add_train_parsers(sub):
         p.add_argument("--eval-interval", type=positive_int, default=None)
         p.add_argument("--seed", type=nonneg_int, default=None)
         add_run_options(p, f"runs/{name}-<time>")
+        add_compile_option(p)
         p.set_defaults(func=train, recipe=name.replace("-", "_"))
 
 
