@@ -70,9 +70,9 @@ def evaluate(model, split, vocab, device, batch_size=500):
         n_real = int(real.sum())
         loss_sum += model.loss(logits, tensor(tgt_out, device=device)).item() * n_real
         tokens += n_real
-        argmax = backend.to_device(logits.argmax(-1).data, backend.cpu)
+        argmax = backend.to_device(logits.argmax(-1).array, backend.cpu)
         correct_tokens += int(((argmax == tgt_out) & real).sum())
-        out = backend.to_device(model.greedy_decode(src, width, vocab.bos_id, vocab.eos_id).data, backend.cpu)
+        out = backend.to_device(model.greedy_decode(src, width, vocab.bos_id, vocab.eos_id).array, backend.cpu)
         out = np.pad(out, ((0, 0), (0, width - out.shape[1])), constant_values=vocab.pad_id)
         exact += int((out == tgt_out).all(axis=1).sum())
         preds.extend(vocab.decode(row) for row in out)

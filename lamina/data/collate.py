@@ -38,7 +38,7 @@ def default_collate(batch):
         raise ValueError(f"default_collate: expected a non-empty list of samples, got {batch!r:.80}")
     elem = batch[0]
     if isinstance(elem, Tensor):
-        return wrap_array(_stack([t.data for t in batch], "tensors", backend.xp_of(elem.data)))
+        return wrap_array(_stack([t.array for t in batch], "tensors", backend.xp_of(elem.array)))
     if isinstance(elem, np.ndarray):
         _check_numeric(elem.dtype)
         return from_numpy(_stack(batch, "arrays", np))

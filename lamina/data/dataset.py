@@ -81,7 +81,7 @@ class TensorDataset(Dataset):
         arrays = []
         for i, t in enumerate(tensors):
             if isinstance(t, Tensor):
-                arrays.append(t.data)
+                arrays.append(t.array)
             elif isinstance(t, np.ndarray):
                 arrays.append(t)
             else:

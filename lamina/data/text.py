@@ -92,7 +92,7 @@ class CharTokenizer:
     def decode(self, ids) -> str:
         """The text of ``ids``: a list of ints, a 0-d or 1-d integer NumPy/CuPy array or Tensor."""
         if isinstance(ids, Tensor):
-            ids = ids.data
+            ids = ids.array
         if not isinstance(ids, np.ndarray) and hasattr(ids, "__cuda_array_interface__"):
             ids = backend.to_device(ids, backend.cpu)
         ids = np.asarray(ids)
@@ -154,7 +154,7 @@ def load_text(path) -> str:
 
 def _token_array(ids, where: str):
     """The 1-d integer NumPy/CuPy array behind ``ids`` (an array or a Tensor)."""
-    data = ids.data if isinstance(ids, Tensor) else ids
+    data = ids.array if isinstance(ids, Tensor) else ids
     if not (isinstance(data, np.ndarray) or hasattr(data, "__cuda_array_interface__")):
         raise TypeError(f"{where}: expected a 1-d integer array or Tensor of token ids, got a "
                         f"{type(ids).__name__}")

@@ -75,7 +75,7 @@ class _BatchPickler(pickle.Pickler):
         if type(obj) is np.ndarray and obj.dtype.kind not in "OV":
             self.arrays.append(obj)
             return ("a", len(self.arrays) - 1)
-        if type(obj) is Tensor and type(obj.data) is np.ndarray and obj.data.dtype.kind not in "OV":
+        if type(obj) is Tensor and type(obj.array) is np.ndarray and obj.array.dtype.kind not in "OV":
             self.arrays.append(np.asarray(obj))
             return ("t", len(self.arrays) - 1, obj.requires_grad)
         return None

@@ -102,7 +102,7 @@ class DistributedDataParallel(Module):
             return
         with no_grad():
             for t in list(module.parameters()) + list(module.buffers()):
-                dist.broadcast_array(g, t.data, 0)
+                dist.broadcast_array(g, t.array, 0)
                 t._version[0] += 1
 
     # ------------------------------------------------------------ forward
@@ -111,7 +111,7 @@ class DistributedDataParallel(Module):
         if g.size > 1 and self.broadcast_buffers and self.training:
             with no_grad():
                 for b in self.module.buffers():
-                    dist.broadcast_array(g, b.data, 0)
+                    dist.broadcast_array(g, b.array, 0)
                     b._version[0] += 1
         self._step = None
         out = self.module(*args, **kwargs)
@@ -165,9 +165,9 @@ class _Bucket:
 
     def __init__(self, members, params, flags):
         self.members = members
-        self.sizes = [params[j].data.size for j in members]
+        self.sizes = [params[j].array.size for j in members]
         self.offsets = np.concatenate([[0], np.cumsum(self.sizes)]).astype(np.int64).tolist()
-        ref = params[members[0]].data
+        ref = params[members[0]].array
         self.device = backend.device_of(ref)
         self.dtype = ref.dtype
         # MPI reduces float16/bfloat16 in float32; NCCL reduces them natively
@@ -183,9 +183,9 @@ def _make_buckets(params, bucket_mb, flags):
     buckets, open_ = [], {}
     for j in reversed(range(len(params))):
         p = params[j]
-        key = (backend.device_of(p.data), p.data.dtype)
+        key = (backend.device_of(p.array), p.array.dtype)
         cur = open_.get(key)
-        nbytes = p.data.size * p.data.dtype.itemsize
+        nbytes = p.array.size * p.array.dtype.itemsize
         if cur is not None and cur[1] + nbytes > limit:
             buckets.append(cur[0])
             cur = None
@@ -307,22 +307,22 @@ class _Reduction:
         params = ddp._params
         n = bk.offsets[-1]
         if bk.buffer is None:
-            xp = backend.xp_of(params[bk.members[0]].data)
+            xp = backend.xp_of(params[bk.members[0]].array)
             with backend.device_context(bk.device):
                 bk.buffer = xp.empty(bk.length, dtype=bk.wire_dtype)
         buf = bk.buffer
         for k, j in enumerate(bk.members):
             g = params[j].grad
             lo, hi = bk.offsets[k], bk.offsets[k + 1]
-            if g is not None and (g.data.dtype != bk.dtype or backend.device_of(g.data) != bk.device):
+            if g is not None and (g.array.dtype != bk.dtype or backend.device_of(g.array) != bk.device):
                 raise RuntimeError(
-                    f"DistributedDataParallel: the gradient of {ddp._names[j]} is {dist.dtype_str(g.data.dtype)} on "
-                    f"{backend.device_of(g.data)} but the parameter was {dist.dtype_str(bk.dtype)} on {bk.device} "
+                    f"DistributedDataParallel: the gradient of {ddp._names[j]} is {dist.dtype_str(g.array.dtype)} on "
+                    f"{backend.device_of(g.array)} but the parameter was {dist.dtype_str(bk.dtype)} on {bk.device} "
                     "when wrapped; move or cast the model before wrapping it")
             if g is None or not self.used[j]:
                 buf[lo:hi] = 0
             else:
-                buf[lo:hi] = g.data.reshape(-1)
+                buf[lo:hi] = g.array.reshape(-1)
             if bk.flags:
                 buf[n + k] = 1 if self.used[j] else 0
         holder = {}
@@ -360,12 +360,12 @@ def _progress(g, works):
 
 
 def _set_grad(p, flat, scale):
-    a = p.data
+    a = p.array
     xp = backend.xp_of(a)
     g = p.grad
-    if (g is not None and g.data.shape == a.shape and g.data.dtype == a.dtype and g.data.flags.c_contiguous
-            and g.data.flags.writeable and g._node is None):
-        xp.multiply(flat.reshape(a.shape), scale, out=g.data, casting="unsafe")
+    if (g is not None and g.array.shape == a.shape and g.array.dtype == a.dtype and g.array.flags.c_contiguous
+            and g.array.flags.writeable and g._node is None):
+        xp.multiply(flat.reshape(a.shape), scale, out=g.array, casting="unsafe")
         g._version[0] += 1
     else:
         p.grad = Tensor((flat * scale).astype(a.dtype, copy=False).reshape(a.shape))

@@ -313,7 +313,7 @@ def check_same(g, fname, arrays, what="tensor"):
 def _as_tensor(fname, t, argname="tensor", written=True):
     if not isinstance(t, Tensor):
         raise TypeError(f"{fname}: {argname} must be a lamina.Tensor, got {type(t).__name__}")
-    if written and not t.data.flags.writeable:
+    if written and not t.array.flags.writeable:
         raise ValueError(f"{fname}: {argname} (shape {t.shape}) is a read-only view, such as the result of "
                          "expand(), and cannot receive the result; clone() it first")
     return t
@@ -374,7 +374,7 @@ def all_reduce(tensor, op=ReduceOp.SUM, group=None, async_op=False):
     t = _as_tensor(fname, tensor)
     op = _op_name(fname, op)
     g = group or current_group()
-    a = t.data
+    a = t.array
     if op == "avg" and a.dtype.kind != "f" and dtype_str(a.dtype) != "bfloat16":
         raise TypeError(f"{fname}: ReduceOp.AVG needs a floating tensor, got {t.dtype}")
     check_same(g, fname, [a])
@@ -414,7 +414,7 @@ def start_all_reduce(g, a, op, on_done, inplace=False):
 
 
 def _write_back(t, res):
-    a = t.data
+    a = t.array
     if res is a:
         return
     backend.xp_of(a).copyto(a, res.astype(a.dtype, copy=False) if res.dtype != a.dtype else res)
@@ -428,9 +428,9 @@ def broadcast(tensor, src=0, group=None, async_op=False):
     g = group or current_group()
     if not 0 <= int(src) < g.size:
         raise ValueError(f"{fname}: src must be a rank in [0, {g.size}), got {src}")
-    check_same(g, fname, [t.data])
+    check_same(g, fname, [t.array])
     if g.comm is not None:
-        broadcast_array(g, t.data, int(src))
+        broadcast_array(g, t.array, int(src))
         t._version[0] += 1
     return Work() if async_op else None
 
@@ -468,8 +468,8 @@ def all_gather(tensor_list, tensor, group=None, async_op=False):
     t = _as_tensor(fname, tensor, written=False)
     g = group or current_group()
     _check_list(fname, "tensor_list", tensor_list, g.size, t)
-    check_same(g, fname, [t.data])
-    a = t.data
+    check_same(g, fname, [t.array])
+    a = t.array
     if g.comm is None:
         _write_back(tensor_list[0], a.copy())
         return Work() if async_op else None
@@ -496,12 +496,12 @@ def reduce_scatter(output, input_list, op=ReduceOp.SUM, group=None, async_op=Fal
     op = _op_name(fname, op)
     g = group or current_group()
     _check_list(fname, "input_list", input_list, g.size, t)
-    a = t.data
+    a = t.array
     if op == "avg" and a.dtype.kind != "f" and dtype_str(a.dtype) != "bfloat16":
         raise TypeError(f"{fname}: ReduceOp.AVG needs a floating tensor, got {t.dtype}")
     check_same(g, fname, [a])
     xp = backend.xp_of(a)
-    stacked = xp.stack([x.data for x in input_list])
+    stacked = xp.stack([x.array for x in input_list])
     if g.comm is None:
         _write_back(t, stacked[0].copy())
         return Work() if async_op else None
@@ -532,7 +532,7 @@ def all_gather_into_tensor(output_tensor, input_tensor, group=None, async_op=Fal
     g = group or current_group()
     _check_rows(fname, out, t, g.size)
     n = t.shape[0] if t.ndim else 1
-    flat = out.data.reshape((g.size * n,) + t.shape[1:]) if t.ndim else out.data
+    flat = out.array.reshape((g.size * n,) + t.shape[1:]) if t.ndim else out.array
     all_gather([_wrap(flat[r * n:(r + 1) * n].reshape(t.shape)) for r in range(g.size)], t, group)
     out._version[0] += 1
     return Work() if async_op else None
@@ -547,7 +547,7 @@ def reduce_scatter_tensor(output, input, op=ReduceOp.SUM, group=None, async_op=F
     g = group or current_group()
     _check_rows(fname, t, out, g.size)
     n = out.shape[0] if out.ndim else 1
-    flat = t.data.reshape((g.size * n,) + out.shape[1:]) if out.ndim else t.data
+    flat = t.array.reshape((g.size * n,) + out.shape[1:]) if out.ndim else t.array
     return reduce_scatter(out, [_wrap(flat[r * n:(r + 1) * n].reshape(out.shape)) for r in range(g.size)], op,
                           group, async_op)
 
@@ -558,7 +558,7 @@ def _check_rows(fname, big, small, size):
     if big.shape != want or big.dtype != small.dtype or big.device != small.device:
         raise ValueError(f"{fname}: expected the larger tensor to be {small.dtype}{list(want)} on {small.device} "
                          f"({size} ranks x {list(small.shape)}), got {big.dtype}{list(big.shape)} on {big.device}")
-    if not big.data.flags.c_contiguous:
+    if not big.array.flags.c_contiguous:
         raise ValueError(f"{fname}: the tensor of shape {big.shape} must be contiguous")
 
 

@@ -72,9 +72,9 @@ class SyncBatchNorm(_BatchNorm):
         shape = (1, c) + (1,) * (x.ndim - 2)
         local_n = x.numel() // c
         # per-channel sums and the count travel in one message; the count column carries no gradient
-        count = _wrap(backend.xp_of(x.data).full((1,), float(local_n), dtype=x.data.dtype))
+        count = _wrap(backend.xp_of(x.array).full((1,), float(local_n), dtype=x.array.dtype))
         totals = all_reduce_sum(ops.cat([x.sum(dim=dims), count]), g)
-        n = float(totals.data[c])
+        n = float(totals.array[c])
         if n <= 1:
             raise ValueError(f"{name}: expected more than 1 value per channel over all ranks in training, "
                              f"got {int(n)} (this rank's input shape {x.shape})")

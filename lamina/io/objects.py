@@ -175,7 +175,7 @@ def _storage_key(t: Tensor):
         a = np.asarray(t)  # the tensor's own array, not a copy
         ptr = a.__array_interface__["data"][0]
     else:
-        a = t.data
+        a = t.array
         ptr = a.data.ptr
     return (str(t.device), ptr, a.shape, a.strides, a.dtype.str)
 

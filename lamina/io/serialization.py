@@ -61,7 +61,7 @@ def read_metadata(path) -> dict:
 def as_array(value, name: str, fname: str) -> np.ndarray:
     """``value`` as a C-contiguous NumPy array in native byte order, of a dtype files can hold."""
     if isinstance(value, Tensor):
-        arr = backend.to_device(value.detach().data, backend.cpu)
+        arr = backend.to_device(value.detach().array, backend.cpu)
     elif isinstance(value, np.ndarray):
         arr = value
     else:

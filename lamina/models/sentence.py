@@ -110,7 +110,7 @@ class SentenceEncoder(nn.Module):
                     batch = {k: tensor(v, device=self.device)
                              for k, v in self.tokenize([sentences[i] for i in idx]).items()}
                     emb = self(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
-                    out[idx] = backend.to_device(emb.data, backend.cpu)
+                    out[idx] = backend.to_device(emb.array, backend.cpu)
         finally:
             self.train(was_training)
         return out[0] if single else out

@@ -27,11 +27,11 @@ from . import shared_memory
 
 def _raw(tensor):
     """The tensor's NumPy/CuPy array."""
-    return tensor.data
+    return tensor.array
 
 
 def _set_raw(tensor, array) -> None:
-    tensor.data = array
+    tensor.array = array
 
 
 def _on_cpu(array) -> bool:

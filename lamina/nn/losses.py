@@ -132,7 +132,7 @@ def _class_index_target(name, input, target, weight, ignore_index):
     if input.ndim == 1:
         target = target.reshape(1)
     # checked on the raw array (no graph, no op dispatch): this runs on every loss call
-    t = target.data
+    t = target.array
     ignored = t == ignore_index
     bad = ((t < 0) | (t >= num_classes)) & ~ignored
     if bool(bad.any()):

@@ -245,7 +245,7 @@ class Module:
                         continue
                     new = convert(p)
                     if new is not p:
-                        p.data = new.data
+                        p.array = new.array
                         p._version[0] += 1
                         if p.grad is not None:
                             p.grad = convert(p.grad)

@@ -13,7 +13,7 @@ class Parameter(Tensor):
         if data is None:
             data = []
         if isinstance(data, Tensor):
-            self._init(data.data, requires_grad)  # shares the tensor's memory, as in PyTorch
+            self._init(data.array, requires_grad)  # shares the tensor's memory, as in PyTorch
         else:
             super().__init__(data, requires_grad=requires_grad)
 

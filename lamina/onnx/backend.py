@@ -33,7 +33,7 @@ class LaminaBackendRep(BackendRep):
 
 
 def _host(t):
-    a = t.data
+    a = t.array
     return np.asarray(a if isinstance(a, np.ndarray) else a.get())
 
 

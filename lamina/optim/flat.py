@@ -21,7 +21,7 @@ copied: a run of them tiled back to back in one segment is a bucket over that ve
 
 The constraint this layout puts on users (repeated in ``Optimizer``'s docstring): the optimiser
 owns the memory of its parameters. Writes into ``p.data`` in place are seen by the optimiser.
-Rebinding ``p.data`` to another array is noticed at the next step: the new values are copied
+Rebinding ``p.data`` to another tensor is noticed at the next step: the new values are copied
 into the buffer and ``p.data`` becomes a view again (a new shape, dtype or device is accepted
 only while the group holds no state yet). Tensors that shared a parameter's array before the
 optimiser adopted it (``detach()``, ``Parameter(t)``) stop sharing it.
@@ -49,14 +49,14 @@ class FlatBucket:
     def __init__(self, params, indices, flat=None):
         self.params = params
         self.indices = indices  # position of each parameter in its group's "params" list
-        ref = params[0].data
+        ref = params[0].array
         self.xp = backend.xp_of(ref)
         self.dtype = ref.dtype
         self.device = backend.device_of(ref)
-        self.shapes = [p.data.shape for p in params]
+        self.shapes = [p.array.shape for p in params]
         self.offsets = [0]
         for p in params:
-            self.offsets.append(self.offsets[-1] + p.data.size)
+            self.offsets.append(self.offsets[-1] + p.array.size)
         self.chunk = CPU_CHUNK if self.xp is np else max(self.offsets[-1], 1)
         self.steps = [0] * len(params)
         self.state = {}  # kind -> flat array, allocated on first use
@@ -68,7 +68,7 @@ class FlatBucket:
         self.flat = flat  # or, for parameters tiled in shared memory, a view of that memory
         self.views = [None] * len(params)
         for i, p in enumerate(params):
-            self._adopt(i, p.data)
+            self._adopt(i, p.array)
 
     def __len__(self):
         return len(self.params)
@@ -77,7 +77,7 @@ class FlatBucket:
         lo, hi = self.offsets[i], self.offsets[i + 1]
         self.flat[lo:hi] = data.reshape(-1)
         view = self.flat[lo:hi].reshape(self.shapes[i])
-        self.params[i].data = view
+        self.params[i].array = view
         self.views[i] = view
 
     def fits(self, data) -> bool:
@@ -123,7 +123,7 @@ class FlatBucket:
     def sync(self, owner):
         """Re-adopt parameters whose ``.data`` was rebound; ``LayoutChanged`` if one no longer fits."""
         for i, p in enumerate(self.params):
-            if p.data is not self.views[i]:
+            if p.array is not self.views[i]:
                 self._readopt(i, owner)
 
     def runs(self, owner):
@@ -136,7 +136,7 @@ class FlatBucket:
         array_type = type(self.flat)
         runs, grads, start = [], [], None
         for i, p in enumerate(params):
-            if p.data is not views[i]:
+            if p.array is not views[i]:
                 self._readopt(i, owner)
             g = p.grad
             if g is None or (start is not None and steps[i] != steps[start]):
@@ -145,7 +145,7 @@ class FlatBucket:
                     start, grads = None, []
                 if g is None:
                     continue
-            g = g.data
+            g = g.array
             if g.shape != shapes[i] or type(g) is not array_type:
                 raise ValueError(f"{owner}: parameter {self.indices[i]} has shape {shapes[i]} on "
                                  f"{self.device} but its grad has shape {g.shape} on "
@@ -178,7 +178,7 @@ class FlatBucket:
             yield slice(start, offsets[b]), pieces
 
     def _readopt(self, i, owner):
-        data = self.params[i].data
+        data = self.params[i].array
         if data.shape != self.shapes[i] or not self.fits(data):
             raise LayoutChanged(
                 f"{owner}: parameter {self.indices[i]} changed from {self.shapes[i]} {self.dtype} "
@@ -212,7 +212,7 @@ def build_buckets(params):
     """
     by_key = {}
     for i, p in enumerate(params):
-        members, indices = by_key.setdefault((backend.device_of(p.data), p.data.dtype), ([], []))
+        members, indices = by_key.setdefault((backend.device_of(p.array), p.array.dtype), ([], []))
         members.append(p)
         indices.append(i)
     buckets = []
@@ -224,10 +224,10 @@ def build_buckets(params):
 def _split_shared(members, indices):
     """Buckets for parameters of one device and dtype: one copied bucket for those in private
     memory, one in-place bucket per tiled run of those in shared memory."""
-    if type(members[0].data) is not np.ndarray:
+    if type(members[0].array) is not np.ndarray:
         return [FlatBucket(members, indices)]
     from ..multiprocessing import shared_memory  # only CPU arrays can live in a segment
-    in_segment = [shared_memory.segment_of(p.data) is not None for p in members]
+    in_segment = [shared_memory.segment_of(p.array) is not None for p in members]
     if not any(in_segment):
         return [FlatBucket(members, indices)]
     private = [(p, i) for p, i, shared in zip(members, indices, in_segment) if not shared]
@@ -237,16 +237,16 @@ def _split_shared(members, indices):
     def close(run):
         if not run:
             return
-        tiled = shared_memory.tiled_view([p.data for p, _ in run])
+        tiled = shared_memory.tiled_view([p.array for p, _ in run])
         if tiled is None:  # each on its own, in place (copied only if it is not contiguous)
-            out.extend(FlatBucket([p], [i], shared_memory.tiled_view([p.data])) for p, i in run)
+            out.extend(FlatBucket([p], [i], shared_memory.tiled_view([p.array])) for p, i in run)
         else:
             out.append(FlatBucket([p for p, _ in run], [i for _, i in run], tiled))
 
     for p, i, shared in zip(members, indices, in_segment):
         if not shared:
             continue
-        if run and shared_memory.tiled_view([run[-1][0].data, p.data]) is None:
+        if run and shared_memory.tiled_view([run[-1][0].array, p.array]) is None:
             close(run)
             run = []
         run.append((p, i))

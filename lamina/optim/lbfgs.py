@@ -91,7 +91,7 @@ class LBFGS(Optimizer):
                 if g.shape != bucket.shapes[i]:
                     raise ValueError(f"LBFGS: parameter {i} has shape {bucket.shapes[i]} but its grad "
                                      f"has shape {g.shape}")
-                pieces.append(g.data.reshape(-1))
+                pieces.append(g.array.reshape(-1))
         return xp.concatenate(pieces).astype(bucket.dtype, copy=False)
 
     def _move(self, bucket, t, d):
@@ -347,7 +347,7 @@ def _raw(value):
     if value is None:
         return None
     if isinstance(value, Tensor):
-        return value.data
+        return value.array
     return _as_array(value)
 
 

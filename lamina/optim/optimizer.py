@@ -40,9 +40,9 @@ class Optimizer:
     takes effect at the next step.
 
     Memory (built-in optimisers): the optimiser moves each group's parameters into one flat buffer
-    per device and dtype and rebinds every ``p.data`` to a view of it, so one update covers many
+    per device and dtype and rebinds every parameter's array to a view of it, so one update covers many
     parameters (see ``lamina.optim.flat``); besides its state it keeps two chunk-sized work
-    buffers. In-place writes to ``p.data`` are seen. Rebinding ``p.data`` to another array is
+    buffers. In-place writes to ``p.data`` are seen. Rebinding ``p.data`` to another tensor is
     noticed at the next step and the new values are copied in (a new shape, dtype or device only
     before any state exists). Tensors that shared a parameter's array before the optimiser was
     built stop sharing it. A parameter may appear only once in an optimiser. A subclass that
@@ -601,7 +601,7 @@ def _as_array(value):
     """The array behind a saved state value: a lamina Tensor, a NumPy/CuPy array, or anything
     ``numpy.asarray`` takes (a CPU ``torch.Tensor``, a list)."""
     if isinstance(value, Tensor):
-        return value.data
+        return value.array
     if type(value) is np.ndarray or type(value).__module__.startswith("cupy"):
         return value
     return np.asarray(value)

@@ -12,7 +12,7 @@ from ..proto import MAX_TENSOR_BYTES
 
 def host(t) -> np.ndarray:
     """A NumPy copy of a tensor's values (shape inputs, indices, constants), wherever it lives."""
-    a = t.data
+    a = t.array
     return a if isinstance(a, np.ndarray) else a.get()
 
 
@@ -35,7 +35,7 @@ def wrap(a, like=None):
 def raw(fn, *tensors):
     """``fn(xp, *arrays)`` on the arrays of ``tensors``, wrapped as a tensor: for integer, boolean
     and index arithmetic that has no gradient (the result is a constant)."""
-    arrays = [t.data for t in tensors]
+    arrays = [t.array for t in tensors]
     xp = backend.xp_of(arrays[0])
     return _wrap(_contiguous(xp.asarray(fn(xp, *arrays))))
 
@@ -46,7 +46,7 @@ def _contiguous(a):
 
 
 def xp_of(t):
-    return backend.xp_of(t.data)
+    return backend.xp_of(t.array)
 
 
 _FLOATS = ("float16", "float32", "float64", "bfloat16")

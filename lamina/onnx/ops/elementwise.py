@@ -444,10 +444,10 @@ def _per_axis(node, param, x):
 
 @onnx_op("DequantizeLinear")
 def dequantize_linear(node, x, scale, zero=None):
-    s = _per_axis(node, np.asarray(scale.data), x)
-    z = None if zero is None else _per_axis(node, np.asarray(zero.data), x)
+    s = _per_axis(node, np.asarray(scale.array), x)
+    z = None if zero is None else _per_axis(node, np.asarray(zero.array), x)
     out_dtype = scale.dtype
-    xs = x.data.astype(np.float32)
+    xs = x.array.astype(np.float32)
     if z is not None:
         xs = xs - z.astype(np.float32)
     return wrap((xs * s.astype(np.float32)).astype(out_dtype), x)
@@ -456,15 +456,15 @@ def dequantize_linear(node, x, scale, zero=None):
 @onnx_op("QuantizeLinear")
 def quantize_linear(node, x, scale, zero=None):
     from ..proto import np_dtype
-    s = _per_axis(node, np.asarray(scale.data), x).astype(np.float32)
+    s = _per_axis(node, np.asarray(scale.array), x).astype(np.float32)
     if zero is not None:
         to = zero.dtype
     elif node.attr("output_dtype"):
         to = np_dtype(node.attr("output_dtype"), f"{node.where()} output_dtype")
     else:
         to = np.dtype(np.uint8)
-    z = np.zeros((), np.float32) if zero is None else _per_axis(node, np.asarray(zero.data), x).astype(np.float32)
-    v = np.asarray(x.data).astype(np.float32) / s
+    z = np.zeros((), np.float32) if zero is None else _per_axis(node, np.asarray(zero.array), x).astype(np.float32)
+    v = np.asarray(x.array).astype(np.float32) / s
     if to.name.startswith(("float8", "float4")):
         return wrap(_cast_array(np, v + z, to, bool(node.attr("saturate", 1))), x)
     import ml_dtypes
