@@ -52,7 +52,12 @@ class Reshape(Op):
         return g.reshape(x.shape)
 
     def onnx(self, g, x):
-        return g.op("Reshape", [x, g.vector(self.shape, g.twin_attr("shape"))])
+        shape, twin = list(self.shape), list(g.twin_attr("shape"))
+        moving = [i for i, (a, b) in enumerate(zip(shape, twin)) if a != b]
+        if len(moving) == 1 and -1 not in shape and len(shape) == len(twin):
+            # one size follows the dynamic axes: Reshape infers it from -1, with no Shape arithmetic
+            shape[moving[0]] = twin[moving[0]] = -1
+        return g.op("Reshape", [x, g.vector(shape, twin)])
 
 
 class Permute(Op):
