@@ -74,7 +74,8 @@ class Compiled:
             g = passes.optimize(g, fuse=self.fuse, array_backwards=self.memory_budget is None)
             if self.memory_budget is not None:
                 g = passes.rematerialize(g, self.memory_budget)
-            ex = Executor(g, fuse=self.fuse)
+            # under a budget no buffer outlives its values: the real peak is the planned one
+            ex = Executor(g, fuse=self.fuse, plan=self.memory_budget is None)
             self.cache.setdefault(key, []).append((ex, grad_inputs, pattern))
             self.graphs.append(g)
         self.last_key = key
@@ -126,6 +127,7 @@ def compile(fn, *, fuse: bool = True, memory_budget=None) -> Compiled:
 
     ``memory_budget`` (bytes or a size such as ``"200MB"``) recomputes forward activations
     during the backward (rematerialisation) until the planned peak fits, or raises a
-    ``MemoryError`` saying how close it got.
+    ``MemoryError`` saying how close it got; the executor then keeps no preallocated buffers
+    between calls, so the activation memory a call really uses is that planned peak.
     """
     return Compiled(fn, fuse=fuse, memory_budget=memory_budget)

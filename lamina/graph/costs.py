@@ -151,9 +151,14 @@ def liveness(graph, eager=False):
     end = len(graph.nodes)
     span = {}
     nodes = graph.nodes
-    # inside a fused elementwise chain only the last node's value is ever made
+    # inside a fused elementwise chain only the last node's value is ever made, and the chain's
+    # inputs are all read by its one kernel: alive until the chain's last node
     internal = {id(n.outputs[0]) for i, n in enumerate(nodes[:-1])
                 if n.group is not None and nodes[i + 1].group == n.group}
+    read_at = list(range(end))
+    for i in range(end - 2, -1, -1):
+        if nodes[i].group is not None and nodes[i + 1].group == nodes[i].group:
+            read_at[i] = read_at[i + 1]
     for i, n in enumerate(nodes):
         if n.array_backward:  # the forward op's saved arrays (and output) are read here, through the op
             keep_out = n.op_cls.save_output
@@ -173,7 +178,7 @@ def liveness(graph, eager=False):
         for v in n.inputs:
             r = _root(v)
             if id(r) in span:
-                span[id(r)][1] = max(span[id(r)][1], i)
+                span[id(r)][1] = max(span[id(r)][1], read_at[i])
     for v in list(graph.outputs) + [u[1] for u in graph.updates]:
         r = _root(v)
         if id(r) in span:

@@ -125,6 +125,20 @@ _ndarray = np.ndarray
 _generic = np.generic
 
 
+def _out_capable(node) -> bool:
+    """Whether the executor can run ``node`` into a buffer it hands over (``out=``): a matrix
+    product or a binary ufunc of one float dtype on CPU, keeping nothing for a backward."""
+    name = node.op_cls.__name__
+    if name not in _UFUNCS and name not in ("MatMul", "Linear"):
+        return False
+    if node.array_backward or node.keeps_saved or len(node.outputs) != 1 or node.outputs[0].index != 0:
+        return False
+    v = node.outputs[0]
+    if any(x.dtype != v.dtype or x.device.type != "cpu" for x in node.inputs):
+        return False
+    return name != "MatMul" or (len(node.inputs[0].shape) >= 2 and len(node.inputs[1].shape) >= 2)
+
+
 def _plain(a):
     """An op's result as an array (NumPy reductions may hand back a scalar)."""
     return np.asarray(a) if isinstance(a, _generic) else a
@@ -166,11 +180,25 @@ class Executor:
             steps.append((None, n.inputs, n.outputs, i))
             i += 1
         self.steps = steps
-        self.plan = passes.plan_memory(graph) if plan else None
         span = costs.liveness(graph)
         end = len(nodes)
         keep = {id(v) for v in graph.outputs} | {id(v) for _, v in graph.updates}
-        self._keep = keep
+        # optimiser updates a fused chain can write straight into their target
+        in_place = self._in_place_updates(steps)
+        self.written_in_place = set()
+
+        # the values the steps write into preallocated buffers, and the plan that shares those
+        # buffers among them (planning only these: the values ops allocate themselves come and go)
+        def fits(v):
+            return (v.view_of is None and id(v) not in keep and id(v) in span and span[id(v)][1] < end
+                    and v.device.type == "cpu" and v.dtype in _FLOATS)
+        wanted = set()
+        if plan:
+            for k, ins, outs, i in steps:
+                v = outs[0]
+                if ((k is not None and id(v) not in in_place) or (k is None and _out_capable(nodes[i]))) and fits(v):
+                    wanted.add(id(v))
+        self.plan = passes.plan_memory(graph, only=wanted) if plan else None
 
         # registers: one per value the schedule touches
         reg = {}
@@ -207,18 +235,13 @@ class Executor:
         self.in_buffer = set()
 
         def buffer_for(v):
-            if (self.plan is None or v.view_of is not None or id(v) in keep or id(v) not in self.plan.slot_of
-                    or span.get(id(v), (0, end))[1] >= end or v.device.type != "cpu" or v.dtype not in _FLOATS):
+            if self.plan is None or id(v) not in self.plan.slot_of:
                 return None
             s = self.plan.slot_of[id(v)]
             if self.buffers[s] is None:
                 self.buffers[s] = np.empty(self.plan.slots[s], dtype=np.uint8)
             self.in_buffer.add(id(v))
             return self.buffers[s][:v.nbytes].view(v.dtype).reshape(v.shape)
-
-        # optimiser updates a fused chain can write straight into their target
-        in_place = self._in_place_updates(steps)
-        self.written_in_place = set()
 
         last = {}
         for s, (_k, ins, _outs, _i) in enumerate(steps):
@@ -228,6 +251,10 @@ class Executor:
         for vid, s in last.items():
             if vid not in keep:
                 dead[s].append(reg[vid])
+        for s, (_k, _ins, outs, _i) in enumerate(steps):  # made but never read: gone at once
+            for v in outs:
+                if id(v) not in last and id(v) not in keep:
+                    dead[s].append(reg[id(v)])
         self.program = []
         for s, (k, ins, outs, i) in enumerate(steps):
             if k is not None:
@@ -352,13 +379,7 @@ class Executor:
     def _out_step(self, node, name, ins, o, v, buffer_for):
         """A step computing ``node`` straight into a preallocated buffer, or None."""
         xs = node.inputs
-        if name not in _UFUNCS and name not in ("MatMul", "Linear"):
-            return None
-        if any(x.dtype != v.dtype or x.device.type != "cpu" for x in xs):
-            return None
-        if name == "MatMul" and (len(xs[0].shape) < 2 or len(xs[1].shape) < 2):
-            return None
-        buf = buffer_for(v)
+        buf = buffer_for(v) if _out_capable(node) else None
         if buf is None:
             return None
         if name in _UFUNCS:

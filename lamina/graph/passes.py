@@ -18,6 +18,7 @@ import numpy as np
 
 from . import costs
 from .executor import run_node
+from .fusion import build_source
 from .ir import Node
 
 RANDOM = frozenset(("Dropout", "Multinomial"))
@@ -250,7 +251,8 @@ def fuse_elementwise(graph, min_length: int = 2):
     chains.append(cur)
     gid = 0
     for c in chains:
-        if len(c) >= min_length:
+        # only chains a kernel can be generated for: the cost model counts a group as one kernel
+        if len(c) >= min_length and build_source(c) is not None:
             for n in c:
                 n.group = gid
             gid += 1
@@ -281,10 +283,13 @@ class MemoryPlan:
                 f"{costs.format_bytes(self.peak_bytes)})")
 
 
-def plan_memory(graph) -> MemoryPlan:
+def plan_memory(graph, only=None) -> MemoryPlan:
     """Assign each activation buffer (views share their base's) to a slot, reusing a slot whose
-    last value died before this one is made: best fit by size, largest values first."""
+    last value died before this one is made: best fit by size, largest values first. ``only``
+    (a set of value ids) plans just those values (the ones an executor places in buffers)."""
     span = costs.liveness(graph)
+    if only is not None:
+        span = {k: ab for k, ab in span.items() if k in only}
     by_id = {}
     for n in graph.nodes:
         for v in n.outputs:

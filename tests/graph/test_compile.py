@@ -184,3 +184,48 @@ def test_compiled_step_with_gradient_clipping_matches_eager(name):
         assert_close(grads(model), grads(eager))
         assert_close(arrays(model), arrays(eager))
     assert len(compiled.graphs) == 1 and any(n.name == "clamp" for n in compiled.graph.nodes)
+
+
+def _measured_peak(fn, args):
+    """Bytes allocated at the peak of one call above what was allocated before it (tracemalloc),
+    plus the buffers a compiled function keeps between calls."""
+    import gc
+    import tracemalloc
+    gc.collect()
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        out = fn(*args)
+        peak = tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+    kept = sum(ex.buffer_bytes for entries in getattr(fn, "cache", {}).values() for ex, *_ in entries)
+    return peak + kept, out
+
+
+def test_gpt_step_below_eager_memory_and_within_half_of_it_under_a_budget():
+    lamina.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=11, block_size=16, n_layer=2, n_head=2, n_embd=32))
+    loss_fn = lambda m, x, t: m(x, t)[1]  # noqa: E731
+    r = np.random.default_rng(3)
+    batches = [tuple(lamina.tensor(r.integers(0, 11, (8, 16))) for _ in range(2)) for _ in range(5)]
+    eager, plain, budgeted = twin(model), twin(model), twin(model)
+    eager_step = train_step(eager, loss_fn)
+    eager_step(*batches[0])  # first-call caches out of the figure
+    eager_peak, _ = _measured_peak(eager_step, batches[0])
+    plain_step = compile(train_step(plain, loss_fn))
+    budget_step = compile(train_step(budgeted, loss_fn), memory_budget=eager_peak // 2)
+    for s in (plain_step, budget_step):
+        s(*batches[0])
+    plain_peak, _ = _measured_peak(plain_step, batches[0])
+    budget_peak, _ = _measured_peak(budget_step, batches[0])
+    assert plain_peak < eager_peak
+    assert budget_peak <= eager_peak // 2 and costs.peak_bytes(budget_step.graph) <= eager_peak // 2
+    assert any(n.phase == "recompute" for n in budget_step.graph.nodes)
+    for xs in batches[1:]:  # the loss curves of the three, on fresh batches
+        want = eager_step(*xs).item()
+        np.testing.assert_allclose(plain_step(*xs).item(), want, rtol=1e-12)
+        np.testing.assert_allclose(budget_step(*xs).item(), want, rtol=1e-12)
+    assert_close(arrays(budgeted), arrays(eager))
+    assert_close(arrays(plain), arrays(eager))
