@@ -55,6 +55,11 @@ def _host(a) -> np.ndarray:
     return a if isinstance(a, np.ndarray) else a.get()  # a CuPy array: copied to the host
 
 
+def _contiguous(a) -> np.ndarray:
+    # np.ascontiguousarray would turn a 0-d array into shape (1,)
+    return a if a.flags.c_contiguous else a.copy(order="C")
+
+
 def tensor_type(dtype) -> int:
     """The ONNX ``TensorProto`` element type of a NumPy dtype."""
     from onnx import helper
@@ -125,7 +130,7 @@ class Builder:
             if key in self._cache:
                 return self._cache[key]
         name = self.fresh(hint)
-        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(a), name))
+        self.initializers.append(numpy_helper.from_array(_contiguous(a), name))
         if key is not None:
             self._cache[key] = name
         return name
@@ -219,16 +224,34 @@ class Builder:
                           f"{w} at other sizes of the dynamic axes ({', '.join(d[0] for d in names)}), which is "
                           "not a multiple of them; export with fixed sizes (dynamic_axes={}) or change the model")
 
-    def _dim(self, d) -> str:
-        key = ("dim", d[1], d[2])
+    def _dim_scalar(self, d) -> str:
+        """The 0-d size of dynamic dim ``d``: Shape then Gather of a scalar index, the form
+        onnxruntime's graph fusions expect (they add their own Unsqueeze after it)."""
+        key = ("dim0", d[1], d[2])
         if key not in self._cache:
             node, self.node = self.node, None
             shape = self._cache.get(("shape", d[1]))
             if shape is None:
                 shape = self._cache[("shape", d[1])] = self.op("Shape", [d[1]])
-            self._cache[key] = self.op("Gather", [shape, self.ints([d[2]])], axis=0)
+            self._cache[key] = self.op("Gather", [shape, self.scalar(d[2], np.int64)], axis=0)
             self.node = node
         return self._cache[key]
+
+    def _dim(self, d) -> str:
+        key = ("dim", d[1], d[2])
+        if key not in self._cache:
+            node, self.node = self.node, None
+            self._cache[key] = self.op("Unsqueeze", [self._dim_scalar(d), self.ints([0])])
+            self.node = node
+        return self._cache[key]
+
+    def size_scalar(self, v: int, w: int) -> str:
+        """A 0-d int64 tensor that is ``v`` at the traced sizes and ``w`` at the second trace's."""
+        e = self.size_expr(v, w)
+        for d in self.dims:
+            if self._cache.get(("dim", d[1], d[2])) == e:
+                return self._dim_scalar(d)
+        return self.op("Squeeze", [e, self.ints([0])])
 
     def _product(self, combo, c: int) -> str:
         key = ("prod", tuple(d[0] for d in combo), c)
@@ -530,7 +553,7 @@ def _build(onnx, g1, g2, opset, in_names, out_names, axes, dims):
             n = v.name if v.name not in b._taken else b.fresh(v.name)
             b.reserve(n)
             param_names[id(v)] = n
-            inits.append(numpy_helper.from_array(np.ascontiguousarray(_host(v.tensor.data)), n))
+            inits.append(numpy_helper.from_array(_contiguous(_host(v.tensor.data)), n))
         elif v.kind == "constant":
             n = _constant(b, v, twin_values.get(id(v)))
         else:
@@ -585,13 +608,19 @@ def _max_ir(onnx, opset):
 
 
 def _constant(b, v, twin):
-    """A constant value as an initializer, or as ``ConstantOfShape`` when its shape follows the
-    dynamic axes (a zero state made for each batch)."""
+    """A constant value as an initializer; when its shape follows the dynamic axes, ``ConstantOfShape``
+    (one value: a zero state made for each batch) or ``Range`` (positions 0..n-1)."""
     data = _host(v.data)
     if twin is None or tuple(twin.shape) == tuple(v.shape):
         return b.const(data, "const")
     flat = data.reshape(-1)
-    if flat.size and not (flat == flat[0]).all() or twin.data.size and not (twin.data == flat[:1]).all():
+    tw = _host(twin.data)
+    if data.ndim == 1 and tw.ndim == 1 and np.array_equal(data, np.arange(data.size)) and \
+            np.array_equal(tw, np.arange(tw.size)):
+        # positions 0..n-1 along a dynamic axis (GPT's arange(T)): a Range up to that size
+        n = b.size_scalar(v.shape[0], twin.shape[0])
+        return b.op("Range", [b.scalar(0, data.dtype), b.cast(n, np.int64, data.dtype), b.scalar(1, data.dtype)])
+    if flat.size and not (flat == flat[0]).all() or tw.size and not (tw == flat[:1]).all():
         raise ExportError(f"lamina.onnx.export: a constant of shape {tuple(v.shape)} (shape {tuple(twin.shape)} at "
                           "other dynamic sizes) holds different values; it depends on a dynamic axis in a way "
                           "ONNX cannot rebuild (make it with ops from the inputs, or export with dynamic_axes={})")
