@@ -1,13 +1,16 @@
 """2-D convolution and pooling on raw NCHW CPU arrays.
 
-A convolution packs the input into columns with compiled loops (split over the kernel threads
-for large inputs) and multiplies them with one BLAS GEMM per group (NumPy's matmul, called
-between the compiled loops, never inside them, so kernel and BLAS threads never run at once). The batch is processed in blocks whose
-columns stay under ``COLUMN_BUDGET`` elements, so memory does not grow with the batch.
-Backward recomputes the columns rather than keeping them from the forward.
+A convolution copies its input once into a zero-padded channels-last array, packs the columns
+(N*oh*ow, kh*kw*C) from it with compiled loops (split over the kernel threads for large
+inputs) and multiplies them with one BLAS GEMM per direction (NumPy's matmul, called between
+the compiled loops, never inside them, so kernel and BLAS threads never run at once). The batch
+is processed in blocks whose columns stay under ``COLUMN_BUDGET`` elements, so memory does not
+grow with the batch. Backward reuses the forward's columns when the whole batch fit in one block
+(``keep_columns``), else packs them again.
 
 Functions return None when they do not take the input (kernels off, not C-contiguous
-float32/float64 NumPy arrays of one dtype, not 4-D); the caller then uses its NumPy path.
+float32/float64 NumPy arrays of one dtype, not 4-D, groups other than 1); the caller then uses
+its NumPy path.
 """
 from __future__ import annotations
 
@@ -17,10 +20,6 @@ from . import _checks, _runtime
 
 _k = None
 COLUMN_BUDGET = 1 << 22  # elements of one block's columns (16 MiB in float32)
-# Weight gradients with at most this many elements (out channels x C*kh*kw) are computed by a
-# compiled blocked dot product instead of BLAS: measured 2x faster on LeNet's first layer
-# (6 x 25), even on its second (16 x 150), slower on larger ones.
-SMALL_WEIGHT = 1024
 
 
 def _lib():
@@ -39,12 +38,12 @@ def _pair(v, name):
     return v
 
 
-def _geometry(x_shape, w_shape, stride, padding, dilation, groups):
+def _geometry(x_shape, w_shape, stride, padding, dilation):
     n, c, h, w = x_shape
-    o, cg, kh, kw = w_shape
+    o, cw, kh, kw = w_shape
     (sh, sw), (ph, pw), (dh, dw) = _pair(stride, "stride"), _pair(padding, "padding"), _pair(dilation, "dilation")
-    if cg * groups != c or o % groups:
-        raise ValueError(f"conv2d: weight {tuple(w_shape)} with groups={groups} does not fit input {tuple(x_shape)}")
+    if cw != c:
+        raise ValueError(f"conv2d: weight {tuple(w_shape)} does not fit input {tuple(x_shape)}")
     oh = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
     ow = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
     if oh <= 0 or ow <= 0:
@@ -61,77 +60,121 @@ def _spans(rows, work):
     return _checks.split(rows, max(1, min(rows, _checks.parallel(work))))
 
 
-def _im2col(k, x, cols, n0, n1, geo):
-    _runtime.run_parts(k.im2col_rows, [(x, cols, n0, n1, r0, r1) + geo
-                                       for r0, r1 in _spans(cols.shape[0], cols.size)])
+def _nhwc(k, x, geo):
+    """The zero-padded channels-last copy (N, H + 2ph, W + 2pw, C) of x."""
+    n, c, h, w = x.shape
+    ph, pw = geo[4], geo[5]
+    xt = np.empty((n, h + 2 * ph, w + 2 * pw, c), x.dtype)
+    _runtime.run_parts(k.to_nhwc, [(x, xt, ph, pw, s0, s1) for s0, s1 in _spans(n, xt.size)])
+    return xt
 
 
-def _col2im(k, cols, dx, n0, n1, geo):
-    planes = (n1 - n0) * dx.shape[1]
-    _runtime.run_parts(k.col2im_planes, [(cols, dx, n0, q0, q1) + geo for q0, q1 in _spans(planes, cols.size)])
+def _flat(xt):
+    return xt.reshape(xt.shape[0], xt.shape[1], xt.shape[2] * xt.shape[3])
+
+
+# Windows at most this many values wide (kw*C) are packed in the narrow loop order.
+NARROW = 64
+
+
+def _packer(k, geo, c, pack):
+    """The compiled packing (``pack``) or unpacking function for this geometry, and the
+    geometry arguments it takes."""
+    kh, kw, sh, sw, _, _, dh, dw, oh, ow = geo
+    if dw != 1:
+        return getattr(k, ("im2col" if pack else "col2im") + "_dilated"), (kh, kw, sh, sw, dh, dw, oh, ow)
+    order = "_narrow" if kw * c <= NARROW else "_wide"
+    return getattr(k, ("im2col" if pack else "col2im") + order), (kh, kw, sh, sw, dh, oh, ow)
+
+
+def _im2col(k, xt, cols, n0, nb, geo):
+    fn, g = _packer(k, geo, xt.shape[3], True)
+    head = (_flat(xt), xt.shape[3], cols, n0) + g
+    _runtime.run_parts(fn, [head + (s0, s1) for s0, s1 in _spans(nb, cols.size)])
+
+
+def _col2im(k, dcols, dxt, n0, nb, geo):
+    fn, g = _packer(k, geo, dxt.shape[3], False)
+    head = (dcols, _flat(dxt), dxt.shape[3], n0) + g
+    _runtime.run_parts(fn, [head + (s0, s1) for s0, s1 in _spans(nb, dcols.size)])
 
 
 def _planes(fn, work, *args, planes):
     _runtime.run_parts(fn, [args + (q0, q1) for q0, q1 in _spans(planes, work)])
 
 
-def im2col(x, kernel_size, stride=1, padding=0, dilation=1, n0=0, n1=None):
-    """Columns (C*kh*kw, (n1-n0)*oh*ow) of samples n0..n1-1 of x (N, C, H, W), or None."""
-    if not _checks.floats(x) or x.ndim != 4:
+def _weight_matrix(weight):
+    """(O, C, kh, kw) -> (O, kh*kw*C), the columns' (ki, kj, c) order."""
+    o = weight.shape[0]
+    return np.ascontiguousarray(weight.transpose(0, 2, 3, 1)).reshape(o, -1)
+
+
+def im2col(x, kernel_size, stride=1, padding=0, dilation=1):
+    """The columns (N*oh*ow, kh*kw*C) of x (N, C, H, W): row (n*oh + i)*ow + j holds the window
+    of output (i, j) of sample n in (ki, kj, c) order, zeros where it reaches into the padding.
+    None if not taken."""
+    if not _checks.floats(x) or x.ndim != 4 or x.size == 0:
         return None
     kh, kw = _pair(kernel_size, "kernel_size")
-    g = _geometry(x.shape, (1, x.shape[1], kh, kw), stride, padding, dilation, 1)
-    n1 = x.shape[0] if n1 is None else n1
-    cols = np.empty((x.shape[1] * kh * kw, (n1 - n0) * g[8] * g[9]), x.dtype)
-    _im2col(_lib(), x, cols, n0, n1, g)
+    geo = _geometry(x.shape, (1, x.shape[1], kh, kw), stride, padding, dilation)
+    k = _lib()
+    cols = np.empty((x.shape[0] * geo[8] * geo[9], kh * kw * x.shape[1]), x.dtype)
+    _im2col(k, _nhwc(k, x, geo), cols, 0, x.shape[0], geo)
     return cols
 
 
 def col2im(cols, x_shape, kernel_size, stride=1, padding=0, dilation=1):
-    """The adjoint of im2col over a whole batch: an array of ``x_shape`` with every column
-    added back at its window, or None."""
+    """The adjoint of im2col: an array of ``x_shape`` with every column added back at its
+    window, or None."""
     if not _checks.floats(cols) or cols.ndim != 2 or len(x_shape) != 4:
         return None
+    n, c, h, w = x_shape
     kh, kw = _pair(kernel_size, "kernel_size")
-    g = _geometry(x_shape, (1, x_shape[1], kh, kw), stride, padding, dilation, 1)
-    if cols.shape != (x_shape[1] * kh * kw, x_shape[0] * g[8] * g[9]):
+    geo = _geometry(x_shape, (1, c, kh, kw), stride, padding, dilation)
+    if cols.shape != (n * geo[8] * geo[9], kh * kw * c):
         return None
-    dx = np.zeros(x_shape, cols.dtype)
-    _col2im(_lib(), cols, dx, 0, x_shape[0], g)
+    k = _lib()
+    ph, pw = geo[4], geo[5]
+    dxt = np.zeros((n, h + 2 * ph, w + 2 * pw, c), cols.dtype)
+    _col2im(k, cols, dxt, 0, n, geo)
+    dx = np.empty(x_shape, cols.dtype)
+    _runtime.run_parts(k.from_nhwc, [(dxt, dx, ph, pw, s0, s1) for s0, s1 in _spans(n, dx.size)])
     return dx
 
 
+def _takes(x, weight, groups):
+    return x.ndim == 4 and weight.ndim == 4 and x.size > 0 and groups == 1
+
+
 def conv2d_forward(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, keep_columns=False):
-    """Cross-correlation of x (N, C, H, W) with weight (O, C/groups, kh, kw), plus bias (O,).
+    """Cross-correlation of x (N, C, H, W) with weight (O, C, kh, kw), plus bias (O,).
 
     With ``keep_columns`` returns ``(y, columns)``: the packed input when the whole batch fit in
     one block (else None), to pass to ``conv2d_backward`` so it does not pack the input again."""
     arrays = (x, weight) if bias is None else (x, weight, bias)
-    if not _checks.floats(*arrays) or x.ndim != 4 or weight.ndim != 4 or x.size == 0:
+    if not _checks.floats(*arrays) or not _takes(x, weight, groups):
         return None
     k = _lib()
-    geo = _geometry(x.shape, weight.shape, stride, padding, dilation, groups)
+    geo = _geometry(x.shape, weight.shape, stride, padding, dilation)
     n, o = x.shape[0], weight.shape[0]
     oh, ow = geo[8], geo[9]
     p = oh * ow
-    ck = weight[0].size * groups
-    og, ckg = o // groups, ck // groups
-    wmat = weight.reshape(groups, og, ckg)
+    wmat = _weight_matrix(weight)
+    ck = wmat.shape[1]
     out = np.empty((n, o, p), x.dtype)
     b = bias if bias is not None else np.empty(0, x.dtype)
+    xt = _nhwc(k, x, geo)
     nb = _block(n, ck, p)
-    cols = np.empty((ck, nb * p), x.dtype)
-    ymat = np.empty((o, nb * p), x.dtype)
+    wt = wmat.T
+    cols = np.empty((nb * p, ck), x.dtype)
+    ymat = np.empty((nb * p, o), x.dtype)
     for n0 in range(0, n, nb):
         n1 = min(n, n0 + nb)
-        c = cols[:, :(n1 - n0) * p] if n1 - n0 < nb else cols
-        y = ymat[:, :(n1 - n0) * p] if n1 - n0 < nb else ymat
-        if n1 - n0 < nb:
-            c, y = np.ascontiguousarray(c), np.ascontiguousarray(y)
-        _im2col(k, x, c, n0, n1, geo)
-        for gi in range(groups):
-            np.matmul(wmat[gi], c[gi * ckg:(gi + 1) * ckg], out=y[gi * og:(gi + 1) * og])
-        _planes(k.to_nchw, y.size, y, out, n0, n1, b, bias is not None, planes=o)
+        c, y = (cols, ymat) if n1 - n0 == nb else (cols[:(n1 - n0) * p], ymat[:(n1 - n0) * p])
+        _im2col(k, xt, c, n0, n1 - n0, geo)
+        np.matmul(c, wt, out=y)
+        _runtime.run_parts(k.rows_to_nchw, [(y, out, n0, b, bias is not None, s0, s1)
+                                            for s0, s1 in _spans(n1 - n0, y.size)])
     out = out.reshape(n, o, oh, ow)
     if keep_columns:
         return out, (cols if nb == n else None)
@@ -143,24 +186,26 @@ def conv2d_backward(g, x, weight, stride=1, padding=0, dilation=1, groups=1, nee
     """``(dx, dweight, dbias)`` of conv2d_forward for upstream gradient g (N, O, oh, ow); each is
     None where not asked for. ``columns`` are the forward's (``keep_columns``), if it kept them.
     Returns None for inputs it does not take."""
-    if not _checks.floats(g, x, weight) or x.ndim != 4 or weight.ndim != 4 or g.ndim != 4 or x.size == 0:
+    if not _checks.floats(g, x, weight) or not _takes(x, weight, groups) or g.ndim != 4:
         return None
     k = _lib()
-    geo = _geometry(x.shape, weight.shape, stride, padding, dilation, groups)
-    n, o = x.shape[0], weight.shape[0]
+    geo = _geometry(x.shape, weight.shape, stride, padding, dilation)
+    n, c, h, w = x.shape
+    o = weight.shape[0]
     oh, ow = geo[8], geo[9]
+    ph, pw = geo[4], geo[5]
     if g.shape != (n, o, oh, ow):
         return None
     p = oh * ow
-    ck = weight[0].size * groups
-    og, ckg = o // groups, ck // groups
-    wmat = weight.reshape(groups, og, ckg)
+    wmat = _weight_matrix(weight)
+    ck = wmat.shape[1]
     g3 = g.reshape(n, o, p)
-    dx = np.zeros_like(x) if need_input else None
-    dw = np.zeros((groups, og, ckg), x.dtype) if need_weight else None
+    dxt = np.zeros((n, h + 2 * ph, w + 2 * pw, c), x.dtype) if need_input else None
+    dw = np.zeros((o, ck), x.dtype) if need_weight else None
     db = np.zeros(o, np.float64)
-    kept = columns is not None and columns.shape == (ck, n * p) and columns.dtype == x.dtype
+    kept = columns is not None and columns.shape == (n * p, ck) and columns.dtype == x.dtype
     nb = n if kept else _block(n, ck, p)
+    xt = _nhwc(k, x, geo) if need_weight and not kept else None
     for n0 in range(0, n, nb):
         n1 = min(n, n0 + nb)
         m = (n1 - n0) * p
@@ -170,22 +215,22 @@ def conv2d_backward(g, x, weight, stride=1, padding=0, dilation=1, groups=1, nee
             if kept:
                 cols = columns
             else:
-                cols = np.empty((ck, m), x.dtype)
-                _im2col(k, x, cols, n0, n1, geo)
-            if groups == 1 and o * ck <= SMALL_WEIGHT:
-                spans = _checks.split(m, max(1, min(_checks.parallel(m * (o + ck)), m // 512 + 1)))
-                parts = _runtime.run_parts(k.weight_grad, [(dyt, cols, m0, m1) for m0, m1 in spans])
-                dw[0] += sum(parts[1:], parts[0]).astype(x.dtype)
+                cols = np.empty((m, ck), x.dtype)
+                _im2col(k, xt, cols, n0, n1 - n0, geo)
+            if n0 == 0:
+                np.matmul(dyt, cols, out=dw)
             else:
-                for gi in range(groups):
-                    dw[gi] += dyt[gi * og:(gi + 1) * og] @ cols[gi * ckg:(gi + 1) * ckg].T
+                dw += dyt @ cols
         if need_input:
-            dcols = np.empty((ck, m), x.dtype)
-            for gi in range(groups):
-                np.matmul(wmat[gi].T, dyt[gi * og:(gi + 1) * og], out=dcols[gi * ckg:(gi + 1) * ckg])
-            _col2im(k, dcols, dx, n0, n1, geo)
-    return (dx, dw.reshape(weight.shape) if need_weight else None,
-            db.astype(x.dtype) if need_bias else None)
+            dcols = np.matmul(dyt.T, wmat)
+            _col2im(k, dcols, dxt, n0, n1 - n0, geo)
+    dx = None
+    if need_input:
+        dx = np.empty(x.shape, x.dtype)
+        _runtime.run_parts(k.from_nhwc, [(dxt, dx, ph, pw, s0, s1) for s0, s1 in _spans(n, dx.size)])
+    if need_weight:
+        dw = np.ascontiguousarray(dw.reshape(o, geo[0], geo[1], c).transpose(0, 3, 1, 2))
+    return dx, dw, db.astype(x.dtype) if need_bias else None
 
 
 def _pool_out(size, k, s, p, d, ceil_mode):

@@ -45,6 +45,10 @@ def _conv(dt, rng):
     b = rng.standard_normal(3).astype(dt)
     y = conv.conv2d_forward(x, w, b, padding=1)
     conv.conv2d_backward(y, x, w, padding=1)
+    # the wide packing order (kw*C > conv.NARROW) and the dilated one
+    xw, ww = rng.standard_normal((1, 32, 5, 5)).astype(dt), rng.standard_normal((2, 32, 3, 3)).astype(dt)
+    conv.conv2d_backward(conv.conv2d_forward(xw, ww, padding=1), xw, ww, padding=1)
+    conv.conv2d_backward(conv.conv2d_forward(x, w, dilation=2, padding=2), x, w, dilation=2, padding=2)
     y, idx = conv.max_pool2d_forward(x, 2)
     conv.max_pool2d_backward(y, idx, x.shape)
     conv.avg_pool2d_backward(conv.avg_pool2d_forward(x, 2), x.shape, 2)

@@ -9,10 +9,12 @@ from .conftest import rand
 
 CONVS = [  # n, c, o, h, w, k, stride, padding, dilation, groups
     (2, 3, 4, 9, 8, 3, 1, 1, 1, 1),
-    (2, 4, 6, 10, 11, 3, 2, 2, 1, 2),
-    (1, 2, 2, 11, 9, 3, 2, 0, 2, 1),
+    (2, 4, 6, 10, 11, 3, 2, 2, 1, 1),
+    (1, 2, 2, 11, 9, 3, 2, 0, 2, 1),        # dilated: the per-(ki, kj) packing
     (3, 1, 6, 28, 28, 5, 1, 2, 1, 1),
     (2, 6, 4, 7, 7, (3, 1), (1, 2), (0, 1), 1, 1),
+    (2, 24, 5, 6, 7, 3, 1, 1, 1, 1),        # kw*C = 72: the wide packing order
+    (1, 24, 3, 9, 9, 3, 2, 1, (2, 1), 1),   # wide, strided, dilated along the height only
 ]
 
 
@@ -54,12 +56,25 @@ def test_conv2d_in_blocks_of_samples(monkeypatch):
         np.testing.assert_allclose(a, c, rtol=1e-13)
 
 
-def test_im2col_col2im_are_adjoint(dtype):
+def test_im2col_layout():
+    """Row (n*oh + i)*ow + j of the columns is the window of output (i, j), (ki, kj, c) order."""
+    x = np.arange(2 * 3 * 4 * 5, dtype=np.float64).reshape(2, 3, 4, 5)
+    cols = K.im2col(x, (2, 3), padding=(0, 1))
+    oh, ow = 3, 5
+    xp = np.pad(x, ((0, 0), (0, 0), (0, 0), (1, 1)))
+    for n, i, j in [(0, 0, 0), (1, 2, 4), (1, 1, 2)]:
+        window = xp[n, :, i:i + 2, j:j + 3]  # (c, ki, kj)
+        np.testing.assert_array_equal(cols[(n * oh + i) * ow + j], window.transpose(1, 2, 0).ravel())
+
+
+@pytest.mark.parametrize("geo", [dict(stride=2, padding=1), dict(padding=1, dilation=2), dict(padding=(0, 2))])
+@pytest.mark.parametrize("channels", [3, 40])
+def test_im2col_col2im_are_adjoint(dtype, geo, channels, parts):
     rng = np.random.default_rng(10)
-    x = rand(rng, (2, 3, 7, 6), dtype)
-    cols = K.im2col(x, 3, stride=2, padding=1, dilation=1)
+    x = rand(rng, (2, channels, 7, 6), dtype)
+    cols = K.im2col(x, 3, **geo)
     r = rand(rng, cols.shape, dtype)
-    back = K.col2im(r, x.shape, 3, stride=2, padding=1)
+    back = K.col2im(r, x.shape, 3, **geo)
     # <im2col(x), r> == <x, col2im(r)>
     lhs, rhs = float((cols.astype(np.float64) * r).sum()), float((x.astype(np.float64) * back).sum())
     assert abs(lhs - rhs) <= 1e-4 * abs(lhs) + 1e-4
@@ -70,6 +85,9 @@ def test_conv_declines():
     assert K.conv2d_forward(x.transpose(0, 1, 3, 2), w) is None
     assert K.conv2d_forward(x, w.astype(np.float64)) is None
     assert K.conv2d_forward(x[0], w) is None
+    assert K.conv2d_forward(np.ones((1, 4, 5, 5), np.float32), w, groups=2) is None  # groups: NumPy path
+    assert K.conv2d_backward(np.ones((1, 3, 3, 3), np.float32), x, w, groups=2) is None
+    assert K.conv2d_backward(np.ones((1, 3, 4, 4), np.float32), x, w) is None  # wrong gradient shape
     with pytest.raises(ValueError, match="conv2d"):
         K.conv2d_forward(x, np.ones((3, 4, 3, 3), np.float32))
 
@@ -116,15 +134,3 @@ def test_avg_pool2d_matches_torch(kw, count_include_pad, dtype):
                                rtol=rtol, atol=rtol)
     np.testing.assert_allclose(K.avg_pool2d_backward(g, x.shape, count_include_pad=count_include_pad, **kw),
                                tg.numpy(), rtol=rtol, atol=rtol)
-
-
-def test_weight_gradient_by_blas_and_by_the_small_kernel_agree(monkeypatch, dtype, parts):
-    from lamina.kernels import conv
-    rng = np.random.default_rng(19)
-    x, w = rand(rng, (3, 2, 9, 9), dtype), rand(rng, (5, 2, 3, 3), dtype)
-    g = rand(rng, (3, 5, 7, 7), dtype)
-    small = conv.conv2d_backward(g, x, w, need_input=False)[1]
-    monkeypatch.setattr(conv, "SMALL_WEIGHT", 0)
-    blas = conv.conv2d_backward(g, x, w, need_input=False)[1]
-    tol = 1e-5 if dtype == np.float32 else 1e-12
-    np.testing.assert_allclose(small, blas, rtol=tol, atol=tol)
