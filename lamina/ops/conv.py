@@ -208,6 +208,10 @@ class ConvNd(Op):
             gb = g.sum(axis=(0,) + tuple(range(2, g.ndim)))
         return (gx, gw) if b is None else (gx, gw, gb)
 
+    def onnx(self, g, x, w, b=None):
+        return g.op("Conv", [x, w] + ([b] if b is not None else []), strides=list(self.stride),
+                    pads=list(self.padding) * 2, dilations=list(self.dilation), group=self.groups)
+
 
 class ConvTransposeNd(Op):
     name = "conv_transpose"
@@ -243,6 +247,11 @@ class ConvTransposeNd(Op):
         if b is not None and needs[2]:
             gb = g.sum(dim=(0,) + tuple(range(2, g.ndim)))
         return (gx, gw) if b is None else (gx, gw, gb)
+
+    def onnx(self, g, x, w, b=None):
+        return g.op("ConvTranspose", [x, w] + ([b] if b is not None else []), strides=list(self.stride),
+                    pads=list(self.padding) * 2, dilations=list(self.dilation), group=self.groups,
+                    output_padding=list(self.output_padding))
 
 
 class ConvNdWeight(Op):

@@ -177,6 +177,12 @@ class MaxPoolNd(Op):
         base = g.new_zeros((n, c, math.prod(x.shape[2:])))
         return scatter_add(base, 2, idx, g.reshape(n, c, -1)).reshape(x.shape)
 
+    def onnx(self, g, x):
+        if self.n_outputs == 2:
+            g.unsupported("max-pool indices (return_indices=True) differ in layout from ONNX MaxPool's")
+        return g.op("MaxPool", [x], kernel_shape=list(self.kernel), strides=list(self.stride),
+                    pads=list(self.padding) * 2, dilations=list(self.dilation), ceil_mode=int(self.ceil_mode))
+
 
 def block_gather(x, index, kernel_size):
     """Element ``index`` (an offset inside the window) of every non-overlapping window of x."""
