@@ -214,6 +214,17 @@ class AxisInterpolate(Op):
             np.add.at(m, (rows, idx), w)
         return _apply_axis(g, m.T, self.axis)
 
+    def onnx(self, g, x):
+        # the same sum of weighted gathers as forward, with the taps as constants
+        shape = [1] * len(g.in_shape(0))
+        shape[self.axis] = self.idx.shape[1]
+        out = None
+        for idx, w in zip(self.idx, self.weights):
+            term = g.op("Gather", [x, g.const(np.asarray(idx, dtype=np.int64), "taps")], axis=self.axis)
+            term = g.op("Mul", [term, g.const(np.asarray(w, dtype=g.out_dtype()).reshape(shape), "weights")])
+            out = term if out is None else g.op("Add", [out, term])
+        return out
+
 
 def _blocks_shape(lead, spatial, factors):
     """(N, C, s1, f1, s2, f2, ...): each spatial dim split into (size, factor)."""
@@ -237,6 +248,12 @@ class NearestUpsample(Op):
 
     def backward(self, g, x):
         return BlockSum(self.factors)(g)
+
+    def onnx(self, g, x):
+        # asymmetric coordinates with floor: output i reads input floor(i / factor), as forward
+        scales = g.const(np.array([1, 1] + list(self.factors), dtype=np.float32), "scales")
+        return g.op("Resize", [x, None, scales], mode="nearest", coordinate_transformation_mode="asymmetric",
+                    nearest_mode="floor")
 
 
 class BlockSum(Op):

@@ -52,7 +52,8 @@ def _grow(x, n):
 
 def round_trip(tmp_path, model, inputs, tol=TOL, name="model.onnx", **kw):
     """Export, run in onnxruntime at the traced batch and at another one, load back and run again."""
-    model.eval()
+    if isinstance(model, nn.Module):
+        model.eval()
     path = tmp_path / name
     proto = lo.export(model, inputs, path, **kw)
     want = _lamina_outputs(model, inputs)
@@ -194,6 +195,19 @@ def test_recurrent_layers(tmp_path, kind):
         _close(_ort(path, [x2])[0], _lamina_outputs(layer, [x2]))
         return
     round_trip(tmp_path, layer, (x,))
+
+
+@pytest.mark.parametrize("mode, kw", [
+    ("nearest", dict(scale_factor=2)), ("nearest", dict(size=(7, 9))),
+    ("bilinear", dict(scale_factor=2, align_corners=False)), ("bilinear", dict(size=(8, 11), align_corners=True)),
+    ("bicubic", dict(size=(4, 13))), ("area", dict(size=(3, 3)))])
+def test_interpolate(tmp_path, mode, kw):
+    rng = np.random.default_rng(15)
+
+    def fn(x):
+        return nn.functional.interpolate(x, mode=mode, **kw)
+    x = _f32(rng, 2, 3, 5, 6)
+    round_trip(tmp_path, fn, (x,))
 
 
 def _many_ops(x, idx, mask):
