@@ -44,12 +44,12 @@ def test_conv2d_forward_backward_match_torch(case, dtype, parts):
         np.testing.assert_array_equal(a, c)
 
 
-def test_conv2d_in_blocks_of_samples(monkeypatch):
+def test_conv2d_in_blocks_of_output_rows(monkeypatch, parts):
     from lamina.kernels import conv
     rng = np.random.default_rng(9)
     x, w, b = rand(rng, (5, 3, 6, 6), np.float64), rand(rng, (4, 3, 3, 3), np.float64), rand(rng, (4,), np.float64)
     whole = conv.conv2d_forward(x, w, b, padding=1), conv.conv2d_backward(x[:, :1].repeat(4, 1), x, w, padding=1)
-    monkeypatch.setattr(conv, "COLUMN_BUDGET", 2 * 27 * 36)  # two samples per block: 3 blocks
+    monkeypatch.setattr(conv, "COLUMN_BUDGET", 4 * 27 * 6)  # four output rows per block: blocks straddle samples
     blocked = conv.conv2d_forward(x, w, b, padding=1), conv.conv2d_backward(x[:, :1].repeat(4, 1), x, w, padding=1)
     np.testing.assert_allclose(blocked[0], whole[0], rtol=1e-13)
     for a, c in zip(blocked[1], whole[1]):

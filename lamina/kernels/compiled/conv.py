@@ -76,143 +76,144 @@ def _add(dst, src):
 
 
 @njit(**JIT)
-def im2col_narrow(xt, c_n, cols, n0, kh, kw, sh, sw, dh, oh, ow, s0, s1):
-    """The column rows of block samples s0..s1-1 (samples n0 + s of the channels-last padded
-    input xt, given as (N, H + 2ph, (W + 2pw)*C)), for dilation 1 along the width: row
-    (s*oh + i)*ow + j of cols (M, kh*kw*C) holds the window at output (i, j) in (ki, kj, c)
-    order, kh runs of kw*C values. This order copies one window row for every j before moving
-    to the next kernel row, which keeps one input row hot: for narrow windows (LeNet: kw*C = 30)
-    it measured 1.4-4x faster than filling each column row in one go."""
+def im2col_narrow(xt, c_n, cols, r0, kh, kw, sh, sw, dh, oh, ow, q0, q1):
+    """Rows q0..q1-1 of a block of output rows that starts at output row r0 (row r is output row
+    r % oh of sample r // oh): cols[q*ow + j] (of (rows*ow, kh*kw*C)) holds the window at output
+    (i, j) of the channels-last padded input xt, given as (N, H + 2ph, (W + 2pw)*C), in
+    (ki, kj, c) order: kh runs of kw*C values, for dilation 1 along the width. This order copies
+    one window row for every j before moving to the next kernel row, which keeps one input row
+    hot: for narrow windows (LeNet: kw*C = 30) it measured 1.4-4x faster than filling each column
+    row in one go."""
     span = kw * c_n
-    p = oh * ow
-    for s in range(s0, s1):
-        n = n0 + s
-        for i in range(oh):
-            blk = cols[s * p + i * ow:s * p + (i + 1) * ow]
-            for ki in range(kh):
-                src = xt[n, i * sh + ki * dh]
-                for j in range(ow):
-                    off = j * sw * c_n
-                    _copy(blk[j, ki * span:(ki + 1) * span], src[off:off + span])
+    for q in range(q0, q1):
+        n = (r0 + q) // oh
+        i = (r0 + q) % oh
+        blk = cols[q * ow:(q + 1) * ow]
+        for ki in range(kh):
+            src = xt[n, i * sh + ki * dh]
+            for j in range(ow):
+                off = j * sw * c_n
+                _copy(blk[j, ki * span:(ki + 1) * span], src[off:off + span])
 
 
 @njit(**JIT)
-def im2col_wide(xt, c_n, cols, n0, kh, kw, sh, sw, dh, oh, ow, s0, s1):
+def im2col_wide(xt, c_n, cols, r0, kh, kw, sh, sw, dh, oh, ow, q0, q1):
     """``im2col_narrow`` filling each column row in one go: for wide windows (a ResNet stage:
     kw*C = 192) 2.5x faster than the narrow order."""
     span = kw * c_n
-    p = oh * ow
-    for s in range(s0, s1):
-        n = n0 + s
-        for i in range(oh):
-            blk = cols[s * p + i * ow:s * p + (i + 1) * ow]
+    for q in range(q0, q1):
+        n = (r0 + q) // oh
+        i = (r0 + q) % oh
+        blk = cols[q * ow:(q + 1) * ow]
+        for j in range(ow):
+            off = j * sw * c_n
+            row = blk[j]
+            for ki in range(kh):
+                _copy(row[ki * span:(ki + 1) * span], xt[n, i * sh + ki * dh, off:off + span])
+
+
+@njit(**JIT)
+def im2col_dilated(xt, c_n, cols, r0, kh, kw, sh, sw, dh, dw, oh, ow, q0, q1):
+    """``im2col_wide`` for any dilation along the width: kh*kw runs of C values."""
+    for q in range(q0, q1):
+        n = (r0 + q) // oh
+        i = (r0 + q) % oh
+        blk = cols[q * ow:(q + 1) * ow]
+        for j in range(ow):
+            row = blk[j]
+            for ki in range(kh):
+                src = xt[n, i * sh + ki * dh]
+                for kj in range(kw):
+                    off = (j * sw + kj * dw) * c_n
+                    b = (ki * kw + kj) * c_n
+                    _copy(row[b:b + c_n], src[off:off + c_n])
+
+
+@njit(**JIT)
+def col2im_narrow(dcols, dxt, c_n, r0, kh, kw, sh, sw, dh, oh, ow, q0, q1):
+    """Add the columns' gradient rows of block rows q0..q1-1 into the channels-last padded,
+    pre-zeroed dxt (given as (N, H + 2ph, (W + 2pw)*C)): the adjoint of ``im2col_narrow``, in its
+    loop order. Neighbouring output rows add into shared input rows: parts that run at once must
+    hold different samples."""
+    span = kw * c_n
+    for q in range(q0, q1):
+        n = (r0 + q) // oh
+        i = (r0 + q) % oh
+        blk = dcols[q * ow:(q + 1) * ow]
+        for ki in range(kh):
+            dst = dxt[n, i * sh + ki * dh]
             for j in range(ow):
                 off = j * sw * c_n
-                row = blk[j]
-                for ki in range(kh):
-                    _copy(row[ki * span:(ki + 1) * span], xt[n, i * sh + ki * dh, off:off + span])
+                _add(dst[off:off + span], blk[j, ki * span:(ki + 1) * span])
 
 
 @njit(**JIT)
-def im2col_dilated(xt, c_n, cols, n0, kh, kw, sh, sw, dh, dw, oh, ow, s0, s1):
-    """``im2col_wide`` for any dilation along the width: kh*kw runs of C values."""
-    p = oh * ow
-    for s in range(s0, s1):
-        n = n0 + s
-        for i in range(oh):
-            blk = cols[s * p + i * ow:s * p + (i + 1) * ow]
-            for j in range(ow):
-                row = blk[j]
-                for ki in range(kh):
-                    src = xt[n, i * sh + ki * dh]
-                    for kj in range(kw):
-                        off = (j * sw + kj * dw) * c_n
-                        b = (ki * kw + kj) * c_n
-                        _copy(row[b:b + c_n], src[off:off + c_n])
-
-
-@njit(**JIT)
-def col2im_narrow(dcols, dxt, c_n, n0, kh, kw, sh, sw, dh, oh, ow, s0, s1):
-    """Add the columns' gradient rows of block samples s0..s1-1 into dxt[n0 + s] (channels-last,
-    padded, pre-zeroed, given as (N, H + 2ph, (W + 2pw)*C)): the adjoint of ``im2col_narrow``,
-    in its loop order."""
-    span = kw * c_n
-    p = oh * ow
-    for s in range(s0, s1):
-        n = n0 + s
-        for i in range(oh):
-            blk = dcols[s * p + i * ow:s * p + (i + 1) * ow]
-            for ki in range(kh):
-                dst = dxt[n, i * sh + ki * dh]
-                for j in range(ow):
-                    off = j * sw * c_n
-                    _add(dst[off:off + span], blk[j, ki * span:(ki + 1) * span])
-
-
-@njit(**JIT)
-def col2im_wide(dcols, dxt, c_n, n0, kh, kw, sh, sw, dh, oh, ow, s0, s1):
+def col2im_wide(dcols, dxt, c_n, r0, kh, kw, sh, sw, dh, oh, ow, q0, q1):
     """The adjoint of ``im2col_wide``, in its loop order."""
     span = kw * c_n
-    p = oh * ow
-    for s in range(s0, s1):
-        n = n0 + s
-        for i in range(oh):
-            blk = dcols[s * p + i * ow:s * p + (i + 1) * ow]
-            for j in range(ow):
-                off = j * sw * c_n
-                row = blk[j]
-                for ki in range(kh):
-                    _add(dxt[n, i * sh + ki * dh, off:off + span], row[ki * span:(ki + 1) * span])
+    for q in range(q0, q1):
+        n = (r0 + q) // oh
+        i = (r0 + q) % oh
+        blk = dcols[q * ow:(q + 1) * ow]
+        for j in range(ow):
+            off = j * sw * c_n
+            row = blk[j]
+            for ki in range(kh):
+                _add(dxt[n, i * sh + ki * dh, off:off + span], row[ki * span:(ki + 1) * span])
 
 
 @njit(**JIT)
-def col2im_dilated(dcols, dxt, c_n, n0, kh, kw, sh, sw, dh, dw, oh, ow, s0, s1):
+def col2im_dilated(dcols, dxt, c_n, r0, kh, kw, sh, sw, dh, dw, oh, ow, q0, q1):
     """The adjoint of ``im2col_dilated``."""
-    p = oh * ow
-    for s in range(s0, s1):
-        n = n0 + s
-        for i in range(oh):
-            blk = dcols[s * p + i * ow:s * p + (i + 1) * ow]
-            for j in range(ow):
-                row = blk[j]
-                for ki in range(kh):
-                    dst = dxt[n, i * sh + ki * dh]
-                    for kj in range(kw):
-                        off = (j * sw + kj * dw) * c_n
-                        b = (ki * kw + kj) * c_n
-                        _add(dst[off:off + c_n], row[b:b + c_n])
+    for q in range(q0, q1):
+        n = (r0 + q) // oh
+        i = (r0 + q) % oh
+        blk = dcols[q * ow:(q + 1) * ow]
+        for j in range(ow):
+            row = blk[j]
+            for ki in range(kh):
+                dst = dxt[n, i * sh + ki * dh]
+                for kj in range(kw):
+                    off = (j * sw + kj * dw) * c_n
+                    b = (ki * kw + kj) * c_n
+                    _add(dst[off:off + c_n], row[b:b + c_n])
 
 
 @njit(**JIT)
-def rows_to_nchw(y, out, n0, bias, has_bias, s0, s1):
-    """out[n0 + s, o, j] = y[s*P + j, o] (+ bias[o]) for block samples s0..s1-1: the GEMM's
-    channels-last rows (M, O) back to NCHW (N, O, P)."""
-    o_n, p = out.shape[1], out.shape[2]
-    for s in range(s0, s1):
-        rows = y[s * p:(s + 1) * p]
+def rows_to_nchw(y, out, r0, bias, has_bias, q0, q1):
+    """out[n, o, i, :] = y[q*ow:(q+1)*ow, o] (+ bias[o]) for block rows q0..q1-1 (output row
+    r0 + q): the GEMM's channels-last rows (rows*ow, O) back to NCHW (N, O, oh, ow)."""
+    o_n, oh, ow = out.shape[1], out.shape[2], out.shape[3]
+    for q in range(q0, q1):
+        n = (r0 + q) // oh
+        i = (r0 + q) % oh
+        rows = y[q * ow:(q + 1) * ow]
         for o in range(o_n):
-            dst = out[n0 + s, o]
+            dst = out[n, o, i]
             b = bias[o] if has_bias else like(dst[0], 0.0)
-            for j in range(p):
+            for j in range(ow):
                 dst[j] = rows[j, o] + b
 
 
 @njit(**JIT)
-def from_nchw(g, n0, n1, dyt, db, need_bias, o0, o1):
-    """dyt[o, (n-n0)*P + j] = g[n, o, j]; db[o] += the sum of those (float64) when need_bias;
-    for o0 <= o < o1."""
-    p = g.shape[2]
+def from_nchw(g, r0, nr, dyt, db, need_bias, o0, o1):
+    """dyt[o, q*ow:(q+1)*ow] = g[n, o, i] for the block's nr output rows (output row r0 + q is
+    row i of sample n) and o0 <= o < o1; db[o] += the sum of those (float64) when need_bias."""
+    oh, ow = g.shape[2], g.shape[3]
     for o in range(o0, o1):
         acc = 0.0
-        for nn in range(n1 - n0):
-            src = g[n0 + nn, o]
-            dst = dyt[o, nn * p:(nn + 1) * p]
-            dst[:] = src
+        for q in range(nr):
+            src = g[(r0 + q) // oh, o, (r0 + q) % oh]
+            dst = dyt[o, q * ow:(q + 1) * ow]
             if need_bias:
                 s = 0.0
-                for j in range(p):
+                for j in range(ow):
+                    dst[j] = src[j]
                     s += src[j]
                 acc += s
+            else:
+                for j in range(ow):
+                    dst[j] = src[j]
         db[o] += acc
 
 
