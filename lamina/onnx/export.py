@@ -143,6 +143,11 @@ class Builder:
         """A constant 1-D int64 tensor (axes, sizes, pads)."""
         return self.const(np.array(list(values), dtype=np.int64), "ints")
 
+    @staticmethod
+    def tensor_type(dtype) -> int:
+        """The ONNX element type of a NumPy dtype (for ``Cast``'s ``to``)."""
+        return tensor_type(dtype)
+
     def cast(self, name: str, have, want) -> str:
         """``name`` cast to ``want`` unless it already has that dtype."""
         if np.dtype(have) == np.dtype(want):

@@ -90,3 +90,28 @@ class CrossEntropy(Op):
             return grad * (g.reshape(-1, 1) if self.reduction == "none" else g), None
         args = (_wrap(x), _wrap(target)) + ((_wrap(weight),) if weight is not None else ())
         return tuple(None if r is None else r.array for r in self.backward(_wrap(g), *args))
+
+    def onnx(self, g, x, target, weight=None):
+        # forward's formula over LogSoftmax: per row (1 - eps) w[t] nll - (eps / C) sum_c w_c logp_c
+        dt = g.out_dtype()
+        c = g.in_shape(0)[1]
+        logp = g.op("LogSoftmax", [x], axis=1)
+        valid = g.op("Not", [g.op("Equal", [target, g.scalar(self.ignore_index, g.in_dtype(1))])])
+        t = g.op("Where", [valid, target, g.scalar(0, g.in_dtype(1))])
+        picked = g.op("GatherElements", [logp, g.op("Unsqueeze", [t, g.ints([1])])], axis=1)
+        nll = g.op("Neg", [g.op("Squeeze", [picked, g.ints([1])])])
+        validf = g.op("Cast", [valid], to=g.tensor_type(dt))
+        wt = validf if weight is None else g.op("Mul", [g.op("Gather", [weight, t], axis=0), validf])
+        loss = g.op("Mul", [nll, wt])
+        if self.eps:
+            loss = g.op("Mul", [loss, g.scalar(1.0 - self.eps, dt)])
+            spread = logp if weight is None else g.op("Mul", [logp, weight])
+            smooth = g.op("Neg", [g.reduce("ReduceSum", spread, [1], False)])
+            smooth = g.op("Mul", [g.op("Mul", [smooth, validf]), g.scalar(self.eps / c, dt)])
+            loss = g.op("Add", [loss, smooth])
+        if self.reduction == "none":
+            return loss
+        total = g.reduce("ReduceSum", loss, [0], False)
+        if self.reduction == "sum":
+            return total
+        return g.op("Div", [total, g.reduce("ReduceSum", wt, [0], False)])

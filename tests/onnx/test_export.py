@@ -256,6 +256,31 @@ def test_many_ops_match_onnxruntime(tmp_path, opset):
     _close(_ort(path, more)[0], _lamina_outputs(_many_ops, more), 1e-4)
 
 
+@pytest.mark.parametrize("kw", [dict(), dict(reduction="sum"), dict(reduction="none"), dict(label_smoothing=0.1),
+                                dict(weight=True, label_smoothing=0.2), dict(weight=True, ignore_index=2)])
+def test_cross_entropy(tmp_path, kw):
+    rng = np.random.default_rng(16)
+    if kw.get("weight"):
+        kw = dict(kw, weight=lamina.tensor(rng.random(5).astype(np.float32)))
+    x = _f32(rng, 6, 5)
+    t = lamina.tensor(np.array([0, 4, kw.get("ignore_index", -100), 2, 2, 1]))
+
+    def fn(x, t):
+        return nn.functional.cross_entropy(x, t, **kw)
+    path = tmp_path / "ce.onnx"
+    lo.export(fn, (x, t), path)
+    want = _lamina_outputs(fn, [x, t])
+    _close(_ort(path, [x, t])[0], want)
+    _close(_lamina_outputs(lo.load(path), [x, t]), want)
+
+
+def test_char_rnn_with_its_loss(tmp_path):
+    rng = np.random.default_rng(17)
+    model = models.CharRNN(models.CharRNNConfig(vocab_size=30, n_embd=8, hidden_size=16, n_layer=1))
+    idx, targets = (lamina.tensor(rng.integers(0, 30, (2, 7))) for _ in range(2))
+    round_trip(tmp_path, model, (idx, targets), output_names=["logits", "loss", "h_n", "c_n"])
+
+
 def test_conv_transpose_and_functions_of_several_inputs(tmp_path):
     rng = np.random.default_rng(9)
     up = nn.ConvTranspose2d(3, 2, 3, stride=2, padding=1, output_padding=1).eval()
