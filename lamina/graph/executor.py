@@ -151,7 +151,9 @@ class Executor:
     The schedule is turned once into a list of small functions over a list of registers (one
     per value), so a call does no lookups by value and no per-node checks: each step reads its
     input registers, runs, writes its outputs and clears the registers of values that died.
-    Fused chains, matrix products (``MatMul``, ``Linear``) and single add/sub/mul/div nodes
+    A ReLU followed by a max-pool over non-overlapping windows runs as one compiled loop forward
+    and one backward (``lamina.graph.pool_fusion``). Fused chains, matrix products (``MatMul``,
+    ``Linear``) and single add/sub/mul/div nodes
     write into preallocated buffers of the memory plan (values with disjoint lifetimes share
     one), allocated once and reused by every call; other values are freed after their last
     reader. Values that outlive a call (outputs, updates) never live in a shared buffer. An
@@ -160,13 +162,26 @@ class Executor:
     """
 
     def __init__(self, graph, fuse: bool = True, plan: bool = True):
-        from . import costs, fusion, passes
+        from . import costs, fusion, passes, pool_fusion
         self.graph = graph
         nodes = graph.nodes
+        # ReLU + max-pool forward and backward patterns: two fused steps in place of four nodes
+        self.fused_pools = pool_fusion.find(graph) if fuse else []
+        special = {}
+        for m in self.fused_pools:
+            special[id(m.relu)] = special[id(m.scatter)] = None
+            special[id(m.pool)] = (pool_fusion.PoolForward(m), [m.x], [m.y, m.index])
+            special[id(m.relu_back)] = (pool_fusion.PoolBackward(m), [m.g, m.index, m.x], [m.dx])
         steps, i = [], 0
         self.fused_chains = 0
         while i < len(nodes):
             n = nodes[i]
+            if id(n) in special:
+                if special[id(n)] is not None:
+                    k, ins, outs = special[id(n)]
+                    steps.append((k, ins, outs, i))
+                i += 1
+                continue
             if fuse and n.group is not None:
                 j = i
                 while j < len(nodes) and nodes[j].group == n.group:
@@ -196,7 +211,8 @@ class Executor:
         if plan:
             for k, ins, outs, i in steps:
                 v = outs[0]
-                if ((k is not None and id(v) not in in_place) or (k is None and _out_capable(nodes[i]))) and fits(v):
+                fused = isinstance(k, fusion.FusedKernel)
+                if ((fused and id(v) not in in_place) or (k is None and _out_capable(nodes[i]))) and fits(v):
                     wanted.add(id(v))
         self.plan = passes.plan_memory(graph, only=wanted) if plan else None
 
@@ -257,8 +273,10 @@ class Executor:
                     dead[s].append(reg[id(v)])
         self.program = []
         for s, (k, ins, outs, i) in enumerate(steps):
-            if k is not None:
+            if isinstance(k, fusion.FusedKernel):
                 fn = self._fused_step(k, ins, outs[0], buffer_for, in_place.get(id(outs[0])))
+            elif k is not None:
+                fn = self._pool_step(k, ins, outs)
             else:
                 fn = self._node_step(nodes[i], buffer_for)
             self.program.append((fn, tuple(dead[s])))
@@ -273,8 +291,9 @@ class Executor:
         if not targets:
             return {}
         where = {}
+        from .fusion import FusedKernel
         for s, (k, ins, outs, _i) in enumerate(steps):
-            if k is not None and id(outs[0]) in targets:
+            if isinstance(k, FusedKernel) and id(outs[0]) in targets:
                 where[id(outs[0])] = s
         found = {}
         outs_ids = {id(v) for v in self.graph.outputs}
@@ -321,6 +340,22 @@ class Executor:
 
             def step(env):
                 env[o] = run([env[i] for i in regs], np.empty(shape, dtype))
+        return step
+
+    def _pool_step(self, k, ins, outs):
+        run = k.run
+        regs = tuple(self.reg[id(x)] for x in ins)
+        out_regs = tuple(self.reg[id(x)] for x in outs)
+        if len(out_regs) == 2:
+            o0, o1 = out_regs
+
+            def step(env):
+                env[o0], env[o1] = run(*[env[i] for i in regs])
+        else:
+            o0, = out_regs
+
+            def step(env):
+                env[o0] = run(*[env[i] for i in regs])
         return step
 
     def _node_step(self, node, buffer_for):

@@ -229,3 +229,46 @@ def test_gpt_step_below_eager_memory_and_within_half_of_it_under_a_budget():
         np.testing.assert_allclose(budget_step(*xs).item(), want, rtol=1e-12)
     assert_close(arrays(budgeted), arrays(eager))
     assert_close(arrays(plain), arrays(eager))
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_fused_relu_max_pool_equals_the_nodes(dtype):
+    r = np.random.default_rng(4)
+    a = r.standard_normal((2, 3, 7, 6)).astype(dtype)  # 7 rows: the last is outside every window
+    a[0, 0, :2, :2] = 1.5  # ties: the first maximum wins
+    a[0, 1, :2, :2] = -2.0  # all negative: ReLU's zeros tie
+    a[0, 2, 2:4, 2:4] = [[-0.0, 0.0], [0.0, -1.0]]
+    a[1, 0, 0, 1] = np.nan  # NaN after the first element of its window
+    a[1, 1, 2, 2] = np.nan  # NaN first
+    a[1, 2, 4, 4], a[1, 2, 5, 5] = np.inf, -np.inf
+    c = r.standard_normal((2, 3, 3, 3)).astype(dtype)
+    c[0, 0, 2, 2] = np.inf  # a non-finite gradient: NaN off the maximum, as BlockScatter makes it
+
+    class M(lamina.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.p = lamina.nn.Parameter(lamina.tensor(a.copy()))
+
+        def forward(self, c):
+            y = lamina.nn.functional.max_pool2d(lamina.relu(self.p), 2)
+            return (y * c).sum(), y
+    m, e = M(), M()
+
+    def step_of(mod):
+        def step(c):
+            mod.p.grad = None
+            loss, y = mod(c)
+            loss.backward()
+            return loss, y.detach()
+        return step
+    f = compile(step_of(m))
+    with np.errstate(invalid="ignore"):  # inf * 0 off the maximum, in both
+        want_loss, want_y = step_of(e)(lamina.tensor(c))
+        got_loss, got_y = f(lamina.tensor(c))
+    ex = f.cache[next(iter(f.cache))][0][0]
+    assert len(ex.fused_pools) == 1
+    assert np.isnan(want_y.numpy()).sum() == 2 and np.isinf(want_y.numpy()).sum() == 1
+    np.testing.assert_array_equal(got_y.numpy(), want_y.numpy())
+    np.testing.assert_array_equal(got_loss.item(), want_loss.item())
+    np.testing.assert_array_equal(m.p.grad.numpy(), e.p.grad.numpy())
+    assert np.isnan(m.p.grad.numpy()).any() and (m.p.grad.numpy() == 0).any()
