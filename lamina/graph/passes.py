@@ -5,8 +5,8 @@
 - ``fold_constants``: nodes whose inputs are all constants run once, at compile time.
 - ``simplify``: algebraic identities (x*1, x+0, x-0, x/1, reshape to the same shape, reshape of
   reshape, permute of permute).
-- ``fuse_elementwise``: group chains of elementwise nodes (each read only by the next) so an
-  executor can run a chain as one kernel.
+- ``fuse_elementwise``: group chains of elementwise nodes (each read only by the next) that a
+  kernel can be generated for (``fusion.build_source``), so an executor runs a chain as one kernel.
 - ``plan_memory``: liveness-based buffer reuse; returns a ``MemoryPlan`` (not a graph) with the
   planned and unplanned peak bytes.
 
@@ -224,7 +224,8 @@ def simplify(graph):
 
 def fuse_elementwise(graph, min_length: int = 2):
     """Mark chains of elementwise nodes: each node's (single) output read only by the next node of
-    the chain, with the chain's output shape. Sets ``node.group`` to the chain's number."""
+    the chain, with the chain's output shape, and a generated kernel able to compute it. Sets
+    ``node.group`` to the chain's number (the cost model then counts the chain as one kernel)."""
     g = graph.copy()
     for n in g.nodes:
         n.group = None
