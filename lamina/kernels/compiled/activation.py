@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .scalar import JIT, fexp, ftanh, like, ncdf, sigmoid_of
+from .scalar import JIT_FMA as JIT, fexp, ftanh, like, ncdf, sigmoid_of
 
 GELU, GELU_TANH, SILU, SIGMOID, TANH, RELU, LEAKY_RELU, IDENTITY = range(8)
 
