@@ -41,7 +41,10 @@ class Compiled:
     def _guard(self, args):
         hyper = tuple((type(o).__name__, tuple(tuple(sorted((k, repr(v)) for k, v in g.items() if k != "params"))
                                                 for g in o.param_groups)) for o in self._optimizers)
-        return (signature(args), tuple(m.training for root in self._modules for m in root.modules()), hyper)
+        mods = self.__dict__.get("_all_modules")
+        if mods is None:  # walking the module tree costs more than the rest of the guard
+            mods = self._all_modules = [m for root in self._modules for m in root.modules()]
+        return (signature(args), tuple([m.training for m in mods]), hyper)
 
     def _lookup(self, key):
         """The executor for ``key`` whose graph agrees with which parameters have a gradient now
