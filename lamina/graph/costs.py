@@ -202,6 +202,8 @@ def bytes_over_time(graph, eager=False) -> list:
 
 
 def workspace(node) -> int:
+    if node.array_backward:  # an op's array-level backward packs about what its forward did
+        node = node.grad_of
     f = WORKSPACE.get(node.op_cls.__name__)
     return int(f(node)) if f is not None else 0
 
