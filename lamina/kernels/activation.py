@@ -143,11 +143,12 @@ def bias_act_forward(x, bias, activation="identity", alpha=0.0):
     k = _lib()
     kind = _kind(activation)
     x2 = x.reshape(-1, x.shape[-1])
-    y = np.empty_like(x2)
+    y = np.empty_like(x)  # the result owns its memory: autograd copies a gradient that is a view
+    y2 = y.reshape(x2.shape)
     a = x.dtype.type(alpha)
     spans = _checks.split(x2.shape[0], min(_checks.parallel(x2.size), max(1, x2.shape[0])))
-    _runtime.run_parts(k.bias_forward, [(x2[lo:hi], bias, y[lo:hi], kind, a) for lo, hi in spans])
-    return y.reshape(x.shape)
+    _runtime.run_parts(k.bias_forward, [(x2[lo:hi], bias, y2[lo:hi], kind, a) for lo, hi in spans])
+    return y
 
 
 def bias_act_backward(g, x, bias, activation="identity", alpha=0.0):
@@ -158,8 +159,9 @@ def bias_act_backward(g, x, bias, activation="identity", alpha=0.0):
     k = _lib()
     kind = _kind(activation)
     x2, g2 = x.reshape(-1, x.shape[-1]), g.reshape(-1, x.shape[-1])
-    dx = np.empty_like(x2)
+    dx = np.empty_like(x)
+    d2 = dx.reshape(x2.shape)
     a = x.dtype.type(alpha)
     spans = _checks.split(x2.shape[0], min(_checks.parallel(x2.size), max(1, x2.shape[0])))
-    dbs = _runtime.run_parts(k.bias_backward, [(g2[lo:hi], x2[lo:hi], bias, dx[lo:hi], kind, a) for lo, hi in spans])
-    return dx.reshape(x.shape), sum(dbs[1:], dbs[0]).astype(x.dtype)
+    dbs = _runtime.run_parts(k.bias_backward, [(g2[lo:hi], x2[lo:hi], bias, d2[lo:hi], kind, a) for lo, hi in spans])
+    return dx, sum(dbs[1:], dbs[0]).astype(x.dtype)

@@ -35,7 +35,9 @@ def layer_norm_forward(x, features, weight=None, bias=None, eps=1e-5):
     k = _lib()
     x2 = x.reshape(-1, features)
     rows = x2.shape[0]
-    y = np.empty_like(x2)
+    # results own their memory (no reshaped views): autograd copies a gradient that is a view
+    y = np.empty_like(x)
+    y2 = y.reshape(-1, features)
     mean = np.empty(rows, x.dtype)
     rstd = np.empty(rows, x.dtype)
     empty = np.empty(0, x.dtype)
@@ -43,9 +45,9 @@ def layer_norm_forward(x, features, weight=None, bias=None, eps=1e-5):
     b = bias.reshape(-1) if bias is not None else empty
     e = x.dtype.type(eps)
     spans = _checks.split(rows, min(_checks.parallel(x.size), rows))
-    _runtime.run_parts(k.forward, [(x2[lo:hi], w, b, y[lo:hi], mean[lo:hi], rstd[lo:hi], e,
+    _runtime.run_parts(k.forward, [(x2[lo:hi], w, b, y2[lo:hi], mean[lo:hi], rstd[lo:hi], e,
                                     weight is not None, bias is not None) for lo, hi in spans])
-    return y.reshape(x.shape), mean, rstd
+    return y, mean, rstd
 
 
 def layer_norm_backward(g, x, mean, rstd, features, weight=None, need_input=True, need_weight=True,
@@ -60,16 +62,23 @@ def layer_norm_backward(g, x, mean, rstd, features, weight=None, need_input=True
     x2, g2 = x.reshape(-1, features), g.reshape(-1, features)
     rows = x2.shape[0]
     need_weight = need_weight and weight is not None
-    dx = np.empty_like(x2) if need_input else np.empty((0, features), x.dtype)
+    dx = np.empty_like(x) if need_input else None
+    d2 = dx.reshape(-1, features) if need_input else np.empty((0, features), x.dtype)
     w = weight.reshape(-1) if weight is not None else np.empty(0, x.dtype)
     mean, rstd = mean.reshape(-1), rstd.reshape(-1)
     spans = _checks.split(rows, min(_checks.parallel(x.size), rows))
     sums = _runtime.run_parts(k.backward, [
-        (g2[lo:hi], x2[lo:hi], w, mean[lo:hi], rstd[lo:hi], dx[lo:hi] if need_input else dx,
+        (g2[lo:hi], x2[lo:hi], w, mean[lo:hi], rstd[lo:hi], d2[lo:hi] if need_input else d2,
          weight is not None, need_input, need_weight, need_bias) for lo, hi in spans])
     dw = sum((s[0] for s in sums[1:]), sums[0][0])
     db = sum((s[1] for s in sums[1:]), sums[0][1])
     shape = weight.shape if weight is not None else (features,)
-    return (dx.reshape(x.shape) if need_input else None,
-            dw.astype(x.dtype).reshape(shape) if need_weight else None,
-            db.astype(x.dtype).reshape(shape) if need_bias else None)
+    return (dx, _owned(dw, x.dtype, shape) if need_weight else None,
+            _owned(db, x.dtype, shape) if need_bias else None)
+
+
+def _owned(a, dtype, shape):
+    """``a`` in ``dtype`` and ``shape`` as an array that owns its memory."""
+    out = np.empty(shape, dtype)
+    out.reshape(-1)[...] = a
+    return out

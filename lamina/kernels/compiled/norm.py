@@ -41,41 +41,54 @@ def forward(x, w, b, y, mean, rstd, eps, has_w, has_b):
     _forward_rows(x, w, b, y, mean, rstd, eps, has_w, has_b)
 
 
+# Rows whose weight and bias gradients are summed in the input's dtype before being added to the
+# float64 totals: float64 accumulation of float32 products ran at half the vector width.
+FLUSH = 32
+
+
 @njit(**REDUCE)
-def _backward_rows(g, x, w, mean, rstd, dx, dw, db, has_w, need_dx, need_w, need_b, dxhat):
+def _backward_rows(g, x, w, mean, rstd, dx, dw, db, has_w, need_dx, dxhat, pw, pb):
     """dx = rstd (dxhat - mean(dxhat) - xhat mean(dxhat xhat)), dxhat = g w; dw += g xhat and
-    db += g into float64 ``dw``/``db``. ``dxhat`` is a row-sized scratch buffer."""
+    db += g into float64 ``dw``/``db``, through the row-sized partial sums ``pw``/``pb`` (zero on
+    entry) of at most FLUSH rows. One pass over a row for the sums, one for dx."""
     f = x.shape[1]
+    rows = x.shape[0]
     inv_f = like(x[0, 0], 1.0 / f) if f else like(x[0, 0], 0.0)
-    for r in range(x.shape[0]):
+    for r in range(rows):
         gr, xr = g[r], x[r]
         m, rs = mean[r], rstd[r]
-        if need_w:
+        s1 = like(m, 0.0)
+        s2 = like(m, 0.0)
+        if has_w:
             for j in range(f):
-                dw[j] += gr[j] * ((xr[j] - m) * rs)
-        if need_b:
+                gj = gr[j]
+                xh = (xr[j] - m) * rs
+                pw[j] += gj * xh
+                pb[j] += gj
+                d = gj * w[j]
+                dxhat[j] = d
+                s1 += d
+                s2 += d * xh
+        else:
             for j in range(f):
-                db[j] += gr[j]
+                gj = gr[j]
+                xh = (xr[j] - m) * rs
+                pb[j] += gj
+                dxhat[j] = gj
+                s1 += gj
+                s2 += gj * xh
         if need_dx:
-            s1 = like(m, 0.0)
-            s2 = like(m, 0.0)
-            if has_w:
-                for j in range(f):
-                    d = gr[j] * w[j]
-                    dxhat[j] = d
-                    s1 += d
-                    s2 += d * ((xr[j] - m) * rs)
-            else:
-                for j in range(f):
-                    d = gr[j]
-                    dxhat[j] = d
-                    s1 += d
-                    s2 += d * ((xr[j] - m) * rs)
             s1 *= inv_f
             s2 *= inv_f
             dr = dx[r]
             for j in range(f):
                 dr[j] = (dxhat[j] - s1 - ((xr[j] - m) * rs) * s2) * rs
+        if (r + 1) % FLUSH == 0 or r == rows - 1:
+            for j in range(f):
+                dw[j] += pw[j]
+                db[j] += pb[j]
+                pw[j] = like(m, 0.0)
+                pb[j] = like(m, 0.0)
 
 
 @njit(**JIT)
@@ -85,5 +98,7 @@ def backward(g, x, w, mean, rstd, dx, has_w, need_dx, need_w, need_b):
     dw = np.zeros(f, np.float64)
     db = np.zeros(f, np.float64)
     dxhat = np.empty(f, x.dtype)
-    _backward_rows(g, x, w, mean, rstd, dx, dw, db, has_w, need_dx, need_w, need_b, dxhat)
+    pw = np.zeros(f, x.dtype)
+    pb = np.zeros(f, x.dtype)
+    _backward_rows(g, x, w, mean, rstd, dx, dw, db, has_w, need_dx, dxhat, pw, pb)
     return dw, db
