@@ -43,12 +43,13 @@ def _norm(dt, rng):
 def _conv(dt, rng):
     x, w = rng.standard_normal((2, 2, 6, 6)).astype(dt), rng.standard_normal((3, 2, 3, 3)).astype(dt)
     b = rng.standard_normal(3).astype(dt)
-    y = conv.conv2d_forward(x, w, b, padding=1)
-    conv.conv2d_backward(y, x, w, padding=1)
-    # the wide packing order (kw*C > conv.NARROW) and the dilated one
-    xw, ww = rng.standard_normal((1, 32, 5, 5)).astype(dt), rng.standard_normal((2, 32, 3, 3)).astype(dt)
-    conv.conv2d_backward(conv.conv2d_forward(xw, ww, padding=1), xw, ww, padding=1)
-    conv.conv2d_backward(conv.conv2d_forward(x, w, dilation=2, padding=2), x, w, dilation=2, padding=2)
+    # planar columns (kw*C <= conv.PLANAR), channels-last narrow and wide (kw*C > conv.NARROW)
+    # ones, each also dilated
+    for c in (2, 4, 32):
+        xc, wc = rng.standard_normal((2, c, 6, 6)).astype(dt), rng.standard_normal((3, c, 3, 3)).astype(dt)
+        for d in (1, 2):
+            y = conv.conv2d_forward(xc, wc, b, padding=d, dilation=d)
+            conv.conv2d_backward(y, xc, wc, padding=d, dilation=d)
     y, idx = conv.max_pool2d_forward(x, 2)
     conv.max_pool2d_backward(y, idx, x.shape)
     conv.avg_pool2d_backward(conv.avg_pool2d_forward(x, 2), x.shape, 2)

@@ -134,3 +134,24 @@ def test_avg_pool2d_matches_torch(kw, count_include_pad, dtype):
                                rtol=rtol, atol=rtol)
     np.testing.assert_allclose(K.avg_pool2d_backward(g, x.shape, count_include_pad=count_include_pad, **kw),
                                tg.numpy(), rtol=rtol, atol=rtol)
+
+
+@pytest.mark.parametrize("channels", [1, 2])
+def test_planar_columns_in_blocks_and_both_weight_gradients(monkeypatch, dtype, parts, channels):
+    """Inputs with narrow windows (kw*C <= PLANAR) take planar columns: blocks of samples, and
+    small weight gradients by the compiled dot product or by BLAS, agree with PyTorch."""
+    from lamina.kernels import conv
+    rng = np.random.default_rng(20)
+    x, w, b = rand(rng, (5, channels, 9, 8), dtype), rand(rng, (3, channels, 3, 3), dtype), rand(rng, (3,), dtype)
+    assert channels * 3 <= conv.PLANAR
+    tx, tw, tb = (torch.from_numpy(a).requires_grad_() for a in (x, w, b))
+    ty = TF.conv2d(tx, tw, tb, padding=1)
+    g = rand(rng, tuple(ty.shape), dtype)
+    tgrads = torch.autograd.grad(ty, (tx, tw, tb), torch.from_numpy(g))
+    tol = 2e-5 if dtype == np.float32 else 1e-12
+    for budget, small in [(1 << 18, 1024), (2 * 9 * channels * 72, 1024), (2 * 9 * channels * 72, 0)]:
+        monkeypatch.setattr(conv, "COLUMN_BUDGET", budget)  # 2 samples per block: 3 blocks
+        monkeypatch.setattr(conv, "SMALL_WEIGHT", small)
+        np.testing.assert_allclose(conv.conv2d_forward(x, w, b, padding=1), ty.detach().numpy(), rtol=tol, atol=tol)
+        for a, t in zip(conv.conv2d_backward(g, x, w, padding=1), tgrads):
+            np.testing.assert_allclose(a, t.numpy(), rtol=tol * 5, atol=tol * 10)

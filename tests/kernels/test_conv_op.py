@@ -134,3 +134,19 @@ def test_conv2d_op_in_a_module_trains_the_same_with_kernels_on_and_off():
             K.set_enabled(previous)
     for a, b in zip(*grads):
         np.testing.assert_allclose(a, b, rtol=1e-12)
+
+
+def test_conv2d_op_one_channel_takes_the_kernel_for_large_batches(counted):
+    """One input channel runs the column engine for small batches, the kernel's planar columns
+    when the batch's columns pass 4M elements (measured faster each way)."""
+    rng = np.random.default_rng(8)
+    x, w = rand(rng, (11, 1, 128, 128), np.float32), rand(rng, (2, 1, 5, 5), np.float32)
+    lw = lamina.tensor(w, requires_grad=True)
+    y = F.conv2d(lamina.tensor(x), lw, padding=2)
+    y.sum().backward()
+    assert counted == {"conv2d_forward": 1, "conv2d_backward": 1}
+    tw = torch.from_numpy(w).requires_grad_()
+    ty = TF.conv2d(torch.from_numpy(x), tw, padding=2)
+    ty.sum().backward()
+    np.testing.assert_allclose(y.data, ty.detach().numpy(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(lw.grad.data, tw.grad.numpy(), rtol=1e-4, atol=1e-2)

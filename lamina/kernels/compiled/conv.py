@@ -218,6 +218,121 @@ def from_nchw(g, r0, nr, dyt, db, need_bias, o0, o1):
 
 
 @njit(**JIT)
+def pad_planes(x, xp, ph, pw, q0, q1):
+    """xp[n, c] = x[n, c] with (ph, pw) zeros around it, for the (n, c) planes q0..q1-1."""
+    c_n, h, w = x.shape[1], x.shape[2], x.shape[3]
+    hp, wp = xp.shape[2], xp.shape[3]
+    for q in range(q0, q1):
+        src = x[q // c_n, q % c_n]
+        dst = xp[q // c_n, q % c_n]
+        z = like(dst[0, 0], 0.0)
+        for i in range(hp):
+            row = dst[i]
+            if i < ph or i >= ph + h:
+                for j in range(wp):
+                    row[j] = z
+                continue
+            for j in range(pw):
+                row[j] = z
+            _copy(row[pw:pw + w], src[i - ph])
+            for j in range(pw + w, wp):
+                row[j] = z
+
+
+@njit(**JIT)
+def crop_planes(dxp, dx, ph, pw, q0, q1):
+    """dx[n, c] = the inside of dxp[n, c] (without its (ph, pw) border), planes q0..q1-1."""
+    c_n, h, w = dx.shape[1], dx.shape[2], dx.shape[3]
+    for q in range(q0, q1):
+        src = dxp[q // c_n, q % c_n]
+        dst = dx[q // c_n, q % c_n]
+        for i in range(h):
+            _copy(dst[i], src[ph + i, pw:pw + w])
+
+
+@njit(**JIT)
+def im2col_planar(xp, cols, n0, nb, kh, kw, sh, sw, dh, dw, oh, ow, k0, k1):
+    """Rows k0..k1-1 of the planar columns (C*kh*kw, nb*oh*ow) of samples n0..n0+nb-1 of the
+    zero-padded NCHW input xp: row (c*kh + ki)*kw + kj holds, for every sample and output
+    position, the value its window sees at (c, ki, kj). A row of a sample is oh runs of ow
+    values (plain copies at stride 1), where the channels-last columns of a one-channel input
+    are runs only kw long."""
+    p = oh * ow
+    for kr in range(k0, k1):
+        c = kr // (kh * kw)
+        ki = (kr // kw) % kh
+        kj = kr % kw
+        dst = cols[kr]
+        for s in range(nb):
+            plane = xp[n0 + s, c]
+            for i in range(oh):
+                src = plane[i * sh + ki * dh]
+                d = dst[s * p + i * ow:s * p + (i + 1) * ow]
+                if sw == 1:
+                    _copy(d, src[kj * dw:kj * dw + ow])
+                else:
+                    for j in range(ow):
+                        d[j] = src[kj * dw + j * sw]
+
+
+@njit(**JIT)
+def col2im_planar(dcols, dxp, n0, kh, kw, sh, sw, dh, dw, oh, ow, s0, s1):
+    """Add the planar columns' gradient of block samples s0..s1-1 into the padded, pre-zeroed
+    dxp[n0 + s]: the adjoint of ``im2col_planar``."""
+    c_n = dxp.shape[1]
+    p = oh * ow
+    for s in range(s0, s1):
+        for c in range(c_n):
+            plane = dxp[n0 + s, c]
+            for ki in range(kh):
+                for kj in range(kw):
+                    src = dcols[(c * kh + ki) * kw + kj]
+                    for i in range(oh):
+                        dst = plane[i * sh + ki * dh]
+                        seg = src[s * p + i * ow:s * p + (i + 1) * ow]
+                        if sw == 1:
+                            _add(dst[kj * dw:kj * dw + ow], seg)
+                        else:
+                            for j in range(ow):
+                                dst[kj * dw + j * sw] += seg[j]
+
+
+@njit(cache=JIT["cache"], nogil=True, error_model="numpy", fastmath={"reassoc", "nsz", "contract"})
+def weight_grad(dyt, cols, m0, m1):
+    """dyt[:, m0:m1] @ cols[:, m0:m1].T in float64, for weights too small for BLAS to be quick
+    (LeNet's first layer: 6 x 25 outputs, each a dot product 50,000 long, which BLAS runs at a
+    third of its speed). Blocks of 512 columns keep both operands in L1."""
+    o_n = dyt.shape[0]
+    ck = cols.shape[0]
+    acc = np.zeros((o_n, ck), np.float64)
+    for b0 in range(m0, m1, 512):
+        b1 = min(m1, b0 + 512)
+        for c in range(ck):
+            cr = cols[c, b0:b1]
+            for o in range(o_n):
+                dr = dyt[o, b0:b1]
+                s = like(dr[0], 0.0)
+                for j in range(b1 - b0):
+                    s += dr[j] * cr[j]
+                acc[o, c] += s
+    return acc
+
+
+@njit(**JIT)
+def planes_to_nchw(ymat, out, n0, nb, bias, has_bias, o0, o1):
+    """out[n0 + s, o, :] = ymat[o, s*P:(s+1)*P] (+ bias[o]) for block samples s < nb and
+    o0 <= o < o1: the planar GEMM's (O, nb*P) back to NCHW (N, O, P)."""
+    p = out.shape[2]
+    for o in range(o0, o1):
+        b = bias[o] if has_bias else like(out[0, 0, 0], 0.0)
+        for s in range(nb):
+            src = ymat[o, s * p:(s + 1) * p]
+            dst = out[n0 + s, o]
+            for j in range(p):
+                dst[j] = src[j] + b
+
+
+@njit(**JIT)
 def max_pool2d(x, y, idx, kh, kw, sh, sw, ph, pw, dh, dw, q0, q1):
     """y, idx (N, C, oh, ow): the max of each window (NaN wins, as in PyTorch) and its flat
     index ih*W + iw in the input plane; windows read -inf outside the input. For the (n, c)
