@@ -263,7 +263,9 @@ def _call_backward(node, grads, wanted, anomaly, create_graph):
         else:
             g = grads[0].array if node.n_outputs == 1 else tuple([None if x is None else x.array for x in grads])
             res = fast(g, *[t.array for t in inputs])
-            if res.__class__ is tuple or res.__class__ is list:
+            if res is NotImplemented:  # the fast path does not take these arrays (dtype, layout, device)
+                res = node.backward(grads[0] if node.n_outputs == 1 else tuple(grads), *inputs)
+            elif res.__class__ is tuple or res.__class__ is list:
                 res = tuple([None if a is None else _wrap(a) for a in res])
             elif res is not None:
                 res = _wrap(res)

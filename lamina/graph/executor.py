@@ -38,7 +38,7 @@ def _array_backward(node, arrays):
     grads = arrays[0] if k == 1 else tuple(arrays[:k])
     op.needs_input_grad = node.grad_of.needs_input_grad
     try:
-        res = op.backward_arrays(grads, *arrays[k:])
+        res = op.backward_on_arrays(grads, *arrays[k:])
     finally:
         op.needs_input_grad = None
         op.saved = None

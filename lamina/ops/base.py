@@ -77,9 +77,23 @@ class Op:
 
     # Optional first-order backward on raw arrays: ``backward_arrays(grad, *input_arrays)`` with
     # ``grad`` an array (a tuple of arrays or None for several outputs), returning one array or
-    # None per input. The engine calls it instead of ``backward`` whenever it is not building a
-    # graph of the backward (no ``create_graph``); compiled kernels plug in here.
+    # None per input, or ``NotImplemented`` when it does not take these arrays (a kernel's dtypes or
+    # layout, another device): the engine then runs ``backward``. The engine calls it instead of
+    # ``backward`` whenever it is not building a graph of the backward (no ``create_graph``);
+    # compiled kernels plug in here.
     backward_arrays = None
+
+    def backward_on_arrays(self, grad, *arrays):
+        """``backward_arrays``, or where it declines (``NotImplemented``) ``backward`` on the arrays
+        wrapped as Tensors: first-order gradients as arrays, for callers that hold only arrays."""
+        res = self.backward_arrays(grad, *arrays)
+        if res is not NotImplemented:
+            return res
+        g = _wrap(grad) if grad.__class__ is not tuple else tuple(None if a is None else _wrap(a) for a in grad)
+        res = self.backward(g, *[_wrap(a) for a in arrays])
+        if res.__class__ is tuple or res.__class__ is list:
+            return tuple(None if t is None else t.array for t in res)
+        return None if res is None else res.array
 
     # -------------------------------------------------------------- apply
     def __call__(self, *inputs):

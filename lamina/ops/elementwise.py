@@ -218,11 +218,8 @@ class Tanh(Op):
         return g * (1.0 - y * y)
 
     def backward_arrays(self, g, x):
-        if type(g) is np.ndarray:
-            dx = _kernels.tanh_backward(g, self.output().array)
-            if dx is not None:
-                return dx
-        return self.backward(_wrap(g), _wrap(x)).array
+        dx = _kernels.tanh_backward(g, self.output().array)
+        return NotImplemented if dx is None else dx
 
     def onnx(self, g, x):
         return g.op("Tanh", [x])
@@ -249,11 +246,8 @@ class Sigmoid(Op):
         return g * (y * (1.0 - y))
 
     def backward_arrays(self, g, x):
-        if type(g) is np.ndarray:
-            dx = _kernels.sigmoid_backward(g, self.output().array)
-            if dx is not None:
-                return dx
-        return self.backward(_wrap(g), _wrap(x)).array
+        dx = _kernels.sigmoid_backward(g, self.output().array)
+        return NotImplemented if dx is None else dx
 
     def onnx(self, g, x):
         return g.op("Sigmoid", [x])
@@ -274,11 +268,8 @@ class Relu(Op):
         return _masked(g, self.output() > 0)
 
     def backward_arrays(self, g, x):
-        if type(g) is np.ndarray:
-            dx = _kernels.relu_backward(g, self.output().array)  # output > 0 exactly where input > 0
-            if dx is not None:
-                return dx
-        return self.backward(_wrap(g), _wrap(x)).array
+        dx = _kernels.relu_backward(g, self.output().array)  # output > 0 exactly where input > 0
+        return NotImplemented if dx is None else dx
 
     def onnx(self, g, x):
         return g.op("Relu", [x])
@@ -300,11 +291,8 @@ class LeakyRelu(Op):
         return _masked(g, pos) + _masked(g, ~pos) * self.negative_slope
 
     def backward_arrays(self, g, x):
-        if type(g) is np.ndarray:
-            dx = _kernels.leaky_relu_backward(g, x, self.negative_slope)
-            if dx is not None:
-                return dx
-        return self.backward(_wrap(g), _wrap(x)).array
+        dx = _kernels.leaky_relu_backward(g, x, self.negative_slope)
+        return NotImplemented if dx is None else dx
 
     def onnx(self, g, x):
         return g.op("LeakyRelu", [x], alpha=float(self.negative_slope))
@@ -373,7 +361,7 @@ class Gelu(Op):
             if dx is not None:
                 return dx
         if self.approximate == "tanh":
-            return None if g is None else self.backward(_wrap(g), _wrap(x)).array
+            return NotImplemented
         # g (Phi + x phi), reusing Phi(x) from forward
         xa = x.reshape(-1)  # 1-d: in-place passes need arrays, 0-d arithmetic gives scalars
         xp = xp_of(xa)
@@ -418,11 +406,8 @@ class Silu(Op):
         return g * (s * (1.0 + x * (1.0 - s)))
 
     def backward_arrays(self, g, x):
-        if type(g) is np.ndarray:
-            dx = _kernels.silu_backward(g, x)
-            if dx is not None:
-                return dx
-        return self.backward(_wrap(g), _wrap(x)).array
+        dx = _kernels.silu_backward(g, x)
+        return NotImplemented if dx is None else dx
 
     def onnx(self, g, x):
         return g.op("Mul", [x, g.op("Sigmoid", [x])])
