@@ -166,8 +166,8 @@ PLANAR = 8
 # blocked dot product instead of BLAS, which runs LeNet's first layer (6 x 25 outputs, each a dot
 # product 50,000 long) at a third of its speed: measured 2x faster there.
 SMALL_WEIGHT = 1024
-# Planar columns of a whole batch up to this many elements are packed as one block when the
-# forward keeps them for the backward.
+# Columns of a whole batch up to this many elements are kept by a forward that is asked to
+# (planar ones are then packed as one block): the backward saves packing them again.
 KEEP_BUDGET = 1 << 22
 
 
@@ -285,17 +285,21 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0, dilation=1, groups
     xt = _nhwc(k, x, geo)
     rows = n * oh
     rb = _block_rows(rows, ck, ow)
-    cols = np.empty((rb * ow, ck), x.dtype)
+    # Columns kept for the backward are packed into one array, still a block at a time, each
+    # block multiplied while it is in the cache.
+    keep = keep_columns and rows * ow * ck <= KEEP_BUDGET
+    cols = np.empty(((rows if keep else rb) * ow, ck), x.dtype)
     ymat = np.empty((rb * ow, o), x.dtype)
     for r0 in range(0, rows, rb):
         nr = min(rb, rows - r0)
-        c, y = (cols, ymat) if nr == rb else (cols[:nr * ow], ymat[:nr * ow])
+        c = cols[r0 * ow:(r0 + nr) * ow] if keep else cols[:nr * ow]
+        y = ymat[:nr * ow]
         _im2col(k, xt, c, r0, nr, geo)
         np.matmul(c, wt, out=y)
         _runtime.run_parts(k.rows_to_nchw, [(y, out, r0, b, bias is not None, q0, q1)
                                             for q0, q1 in _spans(nr, y.size)])
     if keep_columns:
-        return out, (cols if rb == rows else None)
+        return out, (cols if keep or rb == rows else None)
     return out
 
 
@@ -321,29 +325,37 @@ def conv2d_backward(g, x, weight, stride=1, padding=0, dilation=1, groups=1, nee
     dxt = np.zeros((n, h + 2 * geo[4], w + 2 * geo[5], c), x.dtype) if need_input else None
     dw = np.zeros((o, ck), x.dtype) if need_weight else None
     db = np.zeros(o, np.float64)
-    kept = columns is not None and columns.shape == (rows * ow, ck) and columns.dtype == x.dtype
-    rb = rows if kept else _block_rows(rows, ck, ow)
-    xt = _nhwc(k, x, geo) if need_weight and not kept else None
-    cols = None if kept or not need_weight else np.empty((rb * ow, ck), x.dtype)
-    dyt = np.empty((o, rb * ow), x.dtype)
-    for r0 in range(0, rows, rb):
-        nr = min(rb, rows - r0)
-        m = nr * ow
-        dy = dyt if nr == rb else np.empty((o, m), x.dtype)
-        _runtime.run_parts(k.from_nchw, [(g, r0, nr, dy, db, need_bias, o0, o1)
-                                         for o0, o1 in _spans(o, dy.size)])
+    rb = _block_rows(rows, ck, ow)
+    if columns is not None and columns.shape == (rows * ow, ck) and columns.dtype == x.dtype:
+        # the forward's columns: one long GEMM for the weight gradient, blocks for the input's
+        dyt = np.empty((o, rows * ow), x.dtype)
+        _runtime.run_parts(k.from_nchw, [(g, 0, rows, dyt, db, need_bias, o0, o1)
+                                         for o0, o1 in _spans(o, dyt.size)])
         if need_weight:
-            if kept:
-                cb = columns
-            else:
-                cb = cols if nr == rb else cols[:m]
-                _im2col(k, xt, cb, r0, nr, geo)
-            if r0 == 0:
-                np.matmul(dy, cb, out=dw)
-            else:
-                dw += dy @ cb
+            np.matmul(dyt, columns, out=dw)
         if need_input:
-            _col2im(k, np.matmul(dy.T, wmat), dxt, r0, nr, geo)
+            for r0 in range(0, rows, rb):
+                nr = min(rb, rows - r0)
+                _col2im(k, np.matmul(dyt[:, r0 * ow:(r0 + nr) * ow].T, wmat), dxt, r0, nr, geo)
+    else:
+        xt = _nhwc(k, x, geo) if need_weight else None
+        cols = np.empty((rb * ow, ck), x.dtype) if need_weight else None
+        dyt = np.empty((o, rb * ow), x.dtype)
+        for r0 in range(0, rows, rb):
+            nr = min(rb, rows - r0)
+            m = nr * ow
+            dy = dyt if nr == rb else np.empty((o, m), x.dtype)
+            _runtime.run_parts(k.from_nchw, [(g, r0, nr, dy, db, need_bias, o0, o1)
+                                             for o0, o1 in _spans(o, dy.size)])
+            if need_weight:
+                cb = cols[:m]
+                _im2col(k, xt, cb, r0, nr, geo)
+                if r0 == 0:
+                    np.matmul(dy, cb, out=dw)
+                else:
+                    dw += dy @ cb
+            if need_input:
+                _col2im(k, np.matmul(dy.T, wmat), dxt, r0, nr, geo)
     dx = _from_nhwc(k, dxt, x.shape, geo) if need_input else None
     if need_weight:
         dw = np.ascontiguousarray(dw.reshape(o, geo[0], geo[1], c).transpose(0, 3, 1, 2))

@@ -54,6 +54,15 @@ def test_conv2d_in_blocks_of_output_rows(monkeypatch, parts):
     np.testing.assert_allclose(blocked[0], whole[0], rtol=1e-13)
     for a, c in zip(blocked[1], whole[1]):
         np.testing.assert_allclose(a, c, rtol=1e-13)
+    # the forward keeps every block's columns in one array; the backward takes them
+    y, cols = conv.conv2d_forward(x, w, b, padding=1, keep_columns=True)
+    assert cols is not None and cols.shape == (5 * 36, 27)
+    np.testing.assert_array_equal(cols, K.im2col(x, 3, padding=1))
+    kept = conv.conv2d_backward(x[:, :1].repeat(4, 1), x, w, padding=1, columns=cols)
+    for a, c in zip(kept, whole[1]):
+        np.testing.assert_allclose(a, c, rtol=1e-13)
+    monkeypatch.setattr(conv, "KEEP_BUDGET", 100)
+    assert conv.conv2d_forward(x, w, b, padding=1, keep_columns=True)[1] is None
 
 
 def test_im2col_layout():
