@@ -25,7 +25,7 @@ def _run(x, w, b, g, kw, needs_input=True):
     lw, lb = lamina.tensor(w, requires_grad=True), lamina.tensor(b, requires_grad=True)
     y = F.conv2d(lx, lw, lb, **kw)
     y.backward(lamina.tensor(g))
-    return [y.data] + [t.grad.data if t.grad is not None else None for t in (lx, lw, lb)]
+    return [y.array] + [t.grad.array if t.grad is not None else None for t in (lx, lw, lb)]
 
 
 @pytest.fixture
@@ -95,15 +95,15 @@ def test_conv2d_op_falls_back(what, counted):
     tx, tw = torch.from_numpy(x.astype(np.float32)).requires_grad_(), torch.from_numpy(w.astype(np.float32)).requires_grad_()
     lin, tin = (lx.transpose(2, 3), tx.transpose(2, 3)) if what == "transposed input" else (lx, tx)
     if what == "transposed input":
-        assert not lin.data.flags.c_contiguous
+        assert not lin.array.flags.c_contiguous
     y = F.conv2d(lin, lw, **kw)
     y.sum().backward()
     assert counted == {"conv2d_forward": 0, "conv2d_backward": 0}
     TF.conv2d(tin, tw, **kw).sum().backward()
     tol = 2e-2 if what == "float16" else 1e-4
-    np.testing.assert_allclose(y.data.astype(np.float32), TF.conv2d(tin, tw, **kw).detach().numpy(), rtol=tol, atol=tol)
-    np.testing.assert_allclose(lx.grad.data.astype(np.float32), tx.grad.numpy(), rtol=tol, atol=tol)
-    np.testing.assert_allclose(lw.grad.data.astype(np.float32), tw.grad.numpy(), rtol=tol, atol=tol * 10)
+    np.testing.assert_allclose(y.array.astype(np.float32), TF.conv2d(tin, tw, **kw).detach().numpy(), rtol=tol, atol=tol)
+    np.testing.assert_allclose(lx.grad.array.astype(np.float32), tx.grad.numpy(), rtol=tol, atol=tol)
+    np.testing.assert_allclose(lw.grad.array.astype(np.float32), tw.grad.numpy(), rtol=tol, atol=tol * 10)
 
 
 def test_conv2d_op_second_order_with_kernels_on():
@@ -116,7 +116,7 @@ def test_conv2d_op_second_order_with_kernels_on():
     tx, tw = torch.from_numpy(x).requires_grad_(), torch.from_numpy(w).requires_grad_()
     tgx, = torch.autograd.grad((TF.conv2d(tx, tw, padding=1) ** 2).sum(), [tx], create_graph=True)
     tgw, = torch.autograd.grad((tgx ** 2).sum(), [tw])
-    np.testing.assert_allclose(gw.data, tgw.numpy(), rtol=1e-10)
+    np.testing.assert_allclose(gw.array, tgw.numpy(), rtol=1e-10)
 
 
 def test_conv2d_op_in_a_module_trains_the_same_with_kernels_on_and_off():
@@ -129,7 +129,7 @@ def test_conv2d_op_in_a_module_trains_the_same_with_kernels_on_and_off():
             lamina.manual_seed(0)
             conv = lamina.nn.Conv2d(3, 5, 3, padding=1).double()
             conv(lamina.tensor(x)).relu().sum().backward()
-            grads.append((conv.weight.grad.data, conv.bias.grad.data))
+            grads.append((conv.weight.grad.array, conv.bias.grad.array))
         finally:
             K.set_enabled(previous)
     for a, b in zip(*grads):
@@ -148,5 +148,5 @@ def test_conv2d_op_one_channel_takes_the_kernel_for_large_batches(counted):
     tw = torch.from_numpy(w).requires_grad_()
     ty = TF.conv2d(torch.from_numpy(x), tw, padding=2)
     ty.sum().backward()
-    np.testing.assert_allclose(y.data, ty.detach().numpy(), rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(lw.grad.data, tw.grad.numpy(), rtol=1e-4, atol=1e-2)
+    np.testing.assert_allclose(y.array, ty.detach().numpy(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(lw.grad.array, tw.grad.numpy(), rtol=1e-4, atol=1e-2)
