@@ -10,7 +10,10 @@ Eager and compiled steps run in one process on two copies of one model, after wa
 interleaved in blocks: ``--block`` eager steps, then as many compiled ones, ``--repeats`` times.
 On a machine shared with other work the figure is the median over the blocks of the ratio of
 the two blocks' times (wall clock), and the same for the thread's CPU time (which time spent
-waiting for a core does not inflate). ``--threads`` sets the kernels' and BLAS's threads.
+waiting for a core does not inflate); the minor page faults per step show when the allocator
+returned a step's large arrays to the system and took them again (NumPy's allocations above
+glibc's adaptive mmap threshold; whether eager steps do so varies from process to process).
+``--threads`` sets the kernels' and BLAS's threads.
 """
 from __future__ import annotations
 
@@ -43,14 +46,18 @@ def _step(model, loss_fn, lr=0.01):
 
 
 def _blocks(fns, args, repeats, block):
-    """Per block and function: (wall seconds per step, thread CPU seconds per step)."""
+    """Per block and function: (wall seconds per step, thread CPU seconds per step, minor page
+    faults per step: memory the allocator handed back to the system and took again)."""
+    import resource
     out = {k: [] for k in fns}
     for _ in range(repeats):
         for k, f in fns.items():
+            faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             t, c = time.perf_counter(), time.thread_time()
             for _ in range(block):
                 f(*args)
-            out[k].append(((time.perf_counter() - t) / block, (time.thread_time() - c) / block))
+            out[k].append(((time.perf_counter() - t) / block, (time.thread_time() - c) / block,
+                           (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / block))
     return out
 
 
@@ -99,8 +106,9 @@ def case(name, repeats, block, steps):
         compiled(*args)
     t = _blocks({"eager": eager, "compiled": compiled}, args, repeats, block)
     med = statistics.median
-    wall = {k: med(w for w, _ in v) for k, v in t.items()}
-    cpu = {k: med(c for _, c in v) for k, v in t.items()}
+    wall = {k: med(b[0] for b in v) for k, v in t.items()}
+    cpu = {k: med(b[1] for b in v) for k, v in t.items()}
+    faults = {k: med(b[2] for b in v) for k, v in t.items()}
     ratio = med(a[0] / b[0] for a, b in zip(t["eager"], t["compiled"]))
     cpu_ratio = med(a[1] / b[1] for a, b in zip(t["eager"], t["compiled"]))
     g_eager = trace(_step(copy.deepcopy(model), loss_fn), *args)
@@ -109,7 +117,7 @@ def case(name, repeats, block, steps):
         "case": name, "eager_s": wall["eager"], "compiled_s": wall["compiled"], "speedup": ratio,
         "eager_cpu_s": cpu["eager"], "compiled_cpu_s": cpu["compiled"], "speedup_cpu": cpu_ratio,
         "eager_per_s": unit / wall["eager"], "compiled_per_s": unit / wall["compiled"], "first_call_s": first,
-        "blocks": repeats, "block": block,
+        "blocks": repeats, "block": block, "eager_faults": faults["eager"], "compiled_faults": faults["compiled"],
         "eager_peak_measured": _peak(eager, args), "compiled_peak_measured": _peak(compiled, args) + _kept_bytes(compiled),
         "compiled_kept_bytes": _kept_bytes(compiled),
         "eager_peak_model": costs.peak_bytes(g_eager, eager=True), "compiled_peak_model": costs.peak_bytes(compiled.graph),
@@ -181,7 +189,8 @@ def main(argv=None):
         results[name] = r
         print(f"{name}: eager {r['eager_s'] * 1e3:.1f} ms/step, compiled {r['compiled_s'] * 1e3:.1f} ms/step; median "
               f"ratio over {r['blocks']} blocks of {r['block']} steps {r['speedup']:.2f}x wall clock, "
-              f"{r['speedup_cpu']:.2f}x CPU time ({r['eager_cpu_s'] * 1e3:.1f} and {r['compiled_cpu_s'] * 1e3:.1f} ms); "
+              f"{r['speedup_cpu']:.2f}x CPU time ({r['eager_cpu_s'] * 1e3:.1f} and {r['compiled_cpu_s'] * 1e3:.1f} ms), "
+              f"{r['eager_faults']:.0f} and {r['compiled_faults']:.0f} page faults per step; "
               f"first call {r['first_call_s']:.1f} s; {r['nodes']} nodes in {r['steps']} steps, "
               f"{r['fused_chains']} fused chains")
         print(f"  peak activation bytes: eager {r['eager_peak_measured'] / 2**20:.2f} MiB measured "
