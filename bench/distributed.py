@@ -98,12 +98,12 @@ def _worker(args):
             opt.zero_grad()
             with ddp.no_sync():
                 F.cross_entropy(ddp(x), y).backward()
-            flat = np.concatenate([p.grad.data.ravel() for p in params])
+            flat = np.concatenate([p.grad.array.ravel() for p in params])
             g.comm.Allreduce(g.mpi().IN_PLACE, flat, op=g.mpi().SUM)
             flat *= 1.0 / size
             off = 0
             for p in params:
-                p.grad.data[...] = flat[off:off + p.numel()].reshape(p.shape)
+                p.grad.array[...] = flat[off:off + p.numel()].reshape(p.shape)
                 off += p.numel()
             opt.step()
 

@@ -51,12 +51,12 @@ def _preview(data, limit=80) -> str:
 def _array_from(data, dtype=None, device=None):
     """A new array holding ``data`` (Tensor, array, nested sequence or number)."""
     if isinstance(data, Tensor):
-        arr = data.data
+        arr = data.array
         if dtype is not None:
             arr = arr.astype(backend.as_dtype(dtype))
         if device is not None:
             arr = backend.to_device(arr, backend.Device(device))
-        return arr.copy() if arr is data.data else arr
+        return arr.copy() if arr is data.array else arr
     if device is None and hasattr(data, "__cuda_array_interface__"):
         device = backend.device_of(data)  # a CuPy array stays on its GPU
     dev = _device(device)
@@ -307,7 +307,7 @@ def sparse_coo_tensor(indices, values, size=None, dtype=None, device=None, requi
     if vals.ndim < 1 or vals.shape[0] != idx.shape[1]:
         raise ValueError(f"sparse_coo_tensor: values must have one row per index column (nnz={idx.shape[1]}), "
                          f"got values of shape {vals.shape}")
-    idx_np = np.asarray(backend.to_device(idx.data, backend.cpu), dtype=np.int64)
+    idx_np = np.asarray(backend.to_device(idx.array, backend.cpu), dtype=np.int64)
     if idx_np.size and idx_np.min() < 0:
         raise ValueError(f"sparse_coo_tensor: indices must be non-negative, found {int(idx_np.min())}")
     sparse_shape = tuple(int(m) + 1 for m in idx_np.max(axis=1)) if idx_np.size else (0,) * idx_np.shape[0]

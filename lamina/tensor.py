@@ -42,12 +42,19 @@ class Tensor:
             self.requires_grad_(True)
 
     @property
-    def data(self):
-        return self.array
+    def data(self) -> "Tensor":
+        """This tensor's memory as a new tensor outside autograd, as PyTorch's ``.data``: no history,
+        no grad, and writes through it are not seen by the version checks of backward (``detach()``
+        is the checked form). ``.array`` is the NumPy/CuPy array itself."""
+        return _wrap(self.array)
 
     @data.setter
-    def data(self, value):
-        self.array = value
+    def data(self, value: "Tensor") -> None:
+        """``p.data = t``: this tensor takes ``t``'s memory (shape and dtype included)."""
+        if not isinstance(value, Tensor):
+            raise TypeError(f"Tensor.data: assigned value must be a Tensor, got {type(value).__name__}; "
+                            "to set the array itself assign to .array")
+        self.array = value.array
 
     # ------------------------------------------------------------ basic properties
     @property

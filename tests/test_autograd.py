@@ -70,7 +70,7 @@ def test_grad_of_shared_input_is_not_aliased():
     x = leaf(3)
     w = leaf(3, seed=1)
     (x + w).sum().backward()
-    x.grad.data *= 10
+    x.grad.array *= 10
     np.testing.assert_array_equal(w.grad.numpy(), np.ones(3))
 
 

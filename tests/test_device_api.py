@@ -223,7 +223,7 @@ def test_legacy_constructors_match_torch(name, tdtype):
 def test_legacy_constructor_edge_cases():
     x = legacy.FloatTensor([1.0, 2.0])
     same = legacy.FloatTensor(x)
-    assert same.data is x.data  # torch too: FloatTensor(float_tensor) shares its memory
+    assert same.array is x.array  # torch too: FloatTensor(float_tensor) shares its memory
     np.testing.assert_array_equal(legacy.LongTensor(lamina.tensor([1.7, -2.2])).numpy(),
                                   torch.LongTensor(torch.tensor([1.7, -2.2]).long()).numpy())
     assert legacy.FloatTensor(np.array([1, 2])).dtype == lamina.float32

@@ -188,3 +188,27 @@ def test_matmul_of_mixed_dtypes_raises_as_pytorch_does():
         torch.ones(2, 2) @ torch.ones(2, 2, dtype=torch.int64)
     with pytest.raises(TypeError, match="matmul: expected both operands to have the same dtype, got float32"):
         lamina.ones(2, 2) @ lamina.ones(2, 2, dtype=lamina.int64)
+
+
+def test_data_is_a_tensor_sharing_memory_outside_autograd_as_torch():
+    import torch
+    for lib in (lamina, torch):
+        w = lib.ones(3, requires_grad=True)
+        y = (w * w).sum()
+        d = w.data
+        assert isinstance(d, lib.Tensor) and not d.requires_grad and d.grad_fn is None
+        d.mul_(2.0)  # a hand-written update: seen by w, not checked by the pending backward
+        assert w.tolist() == [2.0, 2.0, 2.0]
+        y.backward()
+        assert w.grad.tolist() == [4.0, 4.0, 4.0]  # w * w saved w, so it reads the new value
+        w.grad.data.add_(w.grad, alpha=-0.5)
+        assert w.grad.tolist() == [2.0, 2.0, 2.0]
+        w.data = lib.zeros(2)  # rebinding takes the other tensor's memory, shape included
+        assert tuple(w.shape) == (2,) and w.requires_grad
+
+
+def test_data_assignment_needs_a_tensor():
+    t = lamina.ones(2)
+    with pytest.raises(TypeError, match=r"Tensor.data: assigned value must be a Tensor, got ndarray"):
+        t.data = np.zeros(2)
+    assert t.tolist() == [1.0, 1.0]

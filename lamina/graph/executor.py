@@ -26,8 +26,8 @@ def fetch_state(v):
         if g is None:
             raise TraceError(f"graph: the gradient of {v.source[1].name} existed when the step was traced "
                              "but is None now")
-        return g.data
-    return v.tensor.data
+        return g.array
+    return v.tensor.array
 
 
 def _array_backward(node, arrays):
@@ -83,7 +83,7 @@ def bind_inputs(graph, args):
     for v, t in zip(graph.inputs, tensors):
         if t.shape != v.shape or t.dtype != v.dtype:
             raise ValueError(f"graph: input {v.name} expects {v.type_str()}, got {t.dtype}{list(t.shape)}")
-        env[id(v)] = t.data
+        env[id(v)] = t.array
     return env
 
 
@@ -97,7 +97,7 @@ def finish(graph, env, get):
     for (what, target), v in graph.updates:
         if what == "data":
             t = target.tensor
-            xp_of(t.data).copyto(t.data, get(v))
+            xp_of(t.array).copyto(t.array, get(v))
             t._version[0] += 1
     return unflatten(graph.out_spec, outs)
 
@@ -326,7 +326,7 @@ class Executor:
             self.written_in_place.add(id(v))
 
             def step(env):
-                out = t.data
+                out = t.array
                 if out.__class__ is not _ndarray or not out.flags.c_contiguous:
                     out = np.empty(v.shape, v.dtype)
                 env[o] = run([env[i] for i in regs], out)
@@ -465,7 +465,7 @@ class Executor:
         if len(tensors) != len(self.input_regs):
             raise TypeError(f"graph: expected {len(self.input_regs)} tensor inputs, got {len(tensors)}")
         for (k, v), t in zip(self.input_regs, tensors):
-            a = t.data
+            a = t.array
             if a.shape != v.shape or a.dtype != v.dtype:
                 raise ValueError(f"graph: input {v.name} expects {v.type_str()}, got {t.dtype}{list(t.shape)}")
             env[k] = a
@@ -486,8 +486,8 @@ class Executor:
             if what == "data":
                 t = target.tensor
                 a = env[reg[id(v)]]
-                if a is not t.data:
-                    xp_of(t.data).copyto(t.data, a)
+                if a is not t.array:
+                    xp_of(t.array).copyto(t.array, a)
                 t._version[0] += 1
         return unflatten(graph.out_spec, outs)
 

@@ -168,20 +168,20 @@ class Tracer:
     def _register(self, t, v):
         entry = (v, t._version, t._version[0])
         self.by_tensor[id(t)] = entry
-        self.by_array.setdefault(id(t.data), entry)
+        self.by_array.setdefault(id(t.array), entry)
         self.keep.append(t)
 
     def value_of(self, t):
         """The graph value of tensor ``t``, creating it for tensors the trace has not seen."""
         e = self.by_tensor.get(id(t))
         if e is None:
-            e = self.by_array.get(id(t.data))
+            e = self.by_array.get(id(t.array))
         if e is not None:
             v, ver, n = e
             if ver[0] != n:
                 # written in place after it was registered: the value an in-place op rebound its
                 # array to (another tensor over the same array and version counter) is current
-                e2 = self.by_array.get(id(t.data))
+                e2 = self.by_array.get(id(t.array))
                 if e2 is not None and e2[1] is ver and e2[2] == ver[0] and e2[0].shape == tuple(t.shape):
                     return e2[0]
                 raise TraceError(
@@ -194,8 +194,8 @@ class Tracer:
                     "views, use the out-of-place op")
             return v
         g = self.graph
-        dev = backend.device_of(t.data)
-        s = self.saved.get(id(t.data))
+        dev = backend.device_of(t.array)
+        s = self.saved.get(id(t.array))
         if s is not None:
             node, path = s
             v = g.new_value(t.shape, t.dtype, dev, "activation", producer=node, index=("saved", path))
@@ -219,7 +219,7 @@ class Tracer:
             if t.grad is not None:
                 self.grads[id(t.grad)] = t
         else:
-            v = g.new_value(t.shape, t.dtype, dev, "constant", data=t.data.copy())
+            v = g.new_value(t.shape, t.dtype, dev, "constant", data=t.array.copy())
         self._register(t, v)
         return v
 
@@ -229,7 +229,7 @@ class Tracer:
         (tensors made while tracing, gradients included) are rebound; their other aliases share
         ``t``'s version counter, so reading one of them afterwards is the usual in-place
         ``TraceError``. Writes into parameters and buffers are left to the end-of-trace checks."""
-        e = self.by_tensor.get(id(t)) or self.by_array.get(id(t.data))
+        e = self.by_tensor.get(id(t)) or self.by_array.get(id(t.array))
         if e is None or e[0].kind != "activation":
             return
         new = self.by_array.get(id(array))
@@ -252,11 +252,11 @@ class Tracer:
         self.overwritten.add(id(old))
         entry = (v, t._version, t._version[0])
         self.by_tensor[id(t)] = entry
-        self.by_array[id(t.data)] = entry
+        self.by_array[id(t.array)] = entry
         self.keep.append(t)
         p = self.prints.get(id(v))
         if p is not None:  # check_unchanged now compares the tensor's own memory
-            d = t.data
+            d = t.array
             self.prints[id(v)] = (d, d.reshape(-1)[::max(1, d.size // 16)].copy())
 
     def _backward_of(self, node, backward):
@@ -283,10 +283,10 @@ class Tracer:
         that writes ``t.data`` directly, such as ``clip_grad_norm_`` scaling gradients)."""
         v = self.value_of(t)
         p = self.prints.get(id(v))
-        if p is not None and p[0] is t.data and not np.array_equal(
-                t.data.reshape(-1)[::max(1, t.data.size // 16)], p[1], equal_nan=True):
+        if p is not None and p[0] is t.array and not np.array_equal(
+                t.array.reshape(-1)[::max(1, t.array.size // 16)], p[1], equal_nan=True):
             raise TraceError(
-                f"trace: {what} (shape {tuple(t.shape)}) was changed by writing its memory directly (t.data ...), "
+                f"trace: {what} (shape {tuple(t.shape)}) was changed by writing its memory directly (through .data or .array), "
                 f"which a graph cannot see (at {user_frame()}); use Tensor ops (for gradient clipping, scale "
                 "the gradients with ops inside lamina.no_grad())")
 
@@ -316,17 +316,17 @@ class Tracer:
             inst.backward = self._backward_of(node, type(inst).backward.__get__(inst))
         g = self.graph
         for i, o in enumerate(outs):
-            v = g.new_value(o.shape, o.dtype, backend.device_of(o.data), "activation", producer=node, index=i)
+            v = g.new_value(o.shape, o.dtype, backend.device_of(o.array), "activation", producer=node, index=i)
             node.outputs.append(v)
-            d = o.data
+            d = o.array
             if d.__class__ is np.ndarray:  # a view, or an input handed back: accounting charges its base
                 for t, iv in zip(inputs, ins):
-                    td = t.data
+                    td = t.array
                     if td is d or (d.base is not None and td.__class__ is np.ndarray and np.may_share_memory(d, td)):
                         v.view_of = iv.view_of or iv
                         break
             self._register(o, v)
-            d = o.data
+            d = o.array
             if d.__class__ is np.ndarray and d.size:
                 self.prints[id(v)] = (d, d.reshape(-1)[::max(1, d.size // 16)].copy())
         if inst.saved is not None:
@@ -443,7 +443,7 @@ def trace(fn, *example_inputs) -> Graph:
         o.zero_grad = _zero_grad_of(tracer, o)
     for i, x in enumerate(example_inputs):
         if isinstance(x, Tensor):
-            v = g.new_value(x.shape, x.dtype, backend.device_of(x.data), "input", name=f"input{i}")
+            v = g.new_value(x.shape, x.dtype, backend.device_of(x.array), "input", name=f"input{i}")
             tracer._register(x, v)
             g.inputs.append(v)
     _enter()

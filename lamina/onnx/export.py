@@ -519,7 +519,7 @@ def _resized(x, axes, sizes2):
     """``x`` with each dynamic axis at its second-trace size (cycling its entries, so ids and
     masks stay valid values)."""
     from ..tensor import Tensor
-    a = _host(x.data)
+    a = _host(x.array)
     for ax, dname in axes.items():
         a = np.take(a, np.arange(sizes2[dname][1]) % a.shape[ax], axis=ax)
     return Tensor(a, device=x.device, requires_grad=x.requires_grad)
@@ -558,7 +558,7 @@ def _build(onnx, g1, g2, opset, in_names, out_names, axes, dims):
             n = v.name if v.name not in b._taken else b.fresh(v.name)
             b.reserve(n)
             param_names[id(v)] = n
-            inits.append(numpy_helper.from_array(_contiguous(_host(v.tensor.data)), n))
+            inits.append(numpy_helper.from_array(_contiguous(_host(v.tensor.array)), n))
         elif v.kind == "constant":
             n = _constant(b, v, twin_values.get(id(v)))
         else:

@@ -20,7 +20,7 @@ def _run_restoring(g, model, inputs, runner=run):
     loss = runner(g, *inputs).item() if runner is run else runner(*inputs).item()
     out = (loss, grads(model), arrays(model))
     for n, p in model.named_parameters():
-        p.data[...] = before[n]
+        p.array[...] = before[n]
         p.grad = None
     return out
 

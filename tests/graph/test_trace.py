@@ -179,7 +179,7 @@ def test_direct_writes_to_gradients_are_errors():
 
     def raw():
         for p in model.parameters():
-            p.grad.data *= 0.5  # no op and no version bump: only the memory says it changed
+            p.grad.array *= 0.5  # no op and no version bump: only the memory says it changed
     ex = inputs(np.random.default_rng(0))
     with pytest.raises(TraceError, match="writing its memory directly"):
         trace(step_of(raw), *ex)
@@ -233,7 +233,7 @@ def test_gradient_clipping_traces(clip):
     run(g, *ex)
     traced = {n: p.detach().numpy().copy() for n, p in model.named_parameters()}
     for n, p in model.named_parameters():
-        p.data[...] = before[n]
+        p.array[...] = before[n]
     step(*ex)
     for n, p in model.named_parameters():
         np.testing.assert_allclose(traced[n], p.detach().numpy(), rtol=1e-12, atol=1e-15, err_msg=n)

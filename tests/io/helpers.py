@@ -10,7 +10,7 @@ import lamina
 
 def raw(x) -> np.ndarray:
     """The NumPy array behind a Tensor or array, on the CPU."""
-    return x.detach().cpu().data if isinstance(x, lamina.Tensor) else x
+    return x.detach().cpu().array if isinstance(x, lamina.Tensor) else x
 
 
 def assert_bits_equal(a, b) -> None:

@@ -28,7 +28,7 @@ def _reference(cls, kw, p0, grads):
     for g in grads:
         p.grad = lamina.tensor(g.copy())
         opt.step()
-    return p.data.copy()
+    return p.array.copy()
 
 
 def _kernel(name, kw, p0, grads):

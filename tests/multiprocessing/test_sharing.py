@@ -28,18 +28,18 @@ def test_share_memory_moves_the_array_and_keeps_values():
     assert mp.share_memory_(t) is t
     assert mp.is_shared(t) and t.requires_grad
     np.testing.assert_array_equal(t.detach().numpy(), np.arange(6).reshape(2, 3))
-    seg, _ = shared_memory.segment_of(t.data)
+    seg, _ = shared_memory.segment_of(t.array)
     assert os.path.exists(seg.path)
-    array = t.data
+    array = t.array
     mp.share_memory_(t)  # already shared: nothing moves
-    assert t.data is array
+    assert t.array is array
     with pytest.raises(TypeError, match="share_memory_: expected a lamina.Tensor, got ndarray"):
         mp.share_memory_(np.zeros(2))
 
 
 def test_segment_is_removed_when_its_owner_drops_it():
     t = mp.share_memory_(lamina.zeros(4))
-    path = shared_memory.segment_of(t.data)[0].path
+    path = shared_memory.segment_of(t.array)[0].path
     del t
     gc.collect()
     assert not os.path.exists(path)
@@ -53,7 +53,7 @@ def _add_ones(t, q):
 
 def _child_writes_queue_tensor(q_in, q_out):
     t = q_in.get()
-    t.data[...] = 42
+    t.array[...] = 42
     q_out.put("done")
 
 
@@ -103,11 +103,11 @@ def test_module_share_memory_tiles_each_dtype_in_one_segment():
     assert all(mp.is_shared(p.grad) for p in params)
     for p, v in zip(params, values):
         np.testing.assert_array_equal(p.detach().numpy(), v)
-    flat = shared_memory.tiled_view([p.data for p in params])
+    flat = shared_memory.tiled_view([p.array for p in params])
     assert flat is not None and flat.size == sum(p.numel() for p in params)
     flat[:] = 0.5
     assert all((p.detach().numpy() == 0.5).all() for p in params)
-    assert shared_memory.tiled_view([params[1].data, params[0].data]) is None  # out of order
+    assert shared_memory.tiled_view([params[1].array, params[0].array]) is None  # out of order
     assert shared_memory.tiled_view([np.zeros(3), np.zeros(3)]) is None
 
 

@@ -253,7 +253,7 @@ def test_deepcopy_gives_independent_parameters():
     m = MultiheadAttention(E, H)
     c = copy.deepcopy(m)
     for (name, p), (cname, cp) in zip(m.named_parameters(), c.named_parameters()):
-        assert name == cname and p is not cp and p.data is not cp.data
+        assert name == cname and p is not cp and p.array is not cp.array
         np.testing.assert_array_equal(p.detach().numpy(), cp.detach().numpy())
         assert type(cp) is type(p) and cp.requires_grad
     with lamina.no_grad():

@@ -67,7 +67,7 @@ def flat_outputs(out):
 def as_numpy(t):
     if isinstance(t, torch.Tensor):
         return t.detach().numpy()
-    return np.asarray(t.detach().cpu().data)
+    return np.asarray(t.detach().cpu().array)
 
 
 def call(info, sample, device="cpu", noncontig=False, dtype=np.float64):

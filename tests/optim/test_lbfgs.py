@@ -149,10 +149,10 @@ def test_loads_torch_state_and_continues_like_torch(kwargs):
 def test_works_on_the_flat_parameter_vector():
     run = Run("lamina", CASES[0][0])
     bucket = run.opt._buckets[0][0]
-    assert all(p.data.base is bucket.flat for p in run.params)
+    assert all(p.array.base is bucket.flat for p in run.params)
     run.steps(1)
     assert all(p._version[0] > 0 for p in run.params)
-    assert all(p.data.base is bucket.flat for p in run.params)
+    assert all(p.array.base is bucket.flat for p in run.params)
 
 
 def test_errors():

@@ -152,11 +152,11 @@ def test_parameters_become_views_of_one_buffer_per_device_and_dtype():
     a, b, c = _param(3, 2), _param(4), _param(5, dtype=lamina.float32)
     values_before = [p.detach().numpy().copy() for p in (a, b, c)]
     optim.Adam([a, b, c])
-    assert a.data.base is b.data.base is not None
-    assert c.data.base is not None and c.data.base is not a.data.base
+    assert a.array.base is b.array.base is not None
+    assert c.array.base is not None and c.array.base is not a.array.base
     for p, v in zip((a, b, c), values_before):
         np.testing.assert_array_equal(p.detach().numpy(), v)
-        assert p.data.flags.c_contiguous
+        assert p.array.flags.c_contiguous
 
 
 def test_mixed_dtypes_in_one_group_match_torch():
@@ -185,7 +185,7 @@ def test_in_place_writes_to_parameters_are_seen():
     ref = Trainer("torch", torch.optim.Adam, kwargs).train(3)
     with lamina.no_grad():
         mine.params[0].copy_(lamina.ones(4, 3, dtype=lamina.float64))
-    mine.params[3].data[...] = 2.0
+    mine.params[3].array[...] = 2.0
     with torch.no_grad():
         ref.params[0].copy_(torch.ones(4, 3))
         ref.params[3][...] = 2.0
@@ -197,17 +197,17 @@ def test_rebinding_parameter_data_is_noticed_at_the_next_step():
     mine = Trainer("lamina", optim.SGD, kwargs).train(3)
     ref = Trainer("torch", torch.optim.SGD, kwargs).train(3)
     new = np.full((3, 2), 0.25)
-    mine.params[2].data = new.copy()
+    mine.params[2].array = new.copy()
     ref.params[2].data = torch.tensor(new)
     mine.train(3)
     ref.train(3)
     assert_close(mine.params, ref.params)
-    assert mine.params[2].data.base is mine.params[3].data.base
+    assert mine.params[2].array.base is mine.params[3].array.base
 
 
 def test_changing_dtype_after_state_exists_is_an_error():
     t = Trainer("lamina", optim.Adam, dict(lr=0.1)).train(1)
-    t.params[1].data = t.params[1].data.astype(np.float32)
+    t.params[1].array = t.params[1].array.astype(np.float32)
     with pytest.raises(ValueError, match=r"Adam: parameter 1 changed from \(3,\) float64 on cpu to "
                                          r"\(3,\) float32 on cpu after its optimizer state"):
         t.train(1)
@@ -231,11 +231,11 @@ def test_repr_lists_groups_like_torch():
 def test_casting_a_parameter_before_any_state_rebuilds_the_layout():
     a, b = _param(3), _param(2)
     opt = optim.Adam([a, b], lr=0.1)
-    a.data = a.data.astype(np.float32)
+    a.array = a.array.astype(np.float32)
     (a * a).sum().backward()
     (b * b).sum().backward()
     opt.step()
-    assert a.dtype == np.float32 and a.data.base is not None
+    assert a.dtype == np.float32 and a.array.base is not None
     assert len(opt._buckets[0]) == 2
     assert opt.state[a]["exp_avg"].dtype == np.float32
 

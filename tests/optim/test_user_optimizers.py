@@ -82,9 +82,9 @@ def test_lion_matches_numpy_reference(kwargs):
 
 def test_user_optimizer_leaves_parameters_in_place_and_has_torch_state():
     t = Trainer("lamina", Lion, dict(lr=0.01))
-    arrays = [p.data for p in t.params]
+    arrays = [p.array for p in t.params]
     t.train(2)
-    assert all(p.data is a for p, a in zip(t.params, arrays))  # no flat buffers for own steps
+    assert all(p.array is a for p, a in zip(t.params, arrays))  # no flat buffers for own steps
     assert t.opt._buckets == []
     state = t.opt.state
     assert type(state).__name__ == "defaultdict" and state.default_factory is dict
