@@ -4,7 +4,7 @@ real runs, a compiled step's buffers kept between calls included), a GPT step un
 budget of half the eager step's measured peak, and the cost of one op call (``x * y`` on 4x4
 arrays) normally and while another thread traces.
 
-    python bench/graph.py [--repeats 8] [--block 5] [--threads 1] [--json out.json]
+    python bench/graph.py [--repeats 8] [--block 5] [--threads 1] [--separate ROUNDS] [--json out.json]
 
 Eager and compiled steps run in one process on two copies of one model, after warm-up,
 interleaved in blocks: ``--block`` eager steps, then as many compiled ones, ``--repeats`` times.
@@ -13,7 +13,9 @@ the two blocks' times (wall clock), and the same for the thread's CPU time (whic
 waiting for a core does not inflate); the minor page faults per step show when the allocator
 returned a step's large arrays to the system and took them again (NumPy's allocations above
 glibc's adaptive mmap threshold; whether eager steps do so varies from process to process).
-``--threads`` sets the kernels' and BLAS's threads.
+``--separate N`` also runs each side alone in its own process, alternating, N times each, as
+a training run has it (no allocator state shared with the other side). ``--threads`` sets the
+kernels' and BLAS's threads.
 """
 from __future__ import annotations
 
@@ -80,21 +82,8 @@ def _peak(fn, args):
 def case(name, repeats, block, steps):
     import lamina
     from lamina.graph import compile, costs, trace
-    from lamina.models import GPT, GPTConfig, LeNet5
-    import lamina.nn.functional as F
-    lamina.manual_seed(0)
-    r = np.random.default_rng(0)
-    if name == "lenet":
-        model = LeNet5()
-        loss_fn = lambda m, x, t: F.cross_entropy(m(x), t)  # noqa: E731
-        args = (lamina.tensor(r.standard_normal((64, 1, 28, 28)).astype(np.float32)),
-                lamina.tensor(r.integers(0, 10, 64)))
-        unit = 64
-    else:
-        model = GPT(GPTConfig(vocab_size=65, block_size=64, n_layer=4, n_head=4, n_embd=128))
-        loss_fn = lambda m, x, t: m(x, t)[1]  # noqa: E731
-        args = (lamina.tensor(r.integers(0, 65, (16, 64))), lamina.tensor(r.integers(0, 65, (16, 64))))
-        unit = 16 * 64
+    model, loss_fn, args, unit = _setup(name)
+    r = np.random.default_rng(1)  # the fresh batches of the loss curve under a budget
     twin = copy.deepcopy(model)
     eager = _step(model, loss_fn)
     compiled = compile(_step(twin, loss_fn))
@@ -144,6 +133,60 @@ def case(name, repeats, block, steps):
     return res
 
 
+def _setup(name):
+    """(model, loss_fn, example inputs, items per step) of one case."""
+    import lamina
+    import lamina.nn.functional as F
+    from lamina.models import GPT, GPTConfig, LeNet5
+    lamina.manual_seed(0)
+    r = np.random.default_rng(0)
+    if name == "lenet":
+        return (LeNet5(), lambda m, x, t: F.cross_entropy(m(x), t),
+                (lamina.tensor(r.standard_normal((64, 1, 28, 28)).astype(np.float32)), lamina.tensor(r.integers(0, 10, 64))),
+                64)
+    return (GPT(GPTConfig(vocab_size=65, block_size=64, n_layer=4, n_head=4, n_embd=128)), lambda m, x, t: m(x, t)[1],
+            (lamina.tensor(r.integers(0, 65, (16, 64))), lamina.tensor(r.integers(0, 65, (16, 64)))), 16 * 64)
+
+
+def side(name, which, steps):
+    """One process training one side alone: per step (wall s, thread CPU s, minor page faults)."""
+    import resource
+    from lamina.graph import compile
+    model, loss_fn, args, _ = _setup(name)
+    f = _step(model, loss_fn)
+    if which == "compiled":
+        f = compile(f)
+    for _ in range(3):
+        f(*args)
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    t, c = time.perf_counter(), time.thread_time()
+    for _ in range(steps):
+        f(*args)
+    return ((time.perf_counter() - t) / steps, (time.thread_time() - c) / steps,
+            (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / steps)
+
+
+def separate(name, rounds, steps, threads):
+    """Each side in its own process (eager, compiled, eager, ... ``rounds`` times each), as a
+    training run has it: the median ratio of consecutive pairs."""
+    import subprocess
+    res = {"eager": [], "compiled": []}
+    for _ in range(rounds):
+        for which in res:
+            out = subprocess.run([sys.executable, __file__, "--side", f"{name}:{which}", "--steps", str(steps),
+                                  "--threads", str(threads)], capture_output=True, text=True, check=True).stdout
+            res[which].append(json.loads(out.strip().splitlines()[-1]))
+    med = statistics.median
+    return {
+        "case": name, "rounds": rounds, "steps": steps,
+        "eager_s": med(v[0] for v in res["eager"]), "compiled_s": med(v[0] for v in res["compiled"]),
+        "eager_cpu_s": med(v[1] for v in res["eager"]), "compiled_cpu_s": med(v[1] for v in res["compiled"]),
+        "eager_faults": med(v[2] for v in res["eager"]), "compiled_faults": med(v[2] for v in res["compiled"]),
+        "speedup": med(a[0] / b[0] for a, b in zip(res["eager"], res["compiled"])),
+        "speedup_cpu": med(a[1] / b[1] for a, b in zip(res["eager"], res["compiled"])),
+    }
+
+
 def dispatch_cost(rounds=300, n=2000):
     """ns per ``x * y`` (4x4): as ops run normally (tracing adds nothing to ``Op.__call__``), and
     while another thread is tracing (``Op.__call__`` is then the tracer's, which looks up the
@@ -176,10 +219,16 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=10, help="steps of the loss curve under a memory budget")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--cases", default="lenet,gpt")
+    p.add_argument("--separate", type=int, default=0, metavar="ROUNDS",
+                   help="also time each side alone in its own process, ROUNDS times each (--steps steps)")
+    p.add_argument("--side", help=argparse.SUPPRESS)
     p.add_argument("--json")
     a = p.parse_args(argv)
     import lamina
     lamina.set_num_threads(a.threads)
+    if a.side:  # a child of --separate
+        print(json.dumps(side(*a.side.split(":"), a.steps)))
+        return
     results = {"dispatch": dispatch_cost()}
     d = results["dispatch"]
     print(f"x * y (4x4): {d['plain']:.0f} ns; while another thread traces {d['while_tracing_elsewhere']:.0f} ns "
@@ -204,6 +253,12 @@ def main(argv=None):
                 print(f"  budget {r['budget'] / 2**20:.2f} MiB (half the eager measured peak): planned "
                       f"{r['budget_peak_model'] / 2**20:.2f} MiB, measured {r['budget_peak_measured'] / 2**20:.2f} MiB; "
                       f"loss curve over {len(r['budget_losses'])} steps within {r['budget_max_loss_diff']:.2e} of eager's")
+    for name in a.cases.split(",") if a.separate else ():
+        r = results[f"{name}_separate"] = separate(name, a.separate, a.steps, a.threads)
+        print(f"{name}, each side alone in its own process ({r['rounds']} of each, {r['steps']} steps): eager "
+              f"{r['eager_s'] * 1e3:.1f} ms/step, compiled {r['compiled_s'] * 1e3:.1f} ms/step; median ratio "
+              f"{r['speedup']:.2f}x wall clock, {r['speedup_cpu']:.2f}x CPU time ({r['eager_cpu_s'] * 1e3:.1f} and "
+              f"{r['compiled_cpu_s'] * 1e3:.1f} ms), {r['eager_faults']:.0f} and {r['compiled_faults']:.0f} page faults per step")
     if a.json:
         Path(a.json).write_text(json.dumps(results, indent=1))
 
