@@ -258,6 +258,40 @@ def set_num_threads(n: int) -> None:
     _threads = n
 
 
+_blas_libs = None  # threadpoolctl's controllers of the loaded BLAS libraries, found once
+
+
+class _BlasThreads:
+    """``with blas_threads(n):`` BLAS runs on n threads inside, its previous count restored after.
+    Through the BLAS libraries' own set/get calls (threadpoolctl finds them once), so it costs a
+    few microseconds; a no-op without threadpoolctl."""
+
+    def __init__(self, n):
+        self.n, self.saved = n, []
+
+    def __enter__(self):
+        global _blas_libs
+        if _blas_libs is None:
+            try:
+                from threadpoolctl import ThreadpoolController
+                _blas_libs = [c for c in ThreadpoolController().lib_controllers if c.user_api == "blas"]
+            except Exception:  # threadpoolctl missing or unable to inspect: leave BLAS alone
+                _blas_libs = []
+        self.saved = [(c, c.get_num_threads()) for c in _blas_libs]
+        for c, _ in self.saved:
+            c.set_num_threads(self.n)
+        return self
+
+    def __exit__(self, *exc):
+        for c, n in self.saved:
+            c.set_num_threads(n)
+        return False
+
+
+def blas_threads(n: int) -> _BlasThreads:
+    return _BlasThreads(n)
+
+
 def get_num_threads() -> int:
     """The thread count set by ``set_num_threads`` (by default the usable cores)."""
     return threads()

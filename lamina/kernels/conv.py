@@ -171,19 +171,43 @@ SMALL_WEIGHT = 1024
 KEEP_BUDGET = 1 << 22
 
 
-def _padded(k, x, geo):
-    """x with (ph, pw) zeros around every plane."""
-    n, c, h, w = x.shape
-    ph, pw = geo[4], geo[5]
-    xp = np.empty((n, c, h + 2 * ph, w + 2 * pw), x.dtype)
-    _planes(k.pad_planes, xp.size, x, xp, ph, pw, planes=n * c)
-    return xp
+# ---------------------------------------------------------------- threads
+# With several threads a convolution is split into parts of whole samples, each running its own
+# pipeline (pack, GEMM, unpack, block after block) with BLAS on one thread: one hand-over per call.
+# Calling multi-threaded BLAS between the blocks instead woke its workers hundreds of times per
+# call, and on a busy machine each wake-up can wait for a time slice: a ResNet stage's
+# forward+backward measured 8x slower than PyTorch with 2 threads that way.
+
+def _sample_parts(n, work):
+    """Sample ranges (s0, s1) for the parts of a call with ``work`` column elements."""
+    return _checks.split(n, max(1, min(n, _checks.parallel(work))))
 
 
-def _im2col_planar(k, xp, cols, n0, nb, geo):
-    kh, kw, sh, sw, _, _, dh, dw, oh, ow = geo
-    _runtime.run_parts(k.im2col_planar, [(xp, cols, n0, nb, kh, kw, sh, sw, dh, dw, oh, ow, k0, k1)
-                                         for k0, k1 in _spans(cols.shape[0], cols.size)])
+def _run(worker, parts):
+    """``[worker(*args) for args in parts]``, several at once with BLAS on one thread each."""
+    if len(parts) == 1:
+        return [worker(*parts[0])]
+    with _runtime.blas_threads(1):
+        return _runtime.run_parts(worker, parts)
+
+
+# ---------------------------------------------------------------- planar columns
+
+def _planar_forward_part(k, x, xp, wmat, out3, b, has_bias, geo, cols, nb, s0, s1):
+    """Samples s0..s1-1: pad, then blocks of nb samples: pack, GEMM, to NCHW. ``cols`` is this
+    part's scratch, or the whole batch's kept columns when nb covers the batch."""
+    kh, kw, sh, sw, ph, pw, dh, dw, oh, ow = geo
+    c_n, o, p = x.shape[1], wmat.shape[0], oh * ow
+    ck = wmat.shape[1]
+    k.pad_planes(x, xp, ph, pw, s0 * c_n, s1 * c_n)
+    y = np.empty((o, nb * p), x.dtype)
+    for n0 in range(s0, s1, nb):
+        m = min(nb, s1 - n0)
+        c = cols if m == nb else np.empty((ck, m * p), x.dtype)
+        yb = y if m == nb else np.empty((o, m * p), x.dtype)
+        k.im2col_planar(xp, c, n0, m, kh, kw, sh, sw, dh, dw, oh, ow, 0, ck)
+        np.matmul(wmat, c, out=yb)
+        k.planes_to_nchw(yb, out3, n0, m, b, has_bias, 0, o)
 
 
 def _forward_planar(k, x, weight, bias, geo, keep_columns):
@@ -195,69 +219,150 @@ def _forward_planar(k, x, weight, bias, geo, keep_columns):
     out = np.empty((n, o, oh, ow), x.dtype)
     out3 = out.reshape(n, o, p)
     b = bias if bias is not None else np.empty(0, x.dtype)
-    xp = _padded(k, x, geo)
+    xp = np.empty((n, x.shape[1], x.shape[2] + 2 * geo[4], x.shape[3] + 2 * geo[5]), x.dtype)
     nb = max(1, min(n, COLUMN_BUDGET // max(1, ck * p)))
-    if keep_columns and n * ck * p <= KEEP_BUDGET:
-        nb = n  # one block, kept for the weight gradient: packing it again costs more than the cache misses
-    cols = np.empty((ck, nb * p), x.dtype)
-    ymat = np.empty((o, nb * p), x.dtype)
-    for n0 in range(0, n, nb):
-        m = min(nb, n - n0)
-        c, y = (cols, ymat) if m == nb else (np.empty((ck, m * p), x.dtype), np.empty((o, m * p), x.dtype))
-        _im2col_planar(k, xp, c, n0, m, geo)
-        np.matmul(wmat, c, out=y)
-        _planes(k.planes_to_nchw, y.size, y, out3, n0, m, b, bias is not None, planes=o)
-    if keep_columns:
-        return out, (cols if nb == n else None)
-    return out
+    _run(_planar_forward_part, [(k, x, xp, wmat, out3, b, bias is not None, geo,
+                                 np.empty((ck, nb * p), x.dtype), nb, s0, s1)
+                                for s0, s1 in _sample_parts(n, n * ck * p)])
+    return (out, None) if keep_columns else out
+
+
+def _forward_planar_kept(k, x, weight, bias, geo):
+    """The planar forward as one block whose columns are returned for the backward: packing
+    them again costs more than the cache misses of one large block."""
+    n, o = x.shape[0], weight.shape[0]
+    oh, ow = geo[8], geo[9]
+    p = oh * ow
+    wmat = weight.reshape(o, -1)
+    out = np.empty((n, o, oh, ow), x.dtype)
+    b = bias if bias is not None else np.empty(0, x.dtype)
+    xp = np.empty((n, x.shape[1], x.shape[2] + 2 * geo[4], x.shape[3] + 2 * geo[5]), x.dtype)
+    cols = np.empty((wmat.shape[1], n * p), x.dtype)
+    _planar_forward_part(k, x, xp, wmat, out.reshape(n, o, p), b, bias is not None, geo, cols, n, 0, n)
+    return out, cols
+
+
+def _planar_backward_part(k, g, x, xp, wmat, geo, columns, dxp, dx, nb, need_input, need_weight,
+                          need_bias, s0, s1):
+    """Samples s0..s1-1: the output gradient to (O, rows), the weight gradient of these samples
+    (float64) and bias sums, the input gradient added into dxp and cropped into dx."""
+    kh, kw, sh, sw, ph, pw, dh, dw, oh, ow = geo
+    c_n, o, p = x.shape[1], wmat.shape[0], oh * ow
+    ck = wmat.shape[1]
+    small = o * ck <= SMALL_WEIGHT
+    if need_weight and columns is None:
+        k.pad_planes(x, xp, ph, pw, s0 * c_n, s1 * c_n)
+    acc = np.zeros((o, ck), np.float64)
+    db = np.zeros(o, np.float64)
+    for n0 in range(s0, s1, nb):
+        m = min(nb, s1 - n0)
+        dy = np.empty((o, m * p), x.dtype)
+        k.from_nchw(g, n0 * oh, m * oh, dy, db, need_bias, 0, o)
+        if need_weight:
+            if columns is not None:
+                cb = columns
+            else:
+                cb = np.empty((ck, m * p), x.dtype)
+                k.im2col_planar(xp, cb, n0, m, kh, kw, sh, sw, dh, dw, oh, ow, 0, ck)
+            acc += k.weight_grad(dy, cb, 0, m * p) if small else dy @ cb.T
+        if need_input:
+            k.col2im_planar(wmat.T @ dy, dxp, n0, kh, kw, sh, sw, dh, dw, oh, ow, 0, m)
+    if need_input:
+        k.crop_planes(dxp, dx, ph, pw, s0 * c_n, s1 * c_n)
+    return acc, db
 
 
 def _backward_planar(k, g, x, weight, geo, need_input, need_weight, need_bias, columns):
     n, c, h, w = x.shape
     o = weight.shape[0]
-    kh, kw, sh, sw, ph, pw, dh, dw_, oh, ow = geo
+    oh, ow, ph, pw = geo[8], geo[9], geo[4], geo[5]
     p = oh * ow
     wmat = weight.reshape(o, -1)
     ck = wmat.shape[1]
     kept = columns is not None and columns.shape == (ck, n * p) and columns.dtype == x.dtype
     nb = n if kept else max(1, min(n, COLUMN_BUDGET // max(1, ck * p)))
-    xp = _padded(k, x, geo) if need_weight and not kept else None
+    ranges = [(0, n)] if kept else _sample_parts(n, n * ck * p)
+    xp = np.empty((n, c, h + 2 * ph, w + 2 * pw), x.dtype) if need_weight and not kept else None
     dxp = np.zeros((n, c, h + 2 * ph, w + 2 * pw), x.dtype) if need_input else None
-    dweight = np.empty(weight.shape, x.dtype) if need_weight else None
-    dw2 = dweight.reshape(o, ck) if need_weight else None
-    acc64 = np.zeros((o, ck), np.float64)
-    db = np.zeros(o, np.float64)
-    for n0 in range(0, n, nb):
-        m = min(nb, n - n0)
-        dy = np.empty((o, m * p), x.dtype)
-        _runtime.run_parts(k.from_nchw, [(g, n0 * oh, m * oh, dy, db, need_bias, o0, o1)
-                                         for o0, o1 in _spans(o, dy.size)])
-        if need_weight:
-            if kept:
-                cb = columns
-            else:
-                cb = np.empty((ck, m * p), x.dtype)
-                _im2col_planar(k, xp, cb, n0, m, geo)
-            if o * ck <= SMALL_WEIGHT:
-                mm = m * p
-                spans = _checks.split(mm, max(1, min(_checks.parallel(mm * (o + ck)), mm // 512 + 1)))
-                parts = _runtime.run_parts(k.weight_grad, [(dy, cb, m0, m1) for m0, m1 in spans])
-                acc64 += sum(parts[1:], parts[0])
-            elif n0 == 0:
-                np.matmul(dy, cb.T, out=dw2)
-            else:
-                dw2 += dy @ cb.T
-        if need_input:
-            dcols = wmat.T @ dy
-            _runtime.run_parts(k.col2im_planar, [(dcols, dxp, n0, kh, kw, sh, sw, dh, dw_, oh, ow, s0, s1)
-                                                 for s0, s1 in _spans(m, dcols.size)])
-    if need_weight and o * ck <= SMALL_WEIGHT:
-        dw2[...] = acc64
-    dx = None
-    if need_input:
-        dx = np.empty(x.shape, x.dtype)
-        _planes(k.crop_planes, dx.size, dxp, dx, ph, pw, planes=n * c)
+    dx = np.empty(x.shape, x.dtype) if need_input else None
+    sums = _run(_planar_backward_part, [(k, g, x, xp, wmat, geo, columns if kept else None, dxp, dx, nb,
+                                         need_input, need_weight, need_bias, s0, s1) for s0, s1 in ranges])
+    dweight = None
+    if need_weight:
+        dweight = np.empty(weight.shape, x.dtype)
+        dweight.reshape(o, ck)[...] = sum((s[0] for s in sums[1:]), sums[0][0])
+    db = sum((s[1] for s in sums[1:]), sums[0][1])
     return dx, dweight, db.astype(x.dtype) if need_bias else None
+
+
+# ---------------------------------------------------------------- channels-last columns
+
+def _forward_part(k, x, xt, wt, out, b, has_bias, geo, cols, keep, rb, s0, s1):
+    """Samples s0..s1-1: to channels-last, then blocks of rb output rows: pack, GEMM, to NCHW.
+    ``cols`` is the whole batch's columns with ``keep`` (each block fills its own rows), else
+    this part's scratch."""
+    fn, g = _packer(k, geo, x.shape[1], True)
+    oh, ow = geo[8], geo[9]
+    k.to_nhwc(x, xt, geo[4], geo[5], s0, s1)
+    flat, c_n = _flat(xt), x.shape[1]
+    y = np.empty((rb * ow, wt.shape[1]), x.dtype)
+    r1 = s1 * oh
+    for r0 in range(s0 * oh, r1, rb):
+        nr = min(rb, r1 - r0)
+        c = cols[r0 * ow:(r0 + nr) * ow] if keep else cols[:nr * ow]
+        yb = y[:nr * ow]
+        fn(flat, c_n, c, r0, *g, 0, nr)
+        np.matmul(c, wt, out=yb)
+        k.rows_to_nchw(yb, out, r0, b, has_bias, 0, nr)
+
+
+def _backward_part(k, g, x, xt, wmat, geo, columns, dxt, dx, rb, need_input, need_weight, need_bias,
+                   s0, s1):
+    """Samples s0..s1-1: the weight gradient of their rows and bias sums (returned), the input
+    gradient added into dxt and cropped into dx. With the forward's ``columns`` the weight
+    gradient is one long GEMM and nothing is packed."""
+    oh, ow, ph, pw = geo[8], geo[9], geo[4], geo[5]
+    o, ck = wmat.shape
+    c_n = x.shape[1]
+    unpack, gu = _packer(k, geo, c_n, False)
+    dw = np.zeros((o, ck), x.dtype) if need_weight else None
+    db = np.zeros(o, np.float64)
+    r_lo, r_hi = s0 * oh, s1 * oh
+    if columns is not None:
+        dyt = np.empty((o, (r_hi - r_lo) * ow), x.dtype)
+        k.from_nchw(g, r_lo, r_hi - r_lo, dyt, db, need_bias, 0, o)
+        if need_weight:
+            np.matmul(dyt, columns[r_lo * ow:r_hi * ow], out=dw)
+        if need_input:
+            flat = _flat(dxt)
+            for r0 in range(r_lo, r_hi, rb):
+                nr = min(rb, r_hi - r0)
+                dcols = dyt[:, (r0 - r_lo) * ow:(r0 - r_lo + nr) * ow].T @ wmat
+                unpack(dcols, flat, c_n, r0, *gu, 0, nr)
+    else:
+        pack, gp = _packer(k, geo, c_n, True)
+        if need_weight:
+            k.to_nhwc(x, xt, ph, pw, s0, s1)
+            cols = np.empty((rb * ow, ck), x.dtype)
+        flat_x = _flat(xt) if need_weight else None
+        flat = _flat(dxt) if need_input else None
+        for r0 in range(r_lo, r_hi, rb):
+            nr = min(rb, r_hi - r0)
+            m = nr * ow
+            dy = np.empty((o, m), x.dtype)
+            k.from_nchw(g, r0, nr, dy, db, need_bias, 0, o)
+            if need_weight:
+                cb = cols[:m]
+                pack(flat_x, c_n, cb, r0, *gp, 0, nr)
+                if r0 == r_lo:
+                    np.matmul(dy, cb, out=dw)
+                else:
+                    dw += dy @ cb
+            if need_input:
+                unpack(dy.T @ wmat, flat, c_n, r0, *gu, 0, nr)
+    if need_input:
+        k.from_nhwc(dxt, dx, ph, pw, s0, s1)
+    return dw, db
 
 
 def _takes(x, weight, groups):
@@ -267,39 +372,34 @@ def _takes(x, weight, groups):
 def conv2d_forward(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, keep_columns=False):
     """Cross-correlation of x (N, C, H, W) with weight (O, C, kh, kw), plus bias (O,).
 
-    With ``keep_columns`` returns ``(y, columns)``: the packed input when it fit in one block
-    (else None), to pass to ``conv2d_backward`` so it does not pack the input again."""
+    With ``keep_columns`` returns ``(y, columns)``: the packed input when it fit in
+    ``KEEP_BUDGET`` (else None), to pass to ``conv2d_backward`` so it does not pack it again."""
     arrays = (x, weight) if bias is None else (x, weight, bias)
     if not _checks.floats(*arrays) or not _takes(x, weight, groups):
         return None
     k = _lib()
     geo = _geometry(x.shape, weight.shape, stride, padding, dilation)
-    if x.shape[1] * geo[1] <= PLANAR:
-        return _forward_planar(k, x, weight, bias, geo, keep_columns)
-    n, o = x.shape[0], weight.shape[0]
+    n, c = x.shape[:2]
+    o = weight.shape[0]
     oh, ow = geo[8], geo[9]
+    ck = c * geo[0] * geo[1]
+    if c * geo[1] <= PLANAR:
+        if keep_columns and n * ck * oh * ow <= KEEP_BUDGET and len(_sample_parts(n, n * ck * oh * ow)) == 1:
+            return _forward_planar_kept(k, x, weight, bias, geo)
+        return _forward_planar(k, x, weight, bias, geo, keep_columns)
     wt = _weight_matrix(weight).T
-    ck = wt.shape[0]
     out = np.empty((n, o, oh, ow), x.dtype)
     b = bias if bias is not None else np.empty(0, x.dtype)
-    xt = _nhwc(k, x, geo)
+    xt = np.empty((n, x.shape[2] + 2 * geo[4], x.shape[3] + 2 * geo[5], c), x.dtype)
     rows = n * oh
     rb = _block_rows(rows, ck, ow)
-    # Columns kept for the backward are packed into one array, still a block at a time, each
-    # block multiplied while it is in the cache.
     keep = keep_columns and rows * ow * ck <= KEEP_BUDGET
-    cols = np.empty(((rows if keep else rb) * ow, ck), x.dtype)
-    ymat = np.empty((rb * ow, o), x.dtype)
-    for r0 in range(0, rows, rb):
-        nr = min(rb, rows - r0)
-        c = cols[r0 * ow:(r0 + nr) * ow] if keep else cols[:nr * ow]
-        y = ymat[:nr * ow]
-        _im2col(k, xt, c, r0, nr, geo)
-        np.matmul(c, wt, out=y)
-        _runtime.run_parts(k.rows_to_nchw, [(y, out, r0, b, bias is not None, q0, q1)
-                                            for q0, q1 in _spans(nr, y.size)])
+    kept = np.empty((rows * ow, ck), x.dtype) if keep else None
+    _run(_forward_part, [(k, x, xt, wt, out, b, bias is not None, geo,
+                          kept if keep else np.empty((rb * ow, ck), x.dtype), keep, rb, s0, s1)
+                         for s0, s1 in _sample_parts(n, rows * ow * ck)])
     if keep_columns:
-        return out, (cols if keep or rb == rows else None)
+        return out, kept
     return out
 
 
@@ -322,43 +422,20 @@ def conv2d_backward(g, x, weight, stride=1, padding=0, dilation=1, groups=1, nee
     wmat = _weight_matrix(weight)
     ck = wmat.shape[1]
     rows = n * oh
-    dxt = np.zeros((n, h + 2 * geo[4], w + 2 * geo[5], c), x.dtype) if need_input else None
-    dw = np.zeros((o, ck), x.dtype) if need_weight else None
-    db = np.zeros(o, np.float64)
     rb = _block_rows(rows, ck, ow)
-    if columns is not None and columns.shape == (rows * ow, ck) and columns.dtype == x.dtype:
-        # the forward's columns: one long GEMM for the weight gradient, blocks for the input's
-        dyt = np.empty((o, rows * ow), x.dtype)
-        _runtime.run_parts(k.from_nchw, [(g, 0, rows, dyt, db, need_bias, o0, o1)
-                                         for o0, o1 in _spans(o, dyt.size)])
-        if need_weight:
-            np.matmul(dyt, columns, out=dw)
-        if need_input:
-            for r0 in range(0, rows, rb):
-                nr = min(rb, rows - r0)
-                _col2im(k, np.matmul(dyt[:, r0 * ow:(r0 + nr) * ow].T, wmat), dxt, r0, nr, geo)
-    else:
-        xt = _nhwc(k, x, geo) if need_weight else None
-        cols = np.empty((rb * ow, ck), x.dtype) if need_weight else None
-        dyt = np.empty((o, rb * ow), x.dtype)
-        for r0 in range(0, rows, rb):
-            nr = min(rb, rows - r0)
-            m = nr * ow
-            dy = dyt if nr == rb else np.empty((o, m), x.dtype)
-            _runtime.run_parts(k.from_nchw, [(g, r0, nr, dy, db, need_bias, o0, o1)
-                                             for o0, o1 in _spans(o, dy.size)])
-            if need_weight:
-                cb = cols[:m]
-                _im2col(k, xt, cb, r0, nr, geo)
-                if r0 == 0:
-                    np.matmul(dy, cb, out=dw)
-                else:
-                    dw += dy @ cb
-            if need_input:
-                _col2im(k, np.matmul(dy.T, wmat), dxt, r0, nr, geo)
-    dx = _from_nhwc(k, dxt, x.shape, geo) if need_input else None
+    kept = columns is not None and columns.shape == (rows * ow, ck) and columns.dtype == x.dtype
+    padded = (n, h + 2 * geo[4], w + 2 * geo[5], c)
+    xt = np.empty(padded, x.dtype) if need_weight and not kept else None
+    dxt = np.zeros(padded, x.dtype) if need_input else None
+    dx = np.empty(x.shape, x.dtype) if need_input else None
+    sums = _run(_backward_part, [(k, g, x, xt, wmat, geo, columns if kept else None, dxt, dx, rb,
+                                  need_input, need_weight, need_bias, s0, s1)
+                                 for s0, s1 in _sample_parts(n, rows * ow * ck)])
+    dw = None
     if need_weight:
-        dw = np.ascontiguousarray(dw.reshape(o, geo[0], geo[1], c).transpose(0, 3, 1, 2))
+        total = sum((s[0] for s in sums[1:]), sums[0][0])
+        dw = np.ascontiguousarray(total.reshape(o, geo[0], geo[1], c).transpose(0, 3, 1, 2))
+    db = sum((s[1] for s in sums[1:]), sums[0][1])
     return dx, dw, db.astype(x.dtype) if need_bias else None
 
 

@@ -158,3 +158,17 @@ def test_split_kernels_work_in_a_forked_child():
         os.close(r)
     finally:
         _checks.force_parts = previous
+
+
+def test_blas_threads_sets_and_restores_the_blas_thread_count():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from lamina.kernels import _runtime
+
+    def blas():
+        return {i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"}
+    before = blas()
+    with threadpoolctl.threadpool_limits(2, user_api="blas"):
+        with _runtime.blas_threads(1):
+            assert blas() <= {1}
+        assert blas() <= {2}
+    assert blas() == before
