@@ -9,7 +9,7 @@ from .. import Generator, backend, manual_seed, no_grad, optim, tensor
 from ..data import DataLoader, TensorDataset
 from ..data.synthetic import TASKS, SyntheticSeq2Seq
 from ..models.seq2seq import Seq2SeqTransformer
-from .fit import Training, fit, start_job
+from .fit import Training, add_compile_option, fit, start_job
 from .run import (
     UserError,
     add_run_options,
@@ -170,4 +170,5 @@ def add_train_parser(sub):
     p.add_argument("--seed", type=nonneg_int, default=None)
     p.add_argument("--examples", type=nonneg_int, default=8, help="held-out examples to print at the end")
     add_run_options(p, "runs/seq2seq-<task>-<time>", checkpoint_every=0)
+    add_compile_option(p)
     p.set_defaults(func=train)

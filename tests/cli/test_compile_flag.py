@@ -1,4 +1,4 @@
-"""``lamina train lenet|gpt|char-rnn --compile``: one short run with and one without the flag give
+"""``lamina train lenet|gpt|char-rnn|seq2seq --compile``: one short run with and one without the flag give
 the same losses and weights (float32 tolerance); the epoch's last, smaller batch re-traces once."""
 from __future__ import annotations
 
@@ -57,7 +57,16 @@ def test_text_models_compiled_equal_eager(recipe, tmp_path, monkeypatch, capsys)
     _assert_same_run(tmp_path / "eager", tmp_path / "compiled")
 
 
-@pytest.mark.parametrize("command", ["lenet", "gpt", "char-rnn"])
+def test_seq2seq_compiled_equals_eager(tmp_path, monkeypatch):
+    monkeypatch.setenv("LAMINA_HOME", str(tmp_path / "home"))
+    common = ["--epochs", "1", "--n-train", "96", "--n-heldout", "16", "--examples", "0", "--seed", "3",
+              "--quiet"]
+    for name, extra in (("eager", []), ("compiled", ["--compile"])):
+        assert main(["train", "seq2seq", *common, "--out", str(tmp_path / name), *extra]) == 0
+    _assert_same_run(tmp_path / "eager", tmp_path / "compiled")
+
+
+@pytest.mark.parametrize("command", ["lenet", "gpt", "char-rnn", "seq2seq"])
 def test_compile_is_a_train_option(command, capsys):
     with pytest.raises(SystemExit):
         main(["train", command, "--help"])
