@@ -14,7 +14,8 @@ from .autograd import (  # noqa: F401
 from .tensor import Tensor  # noqa: F401
 from .creation import (  # noqa: F401
     arange, as_tensor, empty, empty_like, eye, from_dlpack, from_numpy, full, full_like, linspace,
-    ones, ones_like, rand, rand_like, randint, randn, randn_like, randperm, tensor, zeros, zeros_like,
+    ones, ones_like, rand, rand_like, randint, randn, randn_like, randperm, sparse_coo_tensor, tensor, zeros,
+    zeros_like,
 )
 from .ops import (  # noqa: F401
     adaptive_avg_pool2d, argsort, avg_pool2d, cumsum, multinomial, sort, topk, conv1d, conv2d, conv_transpose2d, dropout, embedding,

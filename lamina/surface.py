@@ -48,7 +48,7 @@ SURFACES = {
     "smooth_l1_loss": "F", "softmax": "LTF", "softmin": "F", "softplus": "F", "softshrink": "F",
     "softsign": "F", "sort": "LT", "split": "LT", "sqrt": "LT", "sqrt_": "LT", "square": "LT", "squeeze": "LT",
     "stack": "L", "std": "LT", "sub": "LT", "sub_": "T", "sum": "LT", "t": "LT", "tanh": "LTF", "tanh_": "LT",
-    "tanhshrink": "F", "threshold": "LF", "to": "T", "tolist": "T", "topk": "LT", "transpose": "LT",
+    "tanhshrink": "F", "threshold": "LF", "to": "T", "to_dense": "T", "to_sparse": "T", "tolist": "T", "topk": "LT", "transpose": "LT",
     "tril": "LT", "triu": "LT", "type": "T", "type_as": "T", "unbind": "LT", "unflatten": "LT",
     "uniform_": "T", "unsqueeze": "LT", "upsample": "F", "upsample_bilinear": "F", "upsample_nearest": "F",
     "var": "LT", "view": "T", "view_as": "T", "where": "LT", "zero_": "LT",

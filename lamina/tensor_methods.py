@@ -23,6 +23,19 @@ class _Methods:
         # Tensor(2, 3), Tensor(), Tensor([1, 2]) as in PyTorch
         self._init(constructor_array("Tensor", args, dtype, device), requires_grad)
 
+    def to_sparse(self, sparse_dim=None, layout=None, blocksize=None, dense_dim=None):
+        """PyTorch's sparse conversion. Lamina stores every tensor densely, so the result is a
+        copy with the same values (what PyTorch's ``.to_sparse().to_dense()`` gives); products
+        and sums with it give PyTorch's values."""
+        if sparse_dim is not None and not 0 <= sparse_dim <= self.ndim:
+            raise ValueError(f"to_sparse: sparse_dim must be in [0, {self.ndim}] for a {self.ndim}-D tensor, "
+                             f"got {sparse_dim}")
+        return _ops.clone(self)
+
+    def to_dense(self, dtype=None, masked_grad=None):
+        """The tensor itself (Lamina's tensors are dense), cast to ``dtype`` if given."""
+        return self if dtype is None else self.to(dtype)
+
     def size(self, dim=None):
         if dim is None:
             return self.array.shape

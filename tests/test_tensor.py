@@ -212,3 +212,15 @@ def test_data_assignment_needs_a_tensor():
     with pytest.raises(TypeError, match=r"Tensor.data: assigned value must be a Tensor, got ndarray"):
         t.data = np.zeros(2)
     assert t.tolist() == [1.0, 1.0]
+
+
+def test_to_sparse_and_to_dense_give_torchs_dense_values():
+    x = np.array([[0.0, 2.0], [3.0, 0.0]])
+    t, tt = lamina.tensor(x), torch.tensor(x)
+    s = t.to_sparse()
+    np.testing.assert_array_equal(s.numpy(), tt.to_sparse().to_dense().numpy())
+    assert not np.shares_memory(s.numpy(), t.numpy())
+    assert s.to_dense() is s and s.to_dense(lamina.float32).dtype == lamina.float32
+    with pytest.raises(ValueError, match=r"to_sparse: sparse_dim must be in \[0, 2\] for a 2-D tensor, got 3"):
+        t.to_sparse(3)
+    assert lamina.sparse_coo_tensor is lamina.creation.sparse_coo_tensor
