@@ -1,13 +1,14 @@
 """2-D convolution and pooling on raw NCHW CPU arrays.
 
 A convolution copies its input once into a zero-padded channels-last array, packs the columns
-(N*oh*ow, kh*kw*C) from it with compiled loops (split over the kernel threads for large
-inputs) and multiplies them with one BLAS GEMM per direction (NumPy's matmul, called between
-the compiled loops, never inside them, so kernel and BLAS threads never run at once). The output
+(N*oh*ow, kh*kw*C) from it with compiled loops and multiplies them with one BLAS GEMM per
+direction (NumPy's matmul, called between the compiled loops, never inside them). The output
 rows are processed in blocks whose columns stay under ``COLUMN_BUDGET`` elements: the GEMM then
-reads columns that are still in the cache, and memory does not grow with the batch. Backward
-reuses the forward's columns when everything fit in one block (``keep_columns``), else packs
-them again.
+reads columns that are still in the cache, and memory does not grow with the batch. Inputs with
+narrow windows (one channel) take planar columns (C*kh*kw, N*oh*ow) instead. With several
+threads the batch is split into parts of whole samples, each running its own blocks with BLAS on
+one thread. Backward reuses the forward's columns when it kept them (``keep_columns``, up to
+``KEEP_BUDGET`` elements), else packs them again.
 
 Functions return None when they do not take the input (kernels off, not C-contiguous
 float32/float64 NumPy arrays of one dtype, not 4-D, groups other than 1); the caller then uses
