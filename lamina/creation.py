@@ -96,7 +96,7 @@ def _flat_head(seq):
 
 def _tensors_to_lists(data):
     if isinstance(data, Tensor):
-        return data.detach().cpu().data
+        return data.detach().cpu().array
     if isinstance(data, (list, tuple)):
         return [_tensors_to_lists(x) for x in data]
     return data
