@@ -349,3 +349,21 @@ def test_an_op_instance_can_be_called_again_without_misrouting_gradients():
     y2.sum().backward()
     np.testing.assert_allclose(c.grad.numpy(), [3.0, 6.0])
     np.testing.assert_allclose(d.grad.numpy(), [3.0, 6.0])
+
+
+@pytest.mark.parametrize("kernels", [True, False])
+@pytest.mark.parametrize("n", [3, 300_000])  # the NumPy path and (kernels on) the compiled one
+def test_relu_passes_the_gradient_at_nan_as_torch(kernels, n):
+    import torch
+    a = np.linspace(-1.0, 1.0, n)
+    a[1] = np.nan
+    t = torch.tensor(a, requires_grad=True)
+    torch.relu(t).sum().backward()
+    previous = lamina.kernels.set_enabled(kernels)
+    try:
+        x = lamina.tensor(a, requires_grad=True)
+        lamina.relu(x).sum().backward()
+    finally:
+        lamina.kernels.set_enabled(previous)
+    np.testing.assert_array_equal(x.grad.numpy(), t.grad.numpy())
+    assert x.grad.numpy()[1] == 1.0

@@ -265,7 +265,7 @@ class Relu(Op):
         return xp_of(x).maximum(x, 0)
 
     def backward(self, g, x):
-        return _masked(g, self.output() > 0)
+        return _masked(g, ~(self.output() <= 0))  # PyTorch's threshold_backward: a NaN passes g
 
     def backward_arrays(self, g, x):
         dx = _kernels.relu_backward(g, self.output().array)  # output > 0 exactly where input > 0
