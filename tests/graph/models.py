@@ -47,14 +47,18 @@ def make(name, seed=0):
 NAMES = ["lenet", "mlp", "gpt", "bert", "charrnn", "seq2seq"]
 
 
-def train_step(model, loss_fn, lr=0.05):
-    """A whole training step closing over ``model`` and its SGD optimiser."""
-    opt = lamina.optim.SGD(model.parameters(), lr=lr, weight_decay=0.01)
+def train_step(model, loss_fn, lr=0.05, opt=None, clip=None):
+    """A whole training step closing over ``model`` and its optimiser (``opt``, else SGD); with
+    ``clip`` the gradients' norm is clipped to it before the update."""
+    if opt is None:
+        opt = lamina.optim.SGD(model.parameters(), lr=lr, weight_decay=0.01)
 
     def step(*inputs):
         opt.zero_grad()
         loss = loss_fn(model, *inputs)
         loss.backward()
+        if clip is not None:
+            lamina.nn.utils.clip_grad_norm_(model.parameters(), clip)
         opt.step()
         return loss
     return step

@@ -99,14 +99,7 @@ def test_compiled_sgd_momentum_nesterov_matches_eager(name, monkeypatch, capsys)
 
     def step_of(m):
         opt = lamina.optim.SGD(m.parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4)
-
-        def step(*xs):
-            opt.zero_grad()
-            loss = loss_fn(m, *xs)
-            loss.backward()
-            opt.step()
-            return loss
-        return step, opt
+        return train_step(m, loss_fn, opt=opt), opt
     monkeypatch.setenv("LAMINA_LOG", "recompiles")
     cstep, copt = step_of(model)
     compiled = compile(cstep)
@@ -133,14 +126,7 @@ def test_compiled_adam_matches_eager_and_hands_back_its_state(kind):
             opt = lamina.optim.AdamW(m.parameters(), lr=0.01, weight_decay=0.1)
         else:
             opt = lamina.optim.Adam(m.parameters(), lr=0.01, weight_decay=0.01, amsgrad=True)
-
-        def step(*xs):
-            opt.zero_grad()
-            loss = loss_fn(m, *xs)
-            loss.backward()
-            opt.step()
-            return loss
-        return step, opt
+        return train_step(m, loss_fn, opt=opt), opt
     cstep, copt = step_of(model)
     compiled = compile(cstep)
     estep, eopt = step_of(eager)
@@ -166,15 +152,7 @@ def test_compiled_step_with_gradient_clipping_matches_eager(name):
 
     def step_of(m):
         opt = lamina.optim.AdamW(m.parameters(), lr=0.01, weight_decay=0.1)
-
-        def step(*xs):
-            opt.zero_grad()
-            loss = loss_fn(m, *xs)
-            loss.backward()
-            lamina.nn.utils.clip_grad_norm_(m.parameters(), 0.05)  # small: every step clips
-            opt.step()
-            return loss
-        return step
+        return train_step(m, loss_fn, opt=opt, clip=0.05)  # small: every step clips
     compiled = compile(step_of(model))
     estep = step_of(eager)
     r = np.random.default_rng(9)

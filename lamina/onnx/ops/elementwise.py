@@ -15,22 +15,18 @@ from lamina.ops import Op
 from . import onnx_op
 from ._util import is_float, raw, scalar, wrap
 
-# ---------------------------------------------------------------- arithmetic
+# ---------------------------------------------------------------- arithmetic, comparisons, logic
+
+# binary ops that are one Lamina function of their two inputs
+_BINARY = {"Add": lamina.add, "Sub": lamina.sub, "Mul": lamina.mul,
+           "Equal": lamina.eq, "Greater": lamina.gt, "Less": lamina.lt, "GreaterOrEqual": lamina.ge,
+           "LessOrEqual": lamina.le, "And": lamina.logical_and, "Or": lamina.logical_or,
+           "Xor": lamina.logical_xor}
 
 
-@onnx_op("Add")
-def add(node, a, b):
-    return lamina.add(a, b)
-
-
-@onnx_op("Sub")
-def sub(node, a, b):
-    return lamina.sub(a, b)
-
-
-@onnx_op("Mul")
-def mul(node, a, b):
-    return lamina.mul(a, b)
+@onnx_op(*_BINARY)
+def binary(node, a, b):
+    return _BINARY[node.op_type](a, b)
 
 
 @onnx_op("Div")
@@ -92,30 +88,7 @@ def mean_(node, *xs):
     return sum_(node, *xs) / len(xs)
 
 
-# ---------------------------------------------------------------- comparisons and logic
-
-_CMP = {"Equal": lamina.eq, "Greater": lamina.gt, "Less": lamina.lt, "GreaterOrEqual": lamina.ge,
-        "LessOrEqual": lamina.le}
-
-
-@onnx_op(*_CMP)
-def compare(node, a, b):
-    return _CMP[node.op_type](a, b)
-
-
-@onnx_op("And")
-def and_(node, a, b):
-    return lamina.logical_and(a, b)
-
-
-@onnx_op("Or")
-def or_(node, a, b):
-    return lamina.logical_or(a, b)
-
-
-@onnx_op("Xor")
-def xor_(node, a, b):
-    return lamina.logical_xor(a, b)
+# ---------------------------------------------------------------- more logic
 
 
 @onnx_op("Not")
@@ -373,7 +346,6 @@ def _cast(node, x, to):
         return x.to(to)  # a Lamina op: gradients flow through float casts
     saturate = bool(node.attr("saturate", 1))
     return raw(lambda xp, a: _cast_array(xp, a, to, saturate), x)
-
 
 
 @onnx_op("Shrink")
