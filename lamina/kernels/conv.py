@@ -366,6 +366,128 @@ def _backward_part(k, g, x, xt, wmat, geo, columns, dxt, dx, rb, need_input, nee
     return dw, db
 
 
+# ---------------------------------------------------------------- direct convolution
+# Layers with few output channels (at most DIRECT_OUT) run the direct kernels
+# (``compiled/conv_direct``): no packed columns, output channels in SIMD vectors, the
+# accumulators in registers. There a GEMM with so narrow a result runs at 65-75 % of OpenBLAS's
+# peak and packing the columns costs half as much again; on LeNet's second layer the direct
+# loops measured 1.5x faster forward+backward than the columns. Wider layers are GEMM-bound
+# and keep the columns: a ResNet stage (64 channels) measured alike both ways.
+DIRECT_OUT = 32
+
+
+def _direct_takes(c, o, geo):
+    return o <= DIRECT_OUT
+
+
+def _lanes(dtype):
+    return 64 // np.dtype(dtype).itemsize
+
+
+def _direct_plan(x_shape, geo):
+    """(tap offsets (T,), padded width, the flat strides rs, cs and sample) of the direct kernels."""
+    n, c, h, w = x_shape
+    kh, kw, sh, sw, ph, pw, dh, dw, oh, ow = geo
+    wp = w + 2 * pw
+    hp = h + 2 * ph
+    toff = ((np.arange(kh) * dh * wp)[:, None, None] + (np.arange(kw) * dw)[None, :, None]) * c \
+        + np.arange(c)[None, None, :]
+    return toff.reshape(-1).astype(np.int64), wp, (sh * wp * c, sw * c, hp * wp * c)
+
+
+def _segments(toff, geo, c):
+    """The window as segments of contiguous values: (their offsets, their length): kernel rows
+    of kw*C values, or single taps of C when the width is dilated."""
+    run = geo[1] * c if geo[7] == 1 else c
+    return toff[::run].copy(), run
+
+
+def _forward_direct_part(k, d, x, xt, wp, soff, run, out3, b, has_bias, geo, strides, s0, s1):
+    k.to_nhwc(x, xt, geo[4], geo[5], s0, s1)
+    d.forward(xt.reshape(-1), wp, soff, run, out3, b, has_bias, geo[9], *strides, s0, s1)
+
+
+def _forward_direct(k, x, weight, bias, geo):
+    d = _runtime.load("conv_direct")
+    n, c, h, w = x.shape
+    o = weight.shape[0]
+    oh, ow = geo[8], geo[9]
+    L = _lanes(x.dtype)
+    toff, wpad, strides = _direct_plan(x.shape, geo)
+    t = toff.shape[0]
+    ob = -(-o // L)
+    wt = np.zeros((t, ob * L), x.dtype)
+    wt[:, :o] = weight.transpose(2, 3, 1, 0).reshape(t, o)
+    wp = np.ascontiguousarray(wt.reshape(t, ob, L).transpose(1, 0, 2)).reshape(-1)
+    out = np.empty((n, o, oh, ow), x.dtype)
+    b = bias if bias is not None else np.empty(0, x.dtype)
+    xt = np.empty((n, h + 2 * geo[4], wpad, c), x.dtype)
+    soff, run = _segments(toff, geo, c)
+    _runtime.run_parts(_forward_direct_part, [
+        (k, d, x, xt, wp, soff, run, out.reshape(n, o, oh * ow), b, bias is not None, geo, strides, s0, s1)
+        for s0, s1 in _sample_parts(n, n * t * o * oh * ow // 8)])
+    return out
+
+
+def _backward_direct_part(k, d, g3, x, xt, dyp, toff8, wtp, soff, run, dxt, dx, geo, strides,
+                          need_input, need_weight, need_bias, s0, s1):
+    """Samples s0..s1-1: the gradient rows and bias sums, this part's weight-gradient sums, and
+    the input gradient added into dxt and cropped into dx."""
+    o, ohw = g3.shape[1], g3.shape[2]
+    L = _lanes(x.dtype)
+    op = -(-o // L) * L
+    db = np.zeros(o, np.float64)
+    d.nchw_to_rows(g3, dyp, db, need_bias, s0, s1)
+    dwp = None
+    if need_weight:
+        k.to_nhwc(x, xt, geo[4], geo[5], s0, s1)
+        dwp = np.zeros(toff8.shape[0] * op, x.dtype)
+        d.weight_grad(xt.reshape(-1), dyp, toff8, dwp, geo[8], geo[9], *strides, s0, s1)
+    if need_input:
+        d.input_grad(dyp, wtp, soff, run, dxt.reshape(-1), o, ohw, geo[9], *strides, s0, s1)
+        k.from_nhwc(dxt, dx, geo[4], geo[5], s0, s1)
+    return dwp, db
+
+
+def _backward_direct(k, g, x, weight, geo, need_input, need_weight, need_bias):
+    d = _runtime.load("conv_direct")
+    n, c, h, w = x.shape
+    o = weight.shape[0]
+    kh, kw, sh, sw, ph, pw, dh, dw, oh, ow = geo
+    L = _lanes(x.dtype)
+    ob = -(-o // L)
+    op = ob * L
+    toff, wpad, strides = _direct_plan(x.shape, geo)
+    t = toff.shape[0]
+    toff8 = np.zeros(-(-t // 8) * 8, np.int64)
+    toff8[:t] = toff
+    padded = (n, h + 2 * ph, wpad, c)
+    wtp = soff = None
+    run = 0
+    if need_input:
+        soff, run = _segments(toff, geo, c)
+        segs = soff.shape[0]
+        rb = -(-run // L)
+        w3 = np.zeros((segs, rb * L, o), x.dtype)
+        w3[:, :run] = weight.transpose(2, 3, 1, 0).reshape(segs, run, o)
+        wtp = np.ascontiguousarray(w3.reshape(segs, rb, L, o).transpose(0, 1, 3, 2)).reshape(-1)
+    xt = np.empty(padded, x.dtype) if need_weight else None
+    dxt = np.zeros(padded, x.dtype) if need_input else None
+    dx = np.empty(x.shape, x.dtype) if need_input else None
+    dyp = np.empty(n * oh * ow * op, x.dtype)
+    sums = _runtime.run_parts(_backward_direct_part, [
+        (k, d, g.reshape(n, o, oh * ow), x, xt, dyp, toff8, wtp, soff, run, dxt, dx, geo, strides,
+         need_input, need_weight, need_bias, s0, s1)
+        for s0, s1 in _sample_parts(n, n * t * o * oh * ow // 8)])
+    dweight = None
+    if need_weight:
+        total = sum((s[0] for s in sums[1:]), sums[0][0]).reshape(ob, -1, L)[:, :t]
+        dweight = np.ascontiguousarray(total.transpose(1, 0, 2).reshape(t, op)[:, :o]
+                                       .reshape(kh, kw, c, o).transpose(3, 2, 0, 1))
+    db = sum((s[1] for s in sums[1:]), sums[0][1])
+    return dx, dweight, db.astype(x.dtype) if need_bias else None
+
+
 def _takes(x, weight, groups):
     return x.ndim == 4 and weight.ndim == 4 and x.size > 0 and groups == 1
 
@@ -388,6 +510,9 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0, dilation=1, groups
         if keep_columns and n * ck * oh * ow <= KEEP_BUDGET and len(_sample_parts(n, n * ck * oh * ow)) == 1:
             return _forward_planar_kept(k, x, weight, bias, geo)
         return _forward_planar(k, x, weight, bias, geo, keep_columns)
+    if _direct_takes(c, o, geo):
+        out = _forward_direct(k, x, weight, bias, geo)
+        return (out, None) if keep_columns else out
     wt = _weight_matrix(weight).T
     out = np.empty((n, o, oh, ow), x.dtype)
     b = bias if bias is not None else np.empty(0, x.dtype)
@@ -420,6 +545,8 @@ def conv2d_backward(g, x, weight, stride=1, padding=0, dilation=1, groups=1, nee
         return None
     if c * geo[1] <= PLANAR:
         return _backward_planar(k, g, x, weight, geo, need_input, need_weight, need_bias, columns)
+    if _direct_takes(c, o, geo):
+        return _backward_direct(k, g, x, weight, geo, need_input, need_weight, need_bias)
     wmat = _weight_matrix(weight)
     ck = wmat.shape[1]
     rows = n * oh

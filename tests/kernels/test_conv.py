@@ -5,7 +5,7 @@ import torch.nn.functional as TF
 
 from lamina import kernels as K
 
-from .conftest import rand
+from .conftest import rand, tol
 
 CONVS = [  # n, c, o, h, w, k, stride, padding, dilation, groups
     (2, 3, 4, 9, 8, 3, 1, 1, 1, 1),
@@ -15,11 +15,23 @@ CONVS = [  # n, c, o, h, w, k, stride, padding, dilation, groups
     (2, 6, 4, 7, 7, (3, 1), (1, 2), (0, 1), 1, 1),
     (2, 24, 5, 6, 7, 3, 1, 1, 1, 1),        # kw*C = 72: the wide packing order
     (1, 24, 3, 9, 9, 3, 2, 1, (2, 1), 1),   # wide, strided, dilated along the height only
+    (2, 5, 19, 7, 6, (3, 2), (2, 1), (1, 2), (2, 2), 1),  # two vectors of outputs in float32, three in float64
+    (3, 9, 5, 7, 8, 1, 1, 0, 1, 1),         # 1x1
 ]
 
 
+@pytest.fixture(params=["direct", "columns"])
+def engine(request, monkeypatch):
+    """Layers with few output channels run the direct kernels; with DIRECT_OUT = 0 the same
+    cases take the packed columns and GEMMs (wider layers' path)."""
+    from lamina.kernels import conv
+    if request.param == "columns":
+        monkeypatch.setattr(conv, "DIRECT_OUT", 0)
+    return request.param
+
+
 @pytest.mark.parametrize("case", CONVS)
-def test_conv2d_forward_backward_match_torch(case, dtype, parts):
+def test_conv2d_forward_backward_match_torch(case, dtype, parts, engine):
     n, c, o, h, w, k, s, p, d, groups = case
     kh, kw = (k, k) if isinstance(k, int) else k
     rng = np.random.default_rng(8)
@@ -46,6 +58,7 @@ def test_conv2d_forward_backward_match_torch(case, dtype, parts):
 
 def test_conv2d_in_blocks_of_output_rows(monkeypatch, parts):
     from lamina.kernels import conv
+    monkeypatch.setattr(conv, "DIRECT_OUT", 0)  # the columns' path
     rng = np.random.default_rng(9)
     x, w, b = rand(rng, (5, 3, 6, 6), np.float64), rand(rng, (4, 3, 3, 3), np.float64), rand(rng, (4,), np.float64)
     whole = conv.conv2d_forward(x, w, b, padding=1), conv.conv2d_backward(x[:, :1].repeat(4, 1), x, w, padding=1)
@@ -63,6 +76,25 @@ def test_conv2d_in_blocks_of_output_rows(monkeypatch, parts):
         np.testing.assert_allclose(a, c, rtol=1e-13)
     monkeypatch.setattr(conv, "KEEP_BUDGET", 100)
     assert conv.conv2d_forward(x, w, b, padding=1, keep_columns=True)[1] is None
+
+
+def test_direct_weight_gradient_in_chunks(monkeypatch, dtype, parts):
+    """The direct weight gradient sums a sample's positions in chunks of whole output rows; a
+    chunk of one row gives the same sums as chunks of many."""
+    from lamina.kernels import _runtime, conv
+    rng = np.random.default_rng(14)
+    x, w = rand(rng, (3, 6, 12, 11), dtype), rand(rng, (16, 6, 3, 3), dtype)
+    g = rand(rng, (3, 16, 10, 9), dtype)
+    whole = conv.conv2d_backward(g, x, w)
+    # CHUNK is a global frozen into the compiled kernel: compile a fresh copy with CHUNK = 1
+    from numba import njit
+    d = _runtime.load("conv_direct")
+    monkeypatch.setattr(d, "CHUNK", 1)
+    fresh = njit(error_model="numpy")(d.weight_grad.py_func)
+    monkeypatch.setattr(d, "weight_grad", fresh)
+    chunked = conv.conv2d_backward(g, x, w)
+    for a, c in zip(chunked, whole):
+        np.testing.assert_allclose(a, c, rtol=tol(dtype, 1e-5, 1e-13), atol=tol(dtype, 1e-5, 1e-13))
 
 
 def test_im2col_layout():
