@@ -41,15 +41,16 @@ def _norm(dt, rng):
 
 
 def _conv(dt, rng):
-    x, w = rng.standard_normal((2, 2, 6, 6)).astype(dt), rng.standard_normal((3, 2, 3, 3)).astype(dt)
-    b = rng.standard_normal(3).astype(dt)
-    # planar columns (kw*C <= conv.PLANAR), channels-last narrow and wide (kw*C > conv.NARROW)
-    # ones, each also dilated
+    x = rng.standard_normal((2, 2, 6, 6)).astype(dt)
+    # planar columns (kw*C <= conv.PLANAR); direct loops (few output channels) and channels-last
+    # columns, narrow and wide (kw*C > conv.NARROW); each also dilated
     for c in (2, 4, 32):
-        xc, wc = rng.standard_normal((2, c, 6, 6)).astype(dt), rng.standard_normal((3, c, 3, 3)).astype(dt)
-        for d in (1, 2):
-            y = conv.conv2d_forward(xc, wc, b, padding=d, dilation=d)
-            conv.conv2d_backward(y, xc, wc, padding=d, dilation=d)
+        for o in ((3,) if c == 2 else (3, conv.DIRECT_OUT + 1)):
+            xc, wc = rng.standard_normal((2, c, 6, 6)).astype(dt), rng.standard_normal((o, c, 3, 3)).astype(dt)
+            bc = rng.standard_normal(o).astype(dt)
+            for d in (1, 2):
+                y = conv.conv2d_forward(xc, wc, bc, padding=d, dilation=d)
+                conv.conv2d_backward(y, xc, wc, padding=d, dilation=d)
     y, idx = conv.max_pool2d_forward(x, 2)
     conv.max_pool2d_backward(y, idx, x.shape)
     conv.avg_pool2d_backward(conv.avg_pool2d_forward(x, 2), x.shape, 2)
