@@ -88,8 +88,23 @@ def _positions(node, x):
     return out[0] * _numel(rest) if rest else out[0]
 
 
+def _kernel_scratch(node):
+    """The compiled CPU convolution's scratch bytes, or None where the column engine runs."""
+    x, w = node.inputs[0], node.inputs[1]
+    if str(x.device) != "cpu" or x.dtype not in (np.float32, np.float64) or len(x.shape) != 4:
+        return None
+    from ..kernels import conv as kernel_conv
+    op = node.op
+    n = kernel_conv.forward_scratch_elements(x.shape, w.shape, op.stride, op.padding, op.dilation, op.groups)
+    return None if n is None else n * x.dtype.itemsize
+
+
 def _conv_cols(node):
-    # im2col: a column of (C_in / groups) * kernel input values per position, then the GEMM result
+    # the compiled kernels' padded copy (and blocks of columns), or the column engine's im2col:
+    # a column of (C_in / groups) * kernel input values per position, then the GEMM result
+    scratch = _kernel_scratch(node)
+    if scratch is not None:
+        return scratch
     x, w = node.inputs[0], node.inputs[1]
     p = _positions(node, x)
     return x.shape[0] * (_numel(w.shape[1:]) + w.shape[0]) * p * x.dtype.itemsize
@@ -112,7 +127,8 @@ def _copies(k):
 
 # scratch memory an op allocates and frees inside one call (bytes, from shapes)
 WORKSPACE = {"ConvNd": _conv_cols, "ConvNdWeight": _conv_weight_cols, "ConvTransposeNd": _conv_transpose_cols,
-             "LayerNorm": _copies(1), "Gelu": _copies(1)}
+             "LayerNorm": _copies(1), "Gelu": _copies(1),
+             "MaxPoolNd": _copies(1)}  # max-pool regroups its input into windows: one copy
 
 # ops that only move or view data
 MOVES = frozenset((

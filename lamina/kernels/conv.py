@@ -374,6 +374,9 @@ def _backward_part(k, g, x, xt, wmat, geo, columns, dxt, dx, rb, need_input, nee
 # loops measured 1.5x faster forward+backward than the columns. Wider layers are GEMM-bound
 # and keep the columns: a ResNet stage (64 channels) measured alike both ways.
 DIRECT_OUT = 32
+# Narrow windows (kw*C <= PLANAR) with stride 1 along the width run the planar direct loops
+# (output positions in the vectors); False sends them to the planar columns.
+PLANAR_DIRECT = True
 
 
 def _direct_takes(c, o, geo):
@@ -488,6 +491,74 @@ def _backward_direct(k, g, x, weight, geo, need_input, need_weight, need_bias):
     return dx, dweight, db.astype(x.dtype) if need_bias else None
 
 
+def _planar_direct_forward_part(k, d, x, xp, weight, b, has_bias, out, geo, s0, s1):
+    c = x.shape[1]
+    k.pad_planes(x, xp, geo[4], geo[5], s0 * c, s1 * c)
+    d.planar_forward(xp, weight, b, has_bias, out, geo[0], geo[1], geo[2], geo[6], geo[7], s0, s1)
+
+
+def _forward_planar_direct(k, x, weight, bias, geo):
+    """Few input channels, stride 1 along the width: output positions in the vectors."""
+    d = _runtime.load("conv_direct")
+    n, c, h, w = x.shape
+    o = weight.shape[0]
+    out = np.empty((n, o, geo[8], geo[9]), x.dtype)
+    xp = np.empty((n, c, h + 2 * geo[4], w + 2 * geo[5]), x.dtype)
+    b = bias if bias is not None else np.empty(0, x.dtype)
+    _runtime.run_parts(_planar_direct_forward_part, [
+        (k, d, x, xp, weight, b, bias is not None, out, geo, s0, s1)
+        for s0, s1 in _sample_parts(n, out.size * c * geo[0] * geo[1] // 8)])
+    return out
+
+
+def _planar_direct_weight_part(k, d, x, xp, g, geo, s0, s1):
+    c = x.shape[1]
+    k.pad_planes(x, xp, geo[4], geo[5], s0 * c, s1 * c)
+    sums = np.zeros((g.shape[1], c * geo[0] * geo[1]), np.float64)
+    d.planar_weight_grad(xp, g, sums, geo[0], geo[1], geo[2], geo[6], geo[7], s0, s1)
+    return sums
+
+
+def _backward_planar_direct(k, g, x, weight, geo, need_input, need_weight, need_bias):
+    """The weight gradient by the planar direct loops; the input gradient (rarely asked of a
+    first layer) by the planar columns."""
+    d = _runtime.load("conv_direct")
+    n, c, h, w = x.shape
+    dx = None
+    if need_input:
+        dx = _backward_planar(k, g, x, weight, geo, True, False, False, None)[0]
+    dweight = None
+    if need_weight:
+        xp = np.empty((n, c, h + 2 * geo[4], w + 2 * geo[5]), x.dtype)
+        sums = _runtime.run_parts(_planar_direct_weight_part, [
+            (k, d, x, xp, g, geo, s0, s1) for s0, s1 in _sample_parts(n, g.size * c * geo[0] * geo[1] // 8)])
+        dweight = sum(sums[1:], sums[0]).astype(x.dtype).reshape(weight.shape)
+    db = g.sum(axis=(0, 2, 3), dtype=np.float64).astype(x.dtype) if need_bias else None
+    return dx, dweight, db
+
+
+def forward_scratch_elements(x_shape, w_shape, stride=1, padding=0, dilation=1, groups=1):
+    """Elements the kernel forward allocates and frees besides its output (from shapes alone,
+    for ``lamina.graph``'s memory model), or None when the kernels do not take such a
+    convolution (kernels off, not 2-D, groups)."""
+    if not _runtime.enabled() or len(x_shape) != 4 or len(w_shape) != 4 or groups != 1:
+        return None
+    geo = _geometry(x_shape, w_shape, stride, padding, dilation)
+    n, c, h, w = x_shape
+    o = w_shape[0]
+    kh, kw, oh, ow = geo[0], geo[1], geo[8], geo[9]
+    ck, padded = c * kh * kw, n * c * (h + 2 * geo[4]) * (w + 2 * geo[5])
+    if c * kw <= PLANAR and geo[3] == 1 and PLANAR_DIRECT:
+        return padded
+    if c * kw <= PLANAR:
+        nb = max(1, min(n, COLUMN_BUDGET // max(1, ck * oh * ow)))
+        return padded + (ck + o) * nb * oh * ow
+    if _direct_takes(c, o, geo):
+        return padded + -(-o // _lanes(np.float64)) * _lanes(np.float64) * ck
+    rb = _block_rows(n * oh, ck, ow)
+    return padded + rb * ow * (ck + o)
+
+
 def _takes(x, weight, groups):
     return x.ndim == 4 and weight.ndim == 4 and x.size > 0 and groups == 1
 
@@ -506,6 +577,9 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0, dilation=1, groups
     o = weight.shape[0]
     oh, ow = geo[8], geo[9]
     ck = c * geo[0] * geo[1]
+    if c * geo[1] <= PLANAR and geo[3] == 1 and PLANAR_DIRECT:
+        out = _forward_planar_direct(k, x, weight, bias, geo)
+        return (out, None) if keep_columns else out
     if c * geo[1] <= PLANAR:
         if keep_columns and n * ck * oh * ow <= KEEP_BUDGET and len(_sample_parts(n, n * ck * oh * ow)) == 1:
             return _forward_planar_kept(k, x, weight, bias, geo)
@@ -543,6 +617,8 @@ def conv2d_backward(g, x, weight, stride=1, padding=0, dilation=1, groups=1, nee
     oh, ow = geo[8], geo[9]
     if g.shape != (n, o, oh, ow):
         return None
+    if c * geo[1] <= PLANAR and geo[3] == 1 and PLANAR_DIRECT:
+        return _backward_planar_direct(k, g, x, weight, geo, need_input, need_weight, need_bias)
     if c * geo[1] <= PLANAR:
         return _backward_planar(k, g, x, weight, geo, need_input, need_weight, need_bias, columns)
     if _direct_takes(c, o, geo):

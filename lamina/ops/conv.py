@@ -146,12 +146,7 @@ class ConvNd(Op):
         self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
 
     def _kernel_takes(self, x, w):
-        if type(x) is not np.ndarray or x.ndim != 4 or self.groups != 1:
-            return False
-        # One input channel (LeNet's first layer): the column engine's shifted-plane columns
-        # measured 1.5x faster than the kernel while the batch's columns are small (batch 64),
-        # the kernel's cache-sized blocks 1.3x faster beyond ~4M column elements (batch 256).
-        return x.shape[1] > 1 or x.size * w.shape[2] * w.shape[3] > (1 << 22)
+        return type(x) is np.ndarray and x.ndim == 4 and self.groups == 1
 
     def forward(self, x, w, b=None):
         if self._kernel_takes(x, w):

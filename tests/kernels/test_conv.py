@@ -17,16 +17,19 @@ CONVS = [  # n, c, o, h, w, k, stride, padding, dilation, groups
     (1, 24, 3, 9, 9, 3, 2, 1, (2, 1), 1),   # wide, strided, dilated along the height only
     (2, 5, 19, 7, 6, (3, 2), (2, 1), (1, 2), (2, 2), 1),  # two vectors of outputs in float32, three in float64
     (3, 9, 5, 7, 8, 1, 1, 0, 1, 1),         # 1x1
+    (2, 2, 7, 13, 37, 3, (2, 1), 1, (1, 2), 1),  # planar direct: three vectors of a 37-wide row
+    (2, 1, 5, 9, 9, (3, 4), 1, 0, 1, 1),
 ]
 
 
 @pytest.fixture(params=["direct", "columns"])
 def engine(request, monkeypatch):
-    """Layers with few output channels run the direct kernels; with DIRECT_OUT = 0 the same
-    cases take the packed columns and GEMMs (wider layers' path)."""
+    """Layers with few output channels (or few input channels) run the direct kernels; with
+    DIRECT_OUT = 0 and PLANAR_DIRECT off the same cases take the packed columns and GEMMs."""
     from lamina.kernels import conv
     if request.param == "columns":
         monkeypatch.setattr(conv, "DIRECT_OUT", 0)
+        monkeypatch.setattr(conv, "PLANAR_DIRECT", False)
     return request.param
 
 
@@ -59,6 +62,7 @@ def test_conv2d_forward_backward_match_torch(case, dtype, parts, engine):
 def test_conv2d_in_blocks_of_output_rows(monkeypatch, parts):
     from lamina.kernels import conv
     monkeypatch.setattr(conv, "DIRECT_OUT", 0)  # the columns' path
+    monkeypatch.setattr(conv, "PLANAR_DIRECT", False)
     rng = np.random.default_rng(9)
     x, w, b = rand(rng, (5, 3, 6, 6), np.float64), rand(rng, (4, 3, 3, 3), np.float64), rand(rng, (4,), np.float64)
     whole = conv.conv2d_forward(x, w, b, padding=1), conv.conv2d_backward(x[:, :1].repeat(4, 1), x, w, padding=1)

@@ -25,8 +25,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .scalar import JIT
-from .simd import lanes, vadd, vfma, vload, vload_n, vstore, vstore_n, vzero
+from .scalar import JIT, like
+from .simd import lanes, vadd, vfma, vfma_v, vload, vload_n, vsplat, vstore, vstore_n, vzero
 
 
 @njit(inline="always")
@@ -210,3 +210,110 @@ def nchw_to_rows(g, dyp, db, need_bias, s0, s1):
                 for p in range(P):
                     s += src[o, p]
                 db[o] += s
+
+
+# ---------------------------------------------------------------- planar (few input channels)
+# With one or two input channels a vector of output channels is mostly empty lanes (LeNet's
+# first layer: 6 of 16). These loops put output positions in the vector instead: with stride 1
+# along the width, L consecutive outputs of a row read L consecutive inputs of a padded NCHW
+# plane for every tap, and write L consecutive outputs of the NCHW result.
+
+@njit(**JIT)
+def planar_forward(xp, w, bias, has_bias, out, kh, kw, sh, dh, dw, s0, s1):
+    """out (N, O, oh, ow) for samples s0..s1-1 from the padded planes xp (N, C, Hp, Wp) and
+    w (O, C, kh, kw); stride 1 along the width. Four output channels x one vector of positions
+    in registers."""
+    L = lanes(out)
+    n_c, hp, wp = xp.shape[1], xp.shape[2], xp.shape[3]
+    O, oh, ow = out.shape[1], out.shape[2], out.shape[3]
+    T = n_c * kh * kw
+    xf = xp.reshape(-1)
+    wf = w.reshape(-1)
+    of = out.reshape(-1)
+    zero = like(wf[0], 0.0)
+    for n in range(s0, s1):
+        for i in range(oh):
+            for o in range(0, O, 4):
+                o1, o2, o3 = min(o + 1, O - 1), min(o + 2, O - 1), min(o + 3, O - 1)
+                for j in range(0, ow, L):
+                    nl = min(L, ow - j)
+                    a0 = vsplat(of, bias[o] if has_bias else zero)
+                    a1 = vsplat(of, bias[o1] if has_bias else zero)
+                    a2 = vsplat(of, bias[o2] if has_bias else zero)
+                    a3 = vsplat(of, bias[o3] if has_bias else zero)
+                    t = 0
+                    for c in range(n_c):
+                        for ki in range(kh):
+                            row = ((n * n_c + c) * hp + i * sh + ki * dh) * wp + j
+                            for kj in range(kw):
+                                xv = vload_n(xf, row + kj * dw, nl)
+                                a0 = vfma(a0, wf[o * T + t], xv)
+                                a1 = vfma(a1, wf[o1 * T + t], xv)
+                                a2 = vfma(a2, wf[o2 * T + t], xv)
+                                a3 = vfma(a3, wf[o3 * T + t], xv)
+                                t += 1
+                    base = (n * O * oh + i) * ow + j
+                    vstore_n(of, base + o * oh * ow, a0, nl)
+                    if o + 1 < O:
+                        vstore_n(of, base + o1 * oh * ow, a1, nl)
+                    if o + 2 < O:
+                        vstore_n(of, base + o2 * oh * ow, a2, nl)
+                    if o + 3 < O:
+                        vstore_n(of, base + o3 * oh * ow, a3, nl)
+
+
+@njit(**JIT)
+def planar_weight_grad(xp, g, dw_sums, kh, kw, sh, dh, dw, s0, s1):
+    """dw_sums (O, C*kh*kw) float64 += sum over samples s0..s1-1 of g[n, o, i, j] *
+    xp[n, c, i*sh + ki*dh, j + kj*dw]: four output channels x two taps in registers over every
+    row of positions, summed across lanes at the end."""
+    L = lanes(g)
+    n_c, hp, wp = xp.shape[1], xp.shape[2], xp.shape[3]
+    O, oh, ow = g.shape[1], g.shape[2], g.shape[3]
+    T = n_c * kh * kw
+    xf = xp.reshape(-1)
+    gf = g.reshape(-1)
+    tmp = np.empty(8 * L, g.dtype)
+    for o in range(0, O, 4):
+        o1, o2, o3 = min(o + 1, O - 1), min(o + 2, O - 1), min(o + 3, O - 1)
+        for t in range(0, T, 2):
+            u = min(t + 1, T - 1)
+            c, ki, kj = t // (kh * kw), (t // kw) % kh, t % kw
+            cu, kiu, kju = u // (kh * kw), (u // kw) % kh, u % kw
+            a0, a1, a2, a3 = vzero(gf), vzero(gf), vzero(gf), vzero(gf)
+            b0, b1, b2, b3 = vzero(gf), vzero(gf), vzero(gf), vzero(gf)
+            for n in range(s0, s1):
+                for i in range(oh):
+                    rx = ((n * n_c + c) * hp + i * sh + ki * dh) * wp + kj * dw
+                    ru = ((n * n_c + cu) * hp + i * sh + kiu * dh) * wp + kju * dw
+                    rg = (n * O * oh + i) * ow
+                    for j in range(0, ow, L):
+                        nl = min(L, ow - j)
+                        xv = vload_n(xf, rx + j, nl)
+                        xu = vload_n(xf, ru + j, nl)
+                        g0 = vload_n(gf, rg + o * oh * ow + j, nl)
+                        g1 = vload_n(gf, rg + o1 * oh * ow + j, nl)
+                        g2 = vload_n(gf, rg + o2 * oh * ow + j, nl)
+                        g3 = vload_n(gf, rg + o3 * oh * ow + j, nl)
+                        a0, b0 = vfma_v(a0, g0, xv), vfma_v(b0, g0, xu)
+                        a1, b1 = vfma_v(a1, g1, xv), vfma_v(b1, g1, xu)
+                        a2, b2 = vfma_v(a2, g2, xv), vfma_v(b2, g2, xu)
+                        a3, b3 = vfma_v(a3, g3, xv), vfma_v(b3, g3, xu)
+            vstore(tmp, 0, a0)
+            vstore(tmp, L, a1)
+            vstore(tmp, 2 * L, a2)
+            vstore(tmp, 3 * L, a3)
+            vstore(tmp, 4 * L, b0)
+            vstore(tmp, 5 * L, b1)
+            vstore(tmp, 6 * L, b2)
+            vstore(tmp, 7 * L, b3)
+            for k in range(4):
+                if o + k < O:
+                    sa = 0.0
+                    sb = 0.0
+                    for l in range(L):
+                        sa += tmp[k * L + l]
+                        sb += tmp[(4 + k) * L + l]
+                    dw_sums[o + k, t] += sa
+                    if t + 1 < T:
+                        dw_sums[o + k, t + 1] += sb

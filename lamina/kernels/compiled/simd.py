@@ -13,7 +13,11 @@ stays in a register.
     vload(a, i)       a[i:i + lanes] of a 1-D contiguous array (unaligned load)
     vstore(a, i, v)   a[i:i + lanes] = v
     vfma(acc, s, v)   acc + s * v with the scalar s broadcast, one fused multiply-add
+    vfma_v(acc, u, v) acc + u * v lane by lane
     vadd(u, v)        u + v
+    vsplat(a, s)      every lane s (of a's dtype)
+    vload_n(a, i, n), vstore_n(a, i, v, n)
+                      the same on the first n lanes only (masked: nothing past them is touched)
 
 No bounds checks: callers keep ``i + lanes <= a.size``.
 """
@@ -180,3 +184,29 @@ def vstore_n(typingctx, a, i, v, count):
         builder.call(fn, [args[2], ptr, ir.Constant(ir.IntType(32), 1), mask])
         return context.get_dummy_value()
     return types.none(a, i, v, count), codegen
+
+
+@intrinsic
+def vsplat(typingctx, a, s):
+    """A vector of a's dtype with every lane s."""
+    vt = _vec_of(a)
+    if vt is None or s != vt.dtype:
+        return None
+
+    def codegen(context, builder, sig, args):
+        return _splat(builder, args[1], context.get_value_type(vt))
+    return vt(a, s), codegen
+
+
+@intrinsic
+def vfma_v(typingctx, acc, u, v):
+    """acc + u * v, lane by lane, one fused multiply-add."""
+    if not isinstance(acc, Vec) or u != acc or v != acc:
+        return None
+
+    def codegen(context, builder, sig, args):
+        vty = args[0].type
+        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty, vty, vty]),
+                                             f"llvm.fma.{_suffix(vty)}")
+        return builder.call(fma, [args[1], args[2], args[0]])
+    return acc(acc, u, v), codegen
