@@ -1,6 +1,8 @@
 """2-D convolution and pooling on raw NCHW CPU arrays.
 
-A convolution copies its input once into a zero-padded channels-last array, packs the columns
+Layers with few output channels (``DIRECT_OUT``) or narrow windows (``PLANAR_DIRECT``) run the
+direct loops of ``compiled/conv_direct`` (no columns, no GEMM; see the section below). Other
+layers are GEMM-bound: a convolution there copies its input once into a zero-padded channels-last array, packs the columns
 (N*oh*ow, kh*kw*C) from it with compiled loops and multiplies them with one BLAS GEMM per
 direction (NumPy's matmul, called between the compiled loops, never inside them). The output
 rows are processed in blocks whose columns stay under ``COLUMN_BUDGET`` elements: the GEMM then
@@ -379,7 +381,7 @@ DIRECT_OUT = 32
 PLANAR_DIRECT = True
 
 
-def _direct_takes(c, o, geo):
+def _direct_takes(o):
     return o <= DIRECT_OUT
 
 
@@ -553,7 +555,7 @@ def forward_scratch_elements(x_shape, w_shape, stride=1, padding=0, dilation=1, 
     if c * kw <= PLANAR:
         nb = max(1, min(n, COLUMN_BUDGET // max(1, ck * oh * ow)))
         return padded + (ck + o) * nb * oh * ow
-    if _direct_takes(c, o, geo):
+    if _direct_takes(o):
         return padded + -(-o // _lanes(np.float64)) * _lanes(np.float64) * ck
     rb = _block_rows(n * oh, ck, ow)
     return padded + rb * ow * (ck + o)
@@ -584,7 +586,7 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0, dilation=1, groups
         if keep_columns and n * ck * oh * ow <= KEEP_BUDGET and len(_sample_parts(n, n * ck * oh * ow)) == 1:
             return _forward_planar_kept(k, x, weight, bias, geo)
         return _forward_planar(k, x, weight, bias, geo, keep_columns)
-    if _direct_takes(c, o, geo):
+    if _direct_takes(o):
         out = _forward_direct(k, x, weight, bias, geo)
         return (out, None) if keep_columns else out
     wt = _weight_matrix(weight).T
@@ -621,7 +623,7 @@ def conv2d_backward(g, x, weight, stride=1, padding=0, dilation=1, groups=1, nee
         return _backward_planar_direct(k, g, x, weight, geo, need_input, need_weight, need_bias)
     if c * geo[1] <= PLANAR:
         return _backward_planar(k, g, x, weight, geo, need_input, need_weight, need_bias, columns)
-    if _direct_takes(c, o, geo):
+    if _direct_takes(o):
         return _backward_direct(k, g, x, weight, geo, need_input, need_weight, need_bias)
     wmat = _weight_matrix(weight)
     ck = wmat.shape[1]

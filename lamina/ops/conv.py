@@ -7,7 +7,8 @@ differentiable to any order:
   ConvNdWeight(x, g)           its adjoint in w: the weight gradient of ConvNd
 
 ConvNd also runs the compiled CPU kernels (``lamina.kernels.conv2d_forward``/``_backward``:
-channels-last columns around one GEMM per direction) for 2-D float32/float64 C-contiguous NumPy
+direct SIMD loops for layers with few channels, channels-last columns around one GEMM per
+direction for wider ones) for 2-D float32/float64 C-contiguous NumPy
 inputs with groups=1, in its forward and its array-level backward; everything else, and any
 gradient of a gradient, takes the column engine below, which stays the reference.
 """

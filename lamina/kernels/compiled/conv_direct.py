@@ -36,6 +36,20 @@ def _u(i):
     return np.uint64(i)
 
 
+@njit(inline="always")
+def _store8(tmp, v0, v1, v2, v3, v4, v5, v6, v7):
+    """The eight vectors one after another into tmp (8*lanes values), to read lane by lane."""
+    L = lanes(tmp)
+    vstore(tmp, 0, v0)
+    vstore(tmp, L, v1)
+    vstore(tmp, 2 * L, v2)
+    vstore(tmp, 3 * L, v3)
+    vstore(tmp, 4 * L, v4)
+    vstore(tmp, 5 * L, v5)
+    vstore(tmp, 6 * L, v6)
+    vstore(tmp, 7 * L, v7)
+
+
 # Output positions per chunk of the weight gradient (whole output rows, at least one).
 CHUNK = 256
 
@@ -81,14 +95,7 @@ def forward(xf, wp, soff, run, out, bias, has_bias, ow, rs, cs, sample, s0, s1):
                         a5 = vfma(a5, x5[r], wv)
                         a6 = vfma(a6, x6[r], wv)
                         a7 = vfma(a7, x7[r], wv)
-                vstore(tmp, 0, a0)
-                vstore(tmp, L, a1)
-                vstore(tmp, 2 * L, a2)
-                vstore(tmp, 3 * L, a3)
-                vstore(tmp, 4 * L, a4)
-                vstore(tmp, 5 * L, a5)
-                vstore(tmp, 6 * L, a6)
-                vstore(tmp, 7 * L, a7)
+                _store8(tmp, a0, a1, a2, a3, a4, a5, a6, a7)
                 m = min(8, ohw - p)
                 for o in range(no):
                     bo = bias[o0 + o] if has_bias else tmp[0] * 0
@@ -299,14 +306,7 @@ def planar_weight_grad(xp, g, dw_sums, kh, kw, sh, dh, dw, s0, s1):
                         a1, b1 = vfma_v(a1, g1, xv), vfma_v(b1, g1, xu)
                         a2, b2 = vfma_v(a2, g2, xv), vfma_v(b2, g2, xu)
                         a3, b3 = vfma_v(a3, g3, xv), vfma_v(b3, g3, xu)
-            vstore(tmp, 0, a0)
-            vstore(tmp, L, a1)
-            vstore(tmp, 2 * L, a2)
-            vstore(tmp, 3 * L, a3)
-            vstore(tmp, 4 * L, b0)
-            vstore(tmp, 5 * L, b1)
-            vstore(tmp, 6 * L, b2)
-            vstore(tmp, 7 * L, b3)
+            _store8(tmp, a0, a1, a2, a3, b0, b1, b2, b3)
             for k in range(4):
                 if o + k < O:
                     sa = 0.0
