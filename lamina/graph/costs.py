@@ -125,10 +125,19 @@ def _copies(k):
     return lambda node: k * node.inputs[0].nbytes
 
 
+def _max_pool(node):
+    """The NumPy path regroups the input into windows (one copy); the compiled 2-D kernels read it
+    in place."""
+    x = node.inputs[0]
+    from .. import kernels
+    if str(x.device) == "cpu" and x.dtype in (np.float32, np.float64) and len(x.shape) == 4 and kernels.enabled():
+        return 0
+    return x.nbytes
+
+
 # scratch memory an op allocates and frees inside one call (bytes, from shapes)
 WORKSPACE = {"ConvNd": _conv_cols, "ConvNdWeight": _conv_weight_cols, "ConvTransposeNd": _conv_transpose_cols,
-             "LayerNorm": _copies(1), "Gelu": _copies(1),
-             "MaxPoolNd": _copies(1)}  # max-pool regroups its input into windows: one copy
+             "LayerNorm": _copies(1), "Gelu": _copies(1), "MaxPoolNd": _max_pool}
 
 # ops that only move or view data
 MOVES = frozenset((

@@ -7,9 +7,9 @@ the backward ``s = BlockScatter(g, index)`` followed by ReLU's array-level backw
 Run node by node these make and read two full-size arrays (``r`` and ``s``) that nothing else
 needs; fused, the forward reads ``x`` once and writes ``y`` and ``index``, and the backward writes
 ``dx`` once. Each loop computes exactly what the ops do: ReLU's ``0 if v < 0 else v`` (NaN
-passes), the first maximum of a window wins and a NaN makes the window's value NaN as
-``numpy.maximum`` does, ``BlockScatter`` multiplies by 0 or 1 (so a non-finite gradient gives NaN
-off the maximum), and ReLU's backward is ``0 if relu(x) <= 0 else g``.
+passes), the first maximum of a window wins and the first NaN wins over any number (PyTorch's
+rule), ``BlockScatter`` puts g at the maximum and exact zeros elsewhere, and ReLU's backward is
+``0 if relu(x) <= 0 else g``.
 
 ``find(graph)`` returns the matches; the executor runs them with ``PoolForward`` and
 ``PoolBackward`` steps.
@@ -43,26 +43,20 @@ def _compile():
                         u = x[a, r0, c0 + 1]
                         if u < zero:
                             u = zero
-                        if u > v:  # the first maximum wins; a NaN makes the window NaN
+                        if u > v or (u != u and v == v):  # the first maximum, or the first NaN
                             best = 1
-                            v = u
-                        elif u != u:
                             v = u
                         u = x[a, r0 + 1, c0]
                         if u < zero:
                             u = zero
-                        if u > v:
+                        if u > v or (u != u and v == v):
                             best = 2
-                            v = u
-                        elif u != u:
                             v = u
                         u = x[a, r0 + 1, c0 + 1]
                         if u < zero:
                             u = zero
-                        if u > v:
+                        if u > v or (u != u and v == v):
                             best = 3
-                            v = u
-                        elif u != u:
                             v = u
                         y[a, i, j] = v
                         index[a, i, j] = best
@@ -83,17 +77,16 @@ def _compile():
                     for j in range(wo):
                         c0 = 2 * j
                         gv = g[a, i, j]
-                        off = gv * zero  # BlockScatter's g * False: NaN for a non-finite g
                         best = index[a, i, j]
                         # ReLU's backward: 0 where relu(x) <= 0, i.e. x <= 0 (NaN is not)
                         v = x[a, r0, c0]
-                        out[a, r0, c0] = zero if v <= zero else (gv if best == 0 else off)
+                        out[a, r0, c0] = zero if v <= zero else (gv if best == 0 else zero)
                         v = x[a, r0, c0 + 1]
-                        out[a, r0, c0 + 1] = zero if v <= zero else (gv if best == 1 else off)
+                        out[a, r0, c0 + 1] = zero if v <= zero else (gv if best == 1 else zero)
                         v = x[a, r0 + 1, c0]
-                        out[a, r0 + 1, c0] = zero if v <= zero else (gv if best == 2 else off)
+                        out[a, r0 + 1, c0] = zero if v <= zero else (gv if best == 2 else zero)
                         v = x[a, r0 + 1, c0 + 1]
-                        out[a, r0 + 1, c0 + 1] = zero if v <= zero else (gv if best == 3 else off)
+                        out[a, r0 + 1, c0 + 1] = zero if v <= zero else (gv if best == 3 else zero)
         _kernels["forward"], _kernels["backward"] = forward, backward
     return _kernels["forward"], _kernels["backward"]
 

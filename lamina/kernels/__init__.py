@@ -27,7 +27,8 @@ from .activation import (bias_act_backward, bias_act_forward, gelu_backward, gel
                          sigmoid_backward, sigmoid_forward, silu_backward, silu_forward,
                          tanh_backward, tanh_forward)
 from .conv import (avg_pool2d_backward, avg_pool2d_forward, col2im, conv2d_backward, conv2d_forward,
-                   im2col, max_pool2d_backward, max_pool2d_forward)
+                   im2col, max_pool2d_backward, max_pool2d_forward, max_pool_blocks_backward,
+                   max_pool_blocks_forward)
 from .misc import dropout_forward, embedding_backward, mean_all, sum_all, var_all
 from .norm import layer_norm_backward, layer_norm_forward
 from .softmax import (cross_entropy, log_softmax_backward, log_softmax_forward, softmax_backward,
@@ -62,6 +63,8 @@ __all__ = [
     "log_softmax_forward",
     "max_pool2d_backward",
     "max_pool2d_forward",
+    "max_pool_blocks_backward",
+    "max_pool_blocks_forward",
     "mean_all",
     "relu_backward",
     "relu_forward",

@@ -666,6 +666,42 @@ def _pool_geometry(x, kernel_size, stride, padding, dilation, ceil_mode, name):
     return kh, kw, sh, sw, ph, pw, dh, dw, oh, ow
 
 
+def max_pool_blocks_forward(x, kernel_size):
+    """``(y, offsets)`` of max pooling x (N, C, H, W) over non-overlapping windows (stride equal
+    to the kernel, no padding or dilation; rows and columns that do not fill a window are left
+    out): offsets are each maximum's place a*kw + b inside its window, int8 (int16 for windows
+    of 128 values or more). None if not taken."""
+    if not _checks.floats(x) or x.ndim != 4 or x.size == 0:
+        return None
+    kh, kw = _pair(kernel_size, "kernel_size")
+    n, c, h, w = x.shape
+    if not (1 <= kh <= h and 1 <= kw <= w):
+        return None
+    y = np.empty((n, c, h // kh, w // kw), x.dtype)
+    idx = np.empty(y.shape, np.int8 if kh * kw < 128 else np.int16)
+    planes = n * c
+    _planes(_lib().max_pool_blocks, x.size, x.reshape(planes, h, w), y.reshape(planes, h // kh, w // kw),
+            idx.reshape(planes, h // kh, w // kw), kh, kw, planes=planes)
+    return y, idx
+
+
+def max_pool_blocks_backward(g, offsets, kernel_size, x_shape):
+    """The gradient of ``max_pool_blocks_forward``: an array of ``x_shape`` holding g at each
+    window's saved offset and zeros elsewhere. None if not taken."""
+    kh, kw = _pair(kernel_size, "kernel_size")
+    if (not _checks.floats(g) or g.ndim != 4 or len(x_shape) != 4 or type(offsets) is not np.ndarray
+            or offsets.dtype not in (np.int8, np.int16) or offsets.shape != g.shape
+            or not offsets.flags.c_contiguous or g.shape != tuple(x_shape[:2]) + (x_shape[2] // kh, x_shape[3] // kw)):
+        return None
+    n, c, h, w = x_shape
+    planes = n * c
+    dx = np.empty(x_shape, g.dtype)
+    oh, ow = g.shape[2], g.shape[3]
+    _planes(_lib().max_unpool_blocks, dx.size, g.reshape(planes, oh, ow), offsets.reshape(planes, oh, ow),
+            dx.reshape(planes, h, w), kh, kw, planes=planes)
+    return dx
+
+
 def max_pool2d_forward(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
     """``(y, indices)`` of 2-D max pooling of x (N, C, H, W); indices are flat positions in each
     input plane (PyTorch's return_indices), int64. None if not taken."""

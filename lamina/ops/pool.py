@@ -1,5 +1,9 @@
 """Pooling: max pooling as a primitive (windows view + argmax, gradient by scatter-add), average
-pooling and adaptive average pooling as compositions of convolution and matmul."""
+pooling and adaptive average pooling as compositions of convolution and matmul.
+
+2-D max pooling of CPU float32/float64 arrays runs the compiled kernels
+(``lamina.kernels.max_pool_blocks_*`` for non-overlapping windows, ``max_pool2d_*`` for the
+others), which keep the same saved indices as the NumPy/CuPy path below."""
 from __future__ import annotations
 
 import itertools
@@ -8,6 +12,7 @@ import math
 import numpy as np
 
 from .. import backend
+from .. import kernels as _kernels
 from ..tensor import Tensor, _wrap
 from .base import Op, xp_of
 from .conv import _tuple, _windows, conv
@@ -60,12 +65,17 @@ class BlockScatter(Op):
         self.kernel, self.spatial = kernel, tuple(spatial)
 
     def forward(self, g, index):
+        if len(self.kernel) == 2:
+            res = _kernels.max_pool_blocks_backward(g, index, self.kernel, g.shape[:2] + self.spatial)
+            if res is not None:
+                return res
         xp = xp_of(g)
         kernel = self.kernel
         out = g.shape[2:]
         res = xp.zeros(g.shape[:2] + self.spatial, dtype=g.dtype)
         # Rows along the last dim stay contiguous: repeat each value and index k_last times, then
-        # keep the values whose index names this column's offset (NumPy is slow on 2-wide loops).
+        # copy the values whose index names this column's offset (NumPy is slow on 2-wide loops); the
+        # rest stay exact zeros, as in PyTorch, whatever g holds.
         k_last = kernel[-1]
         g_rep = xp.repeat(g, k_last, axis=-1)
         i_rep = xp.repeat(index, k_last, axis=-1)
@@ -77,8 +87,8 @@ class BlockScatter(Op):
             base *= k_last
             region = tuple(slice(o_i, o * k_i, k_i) for o_i, o, k_i in zip(outer, out[:-1], kernel[:-1]))
             region += (slice(0, out[-1] * k_last),)
-            xp.multiply(g_rep, i_rep == (col + base) if base else i_rep == col,
-                        out=res[(slice(None), slice(None)) + region])
+            xp.copyto(res[(slice(None), slice(None)) + region], g_rep,
+                      where=i_rep == (col + base) if base else i_rep == col)
         return res
 
     def backward(self, gg, g, index):
@@ -105,6 +115,13 @@ class MaxPoolNd(Op):
         return self._forward_windows(x, out)
 
     def _forward_blocks(self, x, out):
+        if len(self.kernel) == 2:
+            res = _kernels.max_pool_blocks_forward(x, self.kernel)
+            if res is not None:
+                values, self.saved = res
+                if self.n_outputs == 2:
+                    return values, self._flat_index(self.saved, x.shape[2:], out)
+                return values
         xp = xp_of(x)
         blocks = _blocked(x, self.kernel, out)
         values = blocks[0].copy()
@@ -117,6 +134,10 @@ class MaxPoolNd(Op):
                 # is arithmetic because NumPy's masked writes are slow
                 index += (blocks[i] > values).view(xp.int8).astype(itype, copy=False) * (itype(i) - index)
             xp.maximum(values, blocks[i], out=values)
+        if want_index and values.dtype.kind == "f":
+            nan = xp.isnan(values)
+            if nan.any():  # a NaN window's index is its first NaN, as in PyTorch
+                index[nan] = xp.isnan(blocks).argmax(axis=0)[nan].astype(itype)
         self.saved = index
         if self.n_outputs == 2:
             return values, self._flat_index(index, x.shape[2:], out)
@@ -137,6 +158,12 @@ class MaxPoolNd(Op):
         return flat
 
     def _forward_windows(self, x, out):
+        if len(self.kernel) == 2:
+            res = _kernels.max_pool2d_forward(x, self.kernel, self.stride, self.padding, self.dilation,
+                                              self.ceil_mode)
+            if res is not None:
+                values, self.saved = res
+                return (values, self.saved) if self.n_outputs == 2 else values
         xp = xp_of(x)
         d = len(self.kernel)
         spatial = x.shape[2:]

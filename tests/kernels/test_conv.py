@@ -157,6 +157,42 @@ def test_max_pool2d_matches_torch(kw, dtype):
     np.testing.assert_allclose(K.max_pool2d_backward(g, idx, x.shape), tg.numpy(), rtol=1e-6)
 
 
+@pytest.mark.parametrize("kernel", [2, 3, (2, 3), (1, 2), (12, 11)])
+def test_max_pool_blocks_match_torch(kernel, dtype, parts):
+    """Non-overlapping windows (stride = kernel): values and offsets against torch's flat
+    indices, NaN first or after a number, ties, rows and columns no window covers; the
+    gradient is g at each maximum and exact zeros elsewhere, even for a non-finite g."""
+    kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
+    rng = np.random.default_rng(14)
+    x = rand(rng, (3, 2, 2 * kh + 1, 3 * kw + kw // 2 + 1), dtype)
+    x[0, 0, 0, min(1, kw - 1)] = np.nan   # NaN after the window's first value
+    x[1, 1, kh, 0] = np.nan                # NaN first
+    x[2, 0, :kh, :kw] = 0.5                # ties: the first offset
+    tx = torch.from_numpy(x).requires_grad_()
+    ty, ti = TF.max_pool2d(tx, kernel, return_indices=True)
+    g = rand(rng, tuple(ty.shape), dtype)
+    g[0, 1, 0, 0] = np.inf
+    tg, = torch.autograd.grad(ty, tx, torch.from_numpy(g))
+    y, off = K.max_pool_blocks_forward(x, kernel)
+    assert off.dtype == (np.int16 if kh * kw >= 128 else np.int8)
+    np.testing.assert_array_equal(y, ty.detach().numpy())
+    oh, ow = y.shape[2:]
+    a, b = np.divmod(off.astype(np.int64), kw)
+    flat = (np.arange(oh)[:, None] * kh + a) * x.shape[3] + np.arange(ow) * kw + b
+    np.testing.assert_array_equal(flat, ti.numpy())
+    np.testing.assert_array_equal(K.max_pool_blocks_backward(g, off, kernel, x.shape), tg.numpy())
+
+
+def test_max_pool_blocks_decline():
+    x = np.ones((1, 1, 4, 4), np.float32)
+    assert K.max_pool_blocks_forward(x.astype(np.int32), 2) is None
+    assert K.max_pool_blocks_forward(x[..., ::2], 2) is None  # not contiguous
+    assert K.max_pool_blocks_forward(x, 5) is None            # larger than the input
+    g, off = K.max_pool_blocks_forward(x, 2)
+    assert K.max_pool_blocks_backward(g, off.astype(np.int64), 2, x.shape) is None
+    assert K.max_pool_blocks_backward(g, off, 2, (1, 1, 6, 6)) is None
+
+
 def test_max_pool2d_dilation(dtype):
     x = rand(np.random.default_rng(12), (1, 2, 8, 8), dtype)
     ty, ti = TF.max_pool2d(torch.from_numpy(x), 2, dilation=2, return_indices=True)

@@ -148,3 +148,33 @@ def test_conv2d_op_one_channel_takes_the_kernel_for_large_batches(counted):
     ty.sum().backward()
     np.testing.assert_allclose(y.array, ty.detach().numpy(), rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(lw.grad.array, tw.grad.numpy(), rtol=1e-4, atol=1e-2)
+
+
+@pytest.mark.parametrize("kw", [dict(kernel_size=2), dict(kernel_size=3, stride=2, padding=1),
+                                dict(kernel_size=2, return_indices=True)])
+def test_max_pool2d_op_kernels_on_and_off_match_torch(kw, dtype):
+    """The kernels (non-overlapping windows, other windows) and the NumPy path give torch's
+    values, indices and gradients, NaN windows and a non-finite upstream gradient included."""
+    rng = np.random.default_rng(9)
+    x = rand(rng, (2, 3, 9, 8), dtype)
+    x[0, 0, 0, 1] = np.nan
+    x[1, 2, 4, 4] = np.nan
+    tx = torch.from_numpy(x).requires_grad_()
+    tout = TF.max_pool2d(tx, **kw)
+    ty = tout[0] if isinstance(tout, tuple) else tout
+    g = rand(rng, tuple(ty.shape), dtype)
+    g[0, 1, 1, 1] = np.inf
+    ty.backward(torch.from_numpy(g))
+    for on in (True, False):
+        previous = K.set_enabled(on)
+        try:
+            lx = lamina.tensor(x, requires_grad=True)
+            out = F.max_pool2d(lx, **kw)
+            y = out[0] if isinstance(out, tuple) else out
+            y.backward(lamina.tensor(g))
+        finally:
+            K.set_enabled(previous)
+        np.testing.assert_array_equal(y.array, ty.detach().numpy())
+        if isinstance(out, tuple):
+            np.testing.assert_array_equal(out[1].array, tout[1].numpy())
+        np.testing.assert_array_equal(lx.grad.array, tx.grad.numpy())

@@ -332,6 +332,77 @@ def planes_to_nchw(ymat, out, n0, nb, bias, has_bias, o0, o1):
                 dst[j] = src[j] + b
 
 
+@njit(inline="always", error_model="numpy")
+def _takes_max(v, m):
+    """Whether v replaces the running maximum m: greater, or the first NaN (PyTorch's rule)."""
+    return v > m or (v != v and m == m)
+
+
+@njit(**JIT)
+def max_pool_blocks(x, y, idx, kh, kw, q0, q1):
+    """y (P, oh, ow): the max of each non-overlapping kh x kw window of the planes x (P, H, W)
+    (rows and columns past oh*kh, ow*kw unused), idx its offset a*kw + b in the window; the
+    first maximum wins, and the first NaN over any number. Planes q0..q1-1. 2 x 2 windows are
+    written out: as loops the compares stay branches, which random data mispredicts (4x slower)."""
+    oh, ow = y.shape[1], y.shape[2]
+    for q in range(q0, q1):
+        for i in range(oh):
+            yr, ir = y[q, i], idx[q, i]
+            if kh == 2 and kw == 2:
+                r0, r1 = x[q, 2 * i], x[q, 2 * i + 1]
+                for j in range(ow):
+                    m, k = r0[2 * j], 0
+                    v = r0[2 * j + 1]
+                    if _takes_max(v, m):
+                        m, k = v, 1
+                    v = r1[2 * j]
+                    if _takes_max(v, m):
+                        m, k = v, 2
+                    v = r1[2 * j + 1]
+                    if _takes_max(v, m):
+                        m, k = v, 3
+                    yr[j], ir[j] = m, k
+                continue
+            for j in range(ow):
+                m, k = x[q, i * kh, j * kw], 0
+                for a in range(kh):
+                    row = x[q, i * kh + a]
+                    for b in range(kw):
+                        v = row[j * kw + b]
+                        if _takes_max(v, m):
+                            m, k = v, a * kw + b
+                yr[j], ir[j] = m, k
+
+
+@njit(**JIT)
+def max_unpool_blocks(g, idx, dx, kh, kw, q0, q1):
+    """dx (P, H, W) = g (P, oh, ow) placed at offset idx of each non-overlapping kh x kw
+    window, zeros everywhere else (the gradient of max_pool_blocks). Planes q0..q1-1."""
+    oh, ow = g.shape[1], g.shape[2]
+    h, w = dx.shape[1], dx.shape[2]
+    z = like(dx[0, 0, 0], 0.0)
+    for q in range(q0, q1):
+        for i in range(oh):
+            gr, ir = g[q, i], idx[q, i]
+            for a in range(kh):
+                row = dx[q, i * kh + a]
+                if kw == 2:  # two stores per window row, each a select: 2x faster than the loop
+                    for j in range(ow):
+                        v, k = gr[j], ir[j] - 2 * a
+                        row[2 * j] = v if k == 0 else z
+                        row[2 * j + 1] = v if k == 1 else z
+                else:
+                    for j in range(ow):
+                        v, k = gr[j], ir[j] - a * kw
+                        for b in range(kw):
+                            row[j * kw + b] = v if k == b else z
+                for j in range(ow * kw, w):
+                    row[j] = z
+        for r in range(oh * kh, h):
+            for j in range(w):
+                dx[q, r, j] = z
+
+
 @njit(**JIT)
 def max_pool2d(x, y, idx, kh, kw, sh, sw, ph, pw, dh, dw, q0, q1):
     """y, idx (N, C, oh, ow): the max of each window (NaN wins, as in PyTorch) and its flat
