@@ -79,12 +79,15 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     thread_method, limiter = set_threads(args.threads)
     import torch
-    torch_threads = torch.get_num_threads()
+
+    from lamina.kernels import _runtime
+    torch_threads, kernel_threads = torch.get_num_threads(), _runtime._threads
     torch.set_num_threads(args.threads)
     try:
         return run(args, thread_method)
     finally:
         torch.set_num_threads(torch_threads)
+        _runtime._threads = kernel_threads
         if limiter is not None:
             limiter.restore_original_limits()
 
@@ -93,6 +96,7 @@ def run(args, thread_method: str) -> int:
     import torch
 
     import lamina
+    lamina.set_num_threads(args.threads)  # the kernels' threads; BLAS's are set above already
 
     from bench import harness, machine, model_cases, ops_cases, report
     if args.device == "cuda" and not (lamina.cuda_is_available() and torch.cuda.is_available()):

@@ -29,6 +29,7 @@ from .activation import (bias_act_backward, bias_act_forward, gelu_backward, gel
 from .conv import (avg_pool2d_backward, avg_pool2d_forward, col2im, conv2d_backward, conv2d_forward,
                    im2col, max_pool2d_backward, max_pool2d_forward, max_pool_blocks_backward,
                    max_pool_blocks_forward)
+from .gemm import matmul
 from .misc import dropout_forward, embedding_backward, mean_all, sum_all, var_all
 from .norm import layer_norm_backward, layer_norm_forward
 from .softmax import (cross_entropy, log_softmax_backward, log_softmax_forward, softmax_backward,
@@ -61,6 +62,7 @@ __all__ = [
     "leaky_relu_forward",
     "log_softmax_backward",
     "log_softmax_forward",
+    "matmul",
     "max_pool2d_backward",
     "max_pool2d_forward",
     "max_pool_blocks_backward",

@@ -11,7 +11,7 @@ FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 # Elements below which a kernel runs in the calling thread alone: handing parts to the pool
 # costs 10-30 microseconds per call, more than the work saved on smaller arrays.
-PARALLEL_MIN = 1 << 17
+PARALLEL_MIN = 1 << 19
 
 # When set, every kernel splits its work into this many parts whatever the size (warm-up and
 # tests use it to reach the parallel kernels with small inputs).
@@ -31,14 +31,20 @@ def floats(*arrays) -> bool:
     return True
 
 
+# Parts per thread of a split call: the threads take parts in turn (``_runtime.run_parts``), so a
+# thread that starts late or runs slower takes fewer of them.
+PARTS_PER_THREAD = 4
+
+
 def parallel(work: int) -> int:
     """How many parts to split ``work`` elements into: 1 (serial) below ``PARALLEL_MIN`` or with
-    one thread, else the thread count."""
+    one thread, else ``PARTS_PER_THREAD`` per thread, each at least ``PARALLEL_MIN / 2``."""
     if force_parts is not None:
         return force_parts
-    if work < PARALLEL_MIN:
+    threads = _runtime.threads()
+    if work < PARALLEL_MIN or threads == 1:
         return 1
-    return _runtime.threads()
+    return max(threads, min(threads * PARTS_PER_THREAD, 2 * work // PARALLEL_MIN))
 
 
 def split(n: int, parts: int):

@@ -249,35 +249,38 @@ def threads() -> int:
 
 
 def set_num_threads(n: int) -> None:
-    """Use ``n`` threads in the kernels and in BLAS (through threadpoolctl) together."""
+    """Use ``n`` threads in the kernels and in BLAS (through threadpoolctl) together. Only BLAS
+    libraries are limited: an OpenMP runtime in the process (PyTorch's) keeps its own setting."""
     global _threads
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"set_num_threads: expected an int >= 1, got {n!r}")
     from threadpoolctl import threadpool_limits
-    threadpool_limits(n)
+    threadpool_limits(n, user_api="blas")
     _threads = n
 
 
-_blas_libs = None  # threadpoolctl's controllers of the loaded BLAS libraries, found once
+_blas_libs = None  # threadpoolctl's controllers of the loaded BLAS libraries
+_blas_scan = -1    # len(sys.modules) when they were found: an import may load another BLAS
 
 
 class _BlasThreads:
     """``with blas_threads(n):`` BLAS runs on n threads inside, its previous count restored after.
-    Through the BLAS libraries' own set/get calls (threadpoolctl finds them once), so it costs a
-    few microseconds; a no-op without threadpoolctl."""
+    Through the BLAS libraries' own set/get calls (threadpoolctl finds them again only after an
+    import), so it costs a few microseconds; a no-op without threadpoolctl."""
 
     def __init__(self, n):
         self.n, self.saved = n, []
 
     def __enter__(self):
-        global _blas_libs
-        if _blas_libs is None:
+        global _blas_libs, _blas_scan
+        if _blas_scan != len(sys.modules):
+            _blas_scan = len(sys.modules)
             try:
                 from threadpoolctl import ThreadpoolController
                 _blas_libs = [c for c in ThreadpoolController().lib_controllers if c.user_api == "blas"]
             except Exception:  # threadpoolctl missing or unable to inspect: leave BLAS alone
                 _blas_libs = []
-        self.saved = [(c, c.get_num_threads()) for c in _blas_libs]
+        self.saved = [(c, n) for c, n in ((c, c.get_num_threads()) for c in _blas_libs) if n != self.n]
         for c, _ in self.saved:
             c.set_num_threads(self.n)
         return self
@@ -299,32 +302,126 @@ def get_num_threads() -> int:
 
 # ---------------------------------------------------------------- running parts in threads
 # Kernels are compiled serial and release the GIL (nogil); a large call is split into parts that
-# run at once on a small pool of Python threads, the calling thread taking the first part.
-# Compared with Numba's parallel=True this compiles each kernel once instead of twice (the
-# parallel lowering is the slow part of compiling), has no OpenMP pool whose idle workers spin
-# and starve BLAS and PyTorch on a small machine, and survives fork: a child process gets a new
-# pool. It costs ~10-30 us per call, so only large inputs are split.
-_pool = None
-_pool_pid = None
-_pool_size = 0
+# run at once on a few helper threads and the calling thread. Compared with Numba's parallel=True
+# this compiles each kernel once instead of twice (the parallel lowering is the slow part of
+# compiling) and survives fork: a child process starts its own helpers.
+#
+# The parts are handed out one at a time to whichever thread asks next, so a helper that starts
+# late (its core busy with other work) only takes fewer parts. Between calls a helper watches for
+# the next one for ``SPIN_S`` without the GIL (``compiled/sync.py``) before it sleeps, and the
+# calling thread waits for the helpers' last parts the same way: waking a sleeping thread took
+# 0.1-1 ms here, as long as a LeNet-sized kernel call, and made LeNet's training step slower
+# with 2 threads than with 1.
+SPIN_S = 0.002
+
+_helpers = None
 
 
-def _executor(workers: int):
-    global _pool, _pool_pid, _pool_size
-    if _pool is None or _pool_pid != os.getpid() or _pool_size < workers:
-        from concurrent.futures import ThreadPoolExecutor
+class _Batch:
+    """The parts of one call, taken in turn by the threads that drain it."""
+
+    def __init__(self, fn, parts):
+        import itertools
+
+        import numpy as np
+        self.fn, self.parts, self.n = fn, parts, len(parts)
+        self.results = [None] * self.n
+        self.next = itertools.count()      # next() is atomic: each part is taken once
+        self.finished = itertools.count(1)
+        self.done = np.zeros(1, np.int64)  # set to 1 with the last part, watched without the GIL
+        self.all_done = threading.Event()
+        self.error = None
+
+    def drain(self):
+        while True:
+            i = next(self.next)
+            if i >= self.n:
+                return
+            try:
+                self.results[i] = self.fn(*self.parts[i])
+            except BaseException as e:  # noqa: BLE001  (re-raised in the calling thread)
+                self.error = e
+            if next(self.finished) == self.n:
+                self.done[0] = 1
+                self.all_done.set()
+
+
+class _Helpers:
+    """Helper threads that drain the posted batch; ``flag[0]`` counts the batches posted."""
+
+    def __init__(self, count):
+        import numpy as np
+        self.sync = load("sync")
+        self.flag = np.zeros(1, np.int64)
+        self.batch = None
+        self.cond = threading.Condition()
+        self.sleeping = 0
+        self.pid = os.getpid()
+        probe = np.zeros(1, np.int64)
+        self.sync.spin_until(probe, 0, 16)  # compiled (or loaded) before it is timed
+        t = time.perf_counter()
+        self.sync.spin_until(probe, 0, 20000)
+        self.spins = max(1000, int(SPIN_S * 20000 / max(time.perf_counter() - t, 1e-6)))
+        self.threads = []
+        self.grow(count)
+
+    def grow(self, count):
+        while len(self.threads) < count:
+            t = threading.Thread(target=self._loop, name=f"lamina-kernel-{len(self.threads)}", daemon=True)
+            t.start()
+            self.threads.append(t)
+
+    def post(self, batch):
+        with self.cond:
+            self.batch = batch
+            self.flag[0] += 1
+            if self.sleeping:
+                self.cond.notify_all()
+
+    def wait(self, batch):
+        if not batch.all_done.is_set():
+            self.sync.spin_until(batch.done, 0, self.spins)
+            batch.all_done.wait()
+
+    def _loop(self):
+        seen = 0
+        while True:
+            seq = self.sync.spin_until(self.flag, seen, self.spins)
+            if seq == seen:
+                with self.cond:
+                    self.sleeping += 1
+                    while self.flag[0] == seen:
+                        self.cond.wait()
+                    self.sleeping -= 1
+                    seq = int(self.flag[0])
+            seen = seq
+            batch = self.batch
+            if batch is not None:
+                batch.drain()
+
+
+def _helpers_for(count):
+    global _helpers
+    if _helpers is None or _helpers.pid != os.getpid():
         with _lock:
-            if _pool is None or _pool_pid != os.getpid() or _pool_size < workers:
-                _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lamina-kernel")
-                _pool_pid, _pool_size = os.getpid(), workers
-    return _pool
+            if _helpers is None or _helpers.pid != os.getpid():
+                _helpers = _Helpers(count)
+    if len(_helpers.threads) < count:
+        with _lock:
+            _helpers.grow(count)
+    return _helpers
 
 
 def run_parts(fn, parts):
     """``[fn(*args) for args in parts]``, the parts running at once on the kernel threads."""
-    if len(parts) == 1:
-        return [fn(*parts[0])]
-    pool = _executor(len(parts) - 1)
-    futures = [pool.submit(fn, *args) for args in parts[1:]]
-    first = fn(*parts[0])
-    return [first] + [f.result() for f in futures]
+    helpers = min(len(parts), threads()) - 1
+    if helpers <= 0:
+        return [fn(*args) for args in parts]
+    pool = _helpers_for(helpers)
+    batch = _Batch(fn, parts)
+    pool.post(batch)
+    batch.drain()
+    pool.wait(batch)
+    if batch.error is not None:
+        raise batch.error
+    return batch.results

@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 
+from .. import kernels as _kernels
 from ..tensor import Tensor
 from .base import Op, promote, unbroadcast
 from ..amp.autocast_mode import autocast_op
@@ -16,14 +17,20 @@ def _as_input_dtype(y, a):
     return y.astype(a.dtype) if y.dtype != a.dtype else y
 
 
+def _product(a, b):
+    """``a @ b``, on the kernel threads where ``lamina.kernels.matmul`` takes the arrays."""
+    y = _kernels.matmul(a, b)
+    return a @ b if y is None else y
+
+
 class MatMul(Op):
     name = "matmul"
 
     def forward(self, a, b):
         if b.ndim == 2 and a.ndim > 2:  # one 2-D GEMM instead of one per leading index
-            y = (a.reshape(math.prod(a.shape[:-1]), a.shape[-1]) @ b).reshape(a.shape[:-1] + (b.shape[1],))
+            y = _product(a.reshape(math.prod(a.shape[:-1]), a.shape[-1]), b).reshape(a.shape[:-1] + (b.shape[1],))
         else:
-            y = a @ b
+            y = _product(a, b)
         return y if y.dtype is a.dtype else _as_input_dtype(y, a)
 
     def backward(self, g, a, b):
@@ -89,7 +96,7 @@ class Linear(Op):
 
     def forward(self, x, w, b=None):
         # one 2-D GEMM over all leading dims (a stacked matmul would call BLAS once per matrix)
-        y = x.reshape(math.prod(x.shape[:-1]), x.shape[-1]) @ w.T if x.ndim > 2 else x @ w.T
+        y = _product(x.reshape(math.prod(x.shape[:-1]), x.shape[-1]) if x.ndim > 2 else x, w.T)
         if b is not None:
             y += b
         return _as_input_dtype(y.reshape(x.shape[:-1] + (w.shape[0],)) if x.ndim > 2 else y, x)

@@ -107,11 +107,49 @@ def test_compile_notice_is_one_line_once():
     assert notice.message().startswith("lamina: compiling CPU kernels (once; ")
 
 
-def test_parts_run_in_threads_and_in_order():
+def test_parts_run_in_threads_and_in_order(monkeypatch):
+    """Two parts wait for each other, so they must run at once on two threads; results come
+    back in the parts' order whoever ran them."""
     import threading
-    seen = _runtime.run_parts(lambda i: (i, threading.get_ident()), [(i,) for i in range(3)])
-    assert [i for i, _ in seen] == [0, 1, 2]
-    assert seen[0][1] == threading.get_ident() and len({t for _, t in seen}) > 1
+    monkeypatch.setattr(_runtime, "_threads", 2)
+    meet = threading.Barrier(2, timeout=30)
+
+    def part(i):
+        if i < 2:
+            meet.wait()
+        return i, threading.get_ident()
+    seen = _runtime.run_parts(part, [(i,) for i in range(5)])
+    assert [i for i, _ in seen] == list(range(5))
+    assert len({t for _, t in seen}) == 2 and threading.get_ident() in {t for _, t in seen}
+
+
+def test_parts_error_reaches_the_caller_after_every_part_ran(monkeypatch):
+    monkeypatch.setattr(_runtime, "_threads", 2)
+    ran = []
+
+    def part(i):
+        ran.append(i)
+        if i == 1:
+            raise ArithmeticError("part 1")
+        return i
+    with pytest.raises(ArithmeticError, match="part 1"):
+        _runtime.run_parts(part, [(i,) for i in range(6)])
+    assert sorted(ran) == list(range(6))
+    assert _runtime.run_parts(lambda i: i * i, [(i,) for i in range(4)]) == [0, 1, 4, 9]  # still works
+
+
+def test_spin_until_sees_another_threads_write():
+    import threading
+    import time
+    sync = _runtime.load("sync")
+    flag = np.zeros(1, np.int64)
+    assert sync.spin_until(flag, 0, 100) == 0  # nothing changed: gives up after its rounds
+    timer = threading.Timer(0.05, lambda: flag.__setitem__(0, 7))
+    timer.start()
+    t = time.perf_counter()
+    assert sync.spin_until(flag, 0, 1 << 40) == 7
+    assert time.perf_counter() - t < 20
+    timer.join()
 
 
 def test_threads(monkeypatch):

@@ -1,0 +1,42 @@
+"""How many threads BLAS gets for Lamina's matrix products.
+
+OpenBLAS's worker threads busy-wait for a long while (about 0.1 s) after every call that used
+them. Next to the kernel threads (``_runtime.run_parts``), which take the other cores between the
+products, they took turns on the same cores: a LeNet training step at 2 threads ran 1.7x slower
+with BLAS on 2 threads than with BLAS on one. A product of moderate size therefore runs BLAS on one
+thread; a large one, where BLAS's own threads pay for themselves (the baby GPT's and the MLP's
+layers), keeps BLAS's threads. Training steps at 2 threads on a 2-core machine, L/T against
+PyTorch in one process:
+
+    products split over the kernel threads, BLAS on one thread each:   GPT 0.77  LeNet b256 1.54
+    every product on BLAS's threads:                                   GPT 0.89  LeNet b256 0.84
+    BLAS's threads from BLAS_THREADS multiply-adds, one thread below:  GPT 0.90  LeNet b256 1.60
+
+Splitting a product over the kernel threads (each part a single-thread GEMM of its own) made the
+GPT's layers only 1.3x faster at 2 threads, below OpenBLAS's own split, so it is not done.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import _checks, _runtime
+
+# Multiply-adds below which OpenBLAS runs on one thread by itself (65536 * 4), and from which
+# BLAS's own threads are used.
+BLAS_ALONE = 1 << 18
+BLAS_THREADS = 1 << 25
+
+
+def matmul(a, b):
+    """``a @ b`` with BLAS on one thread, for CPU float32/float64 ndarrays of one dtype whose
+    product is of moderate size (2-D, or stacks with equal batch dims) while the kernels use
+    several threads; None otherwise: the caller multiplies as before."""
+    if (type(a) is not np.ndarray or type(b) is not np.ndarray or a.dtype != b.dtype
+            or a.dtype not in _checks.FLOATS or a.ndim < 2 or b.ndim != a.ndim
+            or a.shape[:-2] != b.shape[:-2] or a.shape[-1] != b.shape[-2]):
+        return None
+    macs = a.size * b.shape[-1]
+    if not BLAS_ALONE <= macs < BLAS_THREADS or _runtime.threads() == 1 or not _runtime.enabled():
+        return None
+    with _runtime.blas_threads(1):
+        return np.matmul(a, b)
