@@ -53,6 +53,10 @@ def _conv(dt, rng):
                 conv.conv2d_backward(y, xc, wc, padding=d, dilation=d)
     y, idx = conv.max_pool2d_forward(x, 2)
     conv.max_pool2d_backward(y, idx, x.shape)
+    for k in (2, 12):  # window offsets in int8, and int16 for windows of 128 values or more
+        xb = rng.standard_normal((1, 2, k, k)).astype(dt)
+        y, off = conv.max_pool_blocks_forward(xb, k)
+        conv.max_pool_blocks_backward(y, off, k, xb.shape)
     conv.avg_pool2d_backward(conv.avg_pool2d_forward(x, 2), x.shape, 2)
 
 
@@ -69,6 +73,7 @@ def _misc(dt, rng):
     misc.embedding_backward(x, np.arange(4, dtype=np.int64), 5)
     misc.dropout_forward(x, 0.5, 0)
     misc.var_all(x)
+    _runtime.load("sync").spin_until(np.zeros(1, np.int64), 0, 1)  # the kernel threads' wait
 
 
 _RUN = {"activation": _activation, "softmax": _softmax, "norm": _norm, "conv": _conv,
