@@ -40,7 +40,7 @@ def parse_args(argv):
     ap.add_argument("--json", default=str(DEFAULT_JSON), help="where to write the results (default: %(default)s)")
     ap.add_argument("--rounds", type=int, default=None, help="timed rounds per implementation (7; quick 3)")
     ap.add_argument("--min-time", type=float, default=None, help="seconds per round (0.2; quick 0.01)")
-    ap.add_argument("--settle", type=float, default=None, help="idle seconds before each round (0.1; quick 0)")
+    ap.add_argument("--settle", type=float, default=None, help="idle seconds before each round (0.1, 0.5 with several threads; quick 0)")
     args = ap.parse_args(argv)
     args.argv = argv
     if args.threads < 1:
@@ -111,7 +111,9 @@ def run(args, thread_method: str) -> int:
     rounds = args.rounds or (3 if args.quick else 7)
     min_time = args.min_time or (0.01 if args.quick else 0.2)
     warmup = 1 if args.quick else 2
-    settle = args.settle if args.settle is not None else (0.0 if args.quick else 0.1)
+    # PyTorch's OpenMP workers busy-wait for 0.2-0.4 s after its last parallel region (measured
+    # here), and a Lamina round started within that time shares the cores with them
+    settle = args.settle if args.settle is not None else (0.0 if args.quick else 0.5 if args.threads > 1 else 0.1)
 
     started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     ctx = harness.Context(args.device, args.quick)
