@@ -315,6 +315,7 @@ def get_num_threads() -> int:
 SPIN_S = 0.002
 
 _helpers = None
+last_split = float("-inf")  # time.perf_counter() of the last call split over the helpers
 
 
 class _Batch:
@@ -417,7 +418,9 @@ def run_parts(fn, parts):
     helpers = min(len(parts), threads()) - 1
     if helpers <= 0:
         return [fn(*args) for args in parts]
+    global last_split
     pool = _helpers_for(helpers)
+    last_split = time.perf_counter()
     batch = _Batch(fn, parts)
     pool.post(batch)
     batch.drain()

@@ -1,4 +1,4 @@
-"""lamina.kernels.matmul: moderate products run BLAS on one thread while the kernels use several,
+"""lamina.kernels.matmul: moderate products run BLAS on one thread while the kernels split calls,
 equal to NumPy's, with BLAS's setting restored; small and large ones and what it does not take
 come back as None (the caller multiplies as before)."""
 import numpy as np
@@ -12,7 +12,9 @@ from .conftest import rand
 
 @pytest.fixture
 def two_threads(monkeypatch):
+    """Two kernel threads, and a kernel call split over them just now."""
     monkeypatch.setattr(_runtime, "_threads", 2)
+    monkeypatch.setattr(_runtime, "last_split", float("inf"))
 
 
 def _blas():
@@ -51,6 +53,10 @@ def test_matmul_declines(two_threads, monkeypatch):
     assert K.matmul(np.ones((8, 8), np.float32), np.ones((8, 8), np.float32)) is None  # small
     monkeypatch.setattr(gemm, "BLAS_THREADS", 1 << 20)
     assert K.matmul(a, b) is None                                       # large: BLAS's own threads
-    monkeypatch.setattr(_runtime, "_threads", 1)
     monkeypatch.setattr(gemm, "BLAS_THREADS", 1 << 25)
+    monkeypatch.setattr(_runtime, "last_split", float("-inf"))
+    assert K.matmul(a, b) is None                                       # no kernel split lately
+    assert _runtime.run_parts(lambda i: i, [(0,), (1,)]) == [0, 1]      # one now
+    assert K.matmul(a, b) is not None
+    monkeypatch.setattr(_runtime, "_threads", 1)
     assert K.matmul(a, b) is None                                       # one thread: nothing to do
