@@ -35,7 +35,7 @@ def floats(*arrays) -> bool:
 
 # Parts per thread of a split call: the threads take parts in turn (``_runtime.run_parts``), so a
 # thread that starts late or runs slower takes fewer of them.
-PARTS_PER_THREAD = 4
+PARTS_PER_THREAD = 2
 
 
 def parallel(work: int) -> int:
