@@ -7,14 +7,17 @@ with BLAS on 2 threads than with BLAS on one. So while the kernels are splitting
 threads (one did within ``RECENT_S``), a product of moderate size runs BLAS on one thread; a large
 one, where BLAS's own threads pay for themselves (the baby GPT's and the MLP's layers), and any
 product in a program that splits no kernel call (a plain matmul loop) keep BLAS's threads.
-Training steps at 2 threads on a 2-core machine, L/T against PyTorch in one process:
 
-    products split over the kernel threads, BLAS on one thread each:   GPT 0.77  LeNet b256 1.54
-    every product on BLAS's threads:                                   GPT 0.89  LeNet b256 0.84
-    BLAS's threads from BLAS_THREADS multiply-adds, one thread below:  GPT 0.90  LeNet b256 1.60
+Milliseconds per training step at 2 threads on a 2-core machine, each configuration in a
+process of its own (PyTorch's: GPT 59-64, LeNet b256 24, LeNet b64 9.5):
 
-Splitting a product over the kernel threads (each part a single-thread GEMM of its own) made the
-GPT's layers only 1.3x faster at 2 threads, below OpenBLAS's own split, so it is not done.
+                                                          GPT      LeNet b256   LeNet b64
+    every product on BLAS's threads                       67-69    28.0         10.8
+    products split over the kernel threads (BLAS on one)  76-85    18.9
+    this rule                                             72       16.8         5.6
+
+Splitting a product over the kernel threads (each part a single-thread GEMM of its own) is slower
+than OpenBLAS's own split on the GPT's layers (second row), so it is not done.
 """
 from __future__ import annotations
 
