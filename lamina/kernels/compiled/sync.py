@@ -1,6 +1,6 @@
 """Waiting for another thread without the GIL: the kernel threads' spin-wait.
 
-A thread that sleeps on a lock between two split kernel calls is slow to wake: the kernel has to
+A thread that sleeps on a lock between two split kernel calls is slow to wake: the system has to
 schedule it again, and on a virtual machine an idle core may first have to be woken by the
 host. That lag (0.1-1 ms measured here) is as long as a LeNet-sized kernel call, so splitting
 such calls over threads did not pay. Like the spin phase of an OpenMP or BLAS thread pool, a
