@@ -137,7 +137,7 @@ def test_a_busy_machine_is_reported_and_gets_fewer_threads(mnist_dir, tmp_path, 
     monkeypatch.setattr(os, "getloadavg", lambda: (7.5, 7.5, 7.5))
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
     chosen = []
-    monkeypatch.setattr("threadpoolctl.threadpool_limits", lambda n: chosen.append(n))
+    monkeypatch.setattr("threadpoolctl.threadpool_limits", lambda n, **kw: chosen.append(n))
     assert cli.idle_cores() == (4, 1, 7.5)
     code, _, err = _run(_train(mnist_dir, tmp_path / "r"), capsys)
     assert code == 0 and chosen == [1] and "the machine is busy (load 7.5 on 4 cores): using 1 thread" in err
