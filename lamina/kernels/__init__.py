@@ -30,7 +30,7 @@ from .conv import (avg_pool2d_backward, avg_pool2d_forward, col2im, conv2d_backw
                    im2col, max_pool2d_backward, max_pool2d_forward, max_pool_blocks_backward,
                    max_pool_blocks_forward)
 from .gemm import matmul
-from .misc import dropout_forward, embedding_backward, mean_all, sum_all, var_all
+from .misc import dropout_forward, embedding_backward, mean_all, scale_rows, sum_all, var_all
 from .norm import layer_norm_backward, layer_norm_forward
 from .softmax import (cross_entropy, log_softmax_backward, log_softmax_forward, softmax_backward,
                       softmax_forward)
@@ -71,6 +71,7 @@ __all__ = [
     "relu_backward",
     "relu_forward",
     "rmsprop_update",
+    "scale_rows",
     "set_enabled",
     "set_num_threads",
     "sgd_update",

@@ -1,6 +1,6 @@
-"""Embedding backward, dropout masks and large whole-array reductions on raw CPU arrays. Each
-returns None when it does not take the input (kernels off, not C-contiguous float32/float64
-NumPy arrays, int64 indices for embedding)."""
+"""Embedding backward, dropout masks, large whole-array reductions and row scaling on raw CPU
+arrays. Each returns None when it does not take the input (kernels off, not C-contiguous
+float32/float64 NumPy arrays, int64 indices for embedding)."""
 from __future__ import annotations
 
 import numpy as np
@@ -92,3 +92,21 @@ def var_all(x, correction=1):
     xf = x.reshape(-1)
     m = _total(k.total, xf) / n
     return np.asarray(_total(k.squared_deviation, xf, m) / (n - correction), x.dtype)
+
+
+def _scale_part(a, s, out, lo, hi):
+    np.multiply(a[lo:hi], s[lo:hi] if s.ndim else s, out=out[lo:hi])
+
+
+def scale_rows(a, s):
+    """``a * s`` for a (N, ...) and s a 0-d array or one value per row (N, 1, ...), in a's dtype,
+    split by rows over the kernel threads (NumPy's multiply releases the GIL): a loss's gradient
+    scaled by its upstream gradient is a full pass over (N, C) logits."""
+    if not _checks.floats(a) or a.ndim == 0 or type(s) is not np.ndarray or s.dtype != a.dtype:
+        return None
+    if s.ndim and (s.shape[0] != a.shape[0] or s.size != a.shape[0]):
+        return None
+    out = np.empty_like(a)
+    spans = _checks.split(a.shape[0], max(1, min(_checks.parallel(a.size), a.shape[0])))
+    _runtime.run_parts(_scale_part, [(a, s, out, lo, hi) for lo, hi in spans])
+    return out

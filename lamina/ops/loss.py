@@ -87,7 +87,9 @@ class CrossEntropy(Op):
         grad = self.saved[1] if self.saved is not None else None
         if grad is not None and type(g) is np.ndarray:
             # the kernel's gradient is for an upstream gradient of 1 (of 1 per row for 'none')
-            return grad * (g.reshape(-1, 1) if self.reduction == "none" else g), None
+            s = g.reshape(-1, 1) if self.reduction == "none" else g
+            out = _kernels.scale_rows(grad, s)
+            return (grad * s if out is None else out), None
         return NotImplemented
 
     def onnx(self, g, x, target, weight=None):

@@ -128,3 +128,17 @@ def test_reductions(dtype):
     np.testing.assert_allclose(K.var_all(x, correction=0), torch.from_numpy(x).var(correction=0).item(), rtol=rtol * 10)
     assert K.sum_all(np.zeros(0, dtype)) == 0 and np.isnan(K.var_all(np.ones(1, dtype)))
     assert K.sum_all(x[::2]) is None
+
+
+def test_scale_rows(dtype, parts):
+    rng = np.random.default_rng(21)
+    a = rng.standard_normal((37, 11)).astype(dtype)
+    s0 = np.asarray(0.25, dtype)
+    s1 = rng.standard_normal((37, 1)).astype(dtype)
+    np.testing.assert_array_equal(K.scale_rows(a, s0), a * s0)
+    np.testing.assert_array_equal(K.scale_rows(a, s1), a * s1)
+    assert K.scale_rows(a, s0).dtype == dtype
+    other = np.float64 if dtype == np.float32 else np.float32
+    assert K.scale_rows(a, s0.astype(other)) is None       # the caller promotes as NumPy does
+    assert K.scale_rows(a, s1[:5]) is None                 # not one value per row
+    assert K.scale_rows(a[:, ::2], s0) is None             # not contiguous
