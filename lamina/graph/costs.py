@@ -88,10 +88,18 @@ def _positions(node, x):
     return out[0] * _numel(rest) if rest else out[0]
 
 
+def _kernel_input(x):
+    """Whether the compiled CPU kernels can take x as a 2-D convolution's or pool's input (they
+    may still decline other arguments)."""
+    from .. import kernels
+    return (str(x.device) == "cpu" and x.dtype in (np.float32, np.float64) and len(x.shape) == 4
+            and kernels.enabled())
+
+
 def _kernel_scratch(node):
     """The compiled CPU convolution's scratch bytes, or None where the column engine runs."""
     x, w = node.inputs[0], node.inputs[1]
-    if str(x.device) != "cpu" or x.dtype not in (np.float32, np.float64) or len(x.shape) != 4:
+    if not _kernel_input(x):
         return None
     from ..kernels import conv as kernel_conv
     op = node.op
@@ -129,10 +137,7 @@ def _max_pool(node):
     """The NumPy path regroups the input into windows (one copy); the compiled 2-D kernels read it
     in place."""
     x = node.inputs[0]
-    from .. import kernels
-    if str(x.device) == "cpu" and x.dtype in (np.float32, np.float64) and len(x.shape) == 4 and kernels.enabled():
-        return 0
-    return x.nbytes
+    return 0 if _kernel_input(x) else x.nbytes
 
 
 # scratch memory an op allocates and frees inside one call (bytes, from shapes)
