@@ -68,6 +68,13 @@ def _layer_norm(node):
     return 8 * _numel(node.inputs[0].shape)
 
 
+def _attention(node):
+    # q k^T and p v (the causal mask's skipped half counted: the GEMMs compute it), the softmax
+    q, k, v = node.inputs
+    scores = _numel(q.shape[:-1]) * k.shape[-2]
+    return 2 * scores * (q.shape[-1] + v.shape[-1]) + 5 * scores
+
+
 def _cross_entropy(node):
     return 6 * _numel(node.inputs[0].shape)
 
@@ -78,6 +85,7 @@ FLOPS = {
     "Sum": _reduce, "Mean": _reduce, "Amax": _reduce, "Amin": _reduce, "MaxDim": _reduce, "MinDim": _reduce,
     "Prod": _reduce, "Var": lambda n: 3 * _reduce(n), "Logsumexp": lambda n: 4 * _reduce(n),
     "Softmax": _softmax, "LogSoftmax": _softmax, "LayerNorm": _layer_norm, "CrossEntropy": _cross_entropy,
+    "ScaledDotProductAttention": _attention,
 }
 def _positions(node, x):
     """Column count of Lamina's im2col: the output rows times the padded input row length (the

@@ -32,10 +32,11 @@ def fetch_state(v):
 
 def _array_backward(node, arrays):
     """An op's array-level backward in place of its traced Tensor-op backward: ``arrays`` are
-    the output gradients, then the forward inputs; ``op.saved`` is what its forward kept."""
+    the output gradients (the first outputs'; the others had none), then the forward inputs;
+    ``op.saved`` is what its forward kept."""
     op = node.op
     k = len(arrays) - len(node.grad_of.inputs)
-    grads = arrays[0] if k == 1 else tuple(arrays[:k])
+    grads = arrays[0] if op.n_outputs == 1 else tuple(arrays[:k]) + (None,) * (op.n_outputs - k)
     op.needs_input_grad = node.grad_of.needs_input_grad
     try:
         res = op.backward_on_arrays(grads, *arrays[k:])

@@ -37,15 +37,16 @@ def array_backward(graph):
     """Run the backward of ops that have an array-level one (``Op.backward_arrays``, e.g. the
     compiled kernels of gelu and layer_norm) as one node, in place of the Tensor ops their traced
     backward made. The forward node then keeps its ``saved`` values for it. Only on a graph as
-    traced (before other passes), for single-output ops whose traced backward's values nothing
-    else reads."""
+    traced (before other passes), for ops whose traced backward starts from the gradient of their
+    first output alone (other outputs unused) and whose values nothing else reads."""
     g = graph.copy()
     index = {id(n): i for i, n in enumerate(graph.nodes)}
     users = graph.users()
     final = {id(v) for v in graph.outputs} | {id(v) for _, v in graph.updates}
     cut = []
     for fwd, first, end, gvals, ivals, rvals in getattr(graph, "backward_regions", ()):
-        if fwd.op_cls.backward_arrays is None or id(fwd) not in index or len(gvals) != 1 or gvals[0] is None \
+        if fwd.op_cls.backward_arrays is None or id(fwd) not in index or gvals[0] is None \
+                or any(v is not None for v in gvals[1:]) \
                 or end <= first or any(graph.nodes[j].phase != "backward" for j in range(first, end)):
             continue
         region = graph.nodes[first:end]

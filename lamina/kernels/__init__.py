@@ -1,5 +1,5 @@
 """Compiled CPU kernels (Numba) on raw NumPy arrays: fused elementwise activations,
-softmax/log_softmax and cross-entropy, layer_norm, convolution packing around one BLAS GEMM per
+softmax/log_softmax and cross-entropy, layer_norm, scaled dot-product attention, convolution packing around one BLAS GEMM per
 direction, pooling, optimiser updates over flat buffers, embedding backward, dropout masks and
 large reductions.
 
@@ -22,6 +22,7 @@ non-contiguous layout): the caller then runs its NumPy/CuPy path, which stays th
 from __future__ import annotations
 
 from ._runtime import cache_dir, cache_enabled, enabled, get_num_threads, set_enabled, set_num_threads
+from .attention import attention_backward, attention_forward
 from .activation import (bias_act_backward, bias_act_forward, gelu_backward, gelu_forward,
                          leaky_relu_backward, leaky_relu_forward, relu_backward, relu_forward,
                          sigmoid_backward, sigmoid_forward, silu_backward, silu_forward,
@@ -39,6 +40,8 @@ from .warmup import warmup
 
 __all__ = [
     "adam_update",
+    "attention_backward",
+    "attention_forward",
     "avg_pool2d_backward",
     "avg_pool2d_forward",
     "bias_act_backward",

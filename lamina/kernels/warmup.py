@@ -7,9 +7,9 @@ import time
 
 import numpy as np
 
-from . import _checks, _runtime, activation, conv, misc, norm, optim, softmax
+from . import _checks, _runtime, activation, attention, conv, misc, norm, optim, softmax
 
-FAMILIES = ("activation", "softmax", "norm", "conv", "optim", "misc")
+FAMILIES = ("activation", "softmax", "attention", "norm", "conv", "optim", "misc")
 
 
 def _activation(dt, rng):
@@ -31,6 +31,12 @@ def _softmax(dt, rng):
     softmax.softmax_backward(g, softmax.softmax_forward(x))
     softmax.log_softmax_backward(g, softmax.log_softmax_forward(x))
     softmax.cross_entropy(x, np.arange(4, dtype=np.int64))
+
+
+def _attention(dt, rng):
+    q, k, v, g = (rng.standard_normal((1, 2, 3, 4)).astype(dt) for _ in range(4))
+    out, w = attention.attention_forward(q, k, v, 0.5, True)
+    attention.attention_backward(g, q, k, v, w, 0.5, True)
 
 
 def _norm(dt, rng):
@@ -76,7 +82,7 @@ def _misc(dt, rng):
     _runtime.load("sync").spin_until(np.zeros(1, np.int64), 0, 1)  # the kernel threads' wait
 
 
-_RUN = {"activation": _activation, "softmax": _softmax, "norm": _norm, "conv": _conv,
+_RUN = {"activation": _activation, "softmax": _softmax, "attention": _attention, "norm": _norm, "conv": _conv,
         "optim": _optim, "misc": _misc}
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 
 from .. import backend, ops
+from ..amp.autocast_mode import _state as _amp_state
 from ..ops import (  # noqa: F401  (re-exported: these primitives are the functional API)
     adaptive_avg_pool1d, adaptive_avg_pool2d, avg_pool1d, avg_pool2d, conv1d, conv2d, conv3d,
     conv_transpose1d, conv_transpose2d, dropout, embedding, gelu, layer_norm, leaky_relu, linear,
@@ -116,6 +117,11 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
         raise ValueError("scaled_dot_product_attention: pass either attn_mask or is_causal, not both")
     L, S = query.shape[-2], key.shape[-2]
     scale = 1.0 / (query.shape[-1] ** 0.5) if scale is None else scale
+    if (attn_mask is None and dropout_p == 0.0 and not _amp_state.active
+            and query.shape[:-2] == key.shape[:-2] == value.shape[:-2]
+            and query.dtype == key.dtype == value.dtype and query.dtype in (backend.float32, backend.float64)
+            and query.device == key.device == value.device):
+        return ops.scaled_dot_product_attention(query, key, value, scale, is_causal)  # one fused op
     scores = (query * scale) @ key.mT
     if is_causal:
         attn_mask = _causal_mask(L, S, query.device)

@@ -23,7 +23,7 @@ from .conv import (  # noqa: F401
 from .pool import (  # noqa: F401
     adaptive_avg_pool1d, adaptive_avg_pool2d, avg_pool1d, avg_pool2d, max_pool1d, max_pool2d,
 )
-from .nn import dropout, embedding, layer_norm, log_softmax, softmax  # noqa: F401
+from .nn import dropout, embedding, layer_norm, log_softmax, scaled_dot_product_attention, softmax  # noqa: F401
 from .sorting import argsort, cumsum, multinomial, sort, topk  # noqa: F401
 from . import loss, rnn  # noqa: F401,E402  (fused ops used by lamina.nn; imported so they register)
 from .diagonals import diag, diag_embed, diagonal  # noqa: F401,E402

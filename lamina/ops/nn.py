@@ -323,3 +323,101 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
         raise ValueError("layer_norm: a bias needs a weight (pass a weight of ones to shift only)")
     args = (x,) if weight is None else (x, weight) if bias is None else (x, weight, bias)
     return LayerNorm(k, eps)(*args)
+
+
+class ScaledDotProductAttention(Op):
+    """``(out, weights)`` = softmax(q k^T * scale [causal mask]) v, weights, over the last two
+    dims in one op, for q (..., L, D), k (..., S, D) and v (..., S, Dv) with the same leading
+    dims. The causal mask lets query i see keys j <= i (aligned top-left, as PyTorch). The
+    softmax weights are an output (``nn.functional`` drops it) so that backward reads them as
+    the composition's backward read its softmax output: one activation the graph can see (and
+    recompute), connected to this node when a graph of the backward is built."""
+    n_outputs = 2
+    save_output = True
+
+    def __init__(self, scale, is_causal):
+        self.scale, self.is_causal = float(scale), bool(is_causal)
+
+    def forward(self, q, k, v):
+        if type(q) is np.ndarray:
+            res = _kernels.attention_forward(_as4(q), _as4(k), _as4(v), self.scale, self.is_causal)
+            if res is not None:
+                out, w = res
+                return out.reshape(q.shape[:-1] + v.shape[-1:]), w.reshape(q.shape[:-1] + k.shape[-2:-1])
+        xp = xp_of(q)
+        s = (q * q.dtype.type(self.scale)) @ xp.swapaxes(k, -1, -2)
+        if self.is_causal:
+            s = xp.where(xp.tri(s.shape[-2], s.shape[-1], dtype=bool), s, s.dtype.type(-np.inf))
+        s -= s.max(axis=-1, keepdims=True)
+        xp.exp(s, out=s)
+        s /= s.sum(axis=-1, keepdims=True)
+        return s @ v, s
+
+    def backward(self, grads, q, k, v):
+        g, g_w = grads
+        w = self.output(1)
+        nq, nk, nv = self.needs_input_grad
+        gv = w.mT @ g if nv and g is not None else None
+        gq = gk = None
+        if nq or nk:
+            gw = g @ v.mT if g is not None else None
+            if g_w is not None:
+                gw = g_w if gw is None else gw + g_w
+            gs = w * (gw - (gw * w).sum(dim=-1, keepdim=True))
+            gq = (gs @ k) * self.scale if nq else None
+            gk = (gs.mT @ q) * self.scale if nk else None
+        return gq, gk, gv
+
+    def backward_arrays(self, grads, q, k, v):
+        g, g_w = grads
+        if g is None or g_w is not None:  # the weights' own gradient: the Tensor-level backward
+            return NotImplemented
+        w = self.outputs[1]
+        nq, nk, nv = self.needs_input_grad
+        if type(g) is np.ndarray:
+            res = _kernels.attention_backward(_as4(g), _as4(q), _as4(k), _as4(v), _as4(w), self.scale,
+                                              self.is_causal, (nq, nk, nv))
+            if res is not None:
+                return tuple(None if d is None else d.reshape(a.shape) for d, a in zip(res, (q, k, v)))
+        xp = xp_of(g)
+        gv = xp.swapaxes(w, -1, -2) @ g if nv else None
+        gq = gk = None
+        if nq or nk:
+            gs = g @ xp.swapaxes(v, -1, -2)
+            gs -= (gs * w).sum(axis=-1, keepdims=True)
+            gs *= w
+            gs *= gs.dtype.type(self.scale)
+            gq = gs @ k if nq else None
+            gk = xp.swapaxes(gs, -1, -2) @ q if nk else None
+        return gq, gk, gv
+
+    def onnx(self, g, q, k, v):
+        s = g.op("MatMul", [g.op("Mul", [q, g.scalar(self.scale, g.in_dtype(0))]),
+                            g.op("Transpose", [k], perm=_swap_last(len(g.in_shape(1))))])
+        if self.is_causal:  # -inf above the diagonal, 0 elsewhere, sized at run time
+            from onnx import helper
+            ls = g.op("Slice", [g.op("Shape", [s]), g.ints([-2]), g.ints([len(g.in_shape(0))])])
+            fill = helper.make_tensor("value", g.tensor_type(g.in_dtype(0)), [1], [-np.inf])
+            s = g.op("Add", [s, g.op("Trilu", [g.op("ConstantOfShape", [ls], value=fill), g.scalar(1, np.int64)],
+                                     upper=1)])
+        w = g.op("Softmax", [s], axis=-1)
+        return [g.op("MatMul", [w, v]), w]
+
+
+def _swap_last(n):
+    return list(range(n - 2)) + [n - 1, n - 2]
+
+
+def _as4(a):
+    """a as (batch, heads, rows, columns): a view for 2-4 dims, a reshape beyond."""
+    if a.ndim == 4:
+        return a
+    if a.ndim < 4:
+        return a.reshape((1,) * (4 - a.ndim) + a.shape)
+    return a.reshape((-1,) + a.shape[-3:])
+
+
+def scaled_dot_product_attention(q, k, v, scale, is_causal=False):
+    """softmax(q k^T * scale [causal mask]) v: the fused op for float q, k, v of one dtype and device with equal leading dims (callers
+    check; ``nn.functional.scaled_dot_product_attention`` composes the other cases)."""
+    return ScaledDotProductAttention(scale, is_causal)(q, k, v)[0]

@@ -53,8 +53,17 @@ def _batch_norm_torch(x, mean, var, w, b, training):
 
 
 def _attention(rng):
-    yield Sample((R(rng, 2, 3, 4), R(rng, 2, 5, 4), R(rng, 2, 5, 4)))
+    # the fused op: (batch, heads, L, D) and other leading dims, causal with more or fewer keys
+    # than queries, values wider than keys, an explicit scale
+    yield Sample((R(rng, 2, 3, 4, 3), R(rng, 2, 3, 5, 3), R(rng, 2, 3, 5, 2)))
     yield Sample((R(rng, 1, 2, 4, 3), R(rng, 1, 2, 4, 3), R(rng, 1, 2, 4, 3)), dict(is_causal=True))
+    yield Sample((R(rng, 2, 5, 4), R(rng, 2, 3, 4), R(rng, 2, 3, 4)), dict(is_causal=True, scale=0.7))
+    yield Sample((R(rng, 3, 4), R(rng, 5, 4), R(rng, 5, 6)), dict(is_causal=True))
+    yield Sample((R(rng, 2, 1, 2, 3, 4), R(rng, 2, 1, 2, 3, 4), R(rng, 2, 1, 2, 3, 4)))
+    # the composition: a boolean mask, broadcast batch dims
+    yield Sample((R(rng, 2, 3, 4), R(rng, 2, 5, 4), R(rng, 2, 5, 4)),
+                 dict(attn_mask=np.array([[True, False, True, True, False]] * 3)), desc="mask")
+    yield Sample((R(rng, 2, 3, 4), R(rng, 1, 5, 4), R(rng, 1, 5, 4)), desc="broadcast")
 
 
 def _cosine(rng):

@@ -259,7 +259,8 @@ def test_array_and_tensor_backward_agree(info, sample):
 # reaches a kernel, so running it twice would test nothing new). LAMINA_KERNELS=0 runs the whole
 # suite without kernels.
 KERNEL_OPS = {"tanh", "sigmoid", "relu", "leaky_relu", "gelu", "gelu_tanh", "silu", "softmax",
-              "log_softmax", "layer_norm", "cross_entropy", "embedding", "conv2d"}
+              "log_softmax", "layer_norm", "cross_entropy", "embedding", "conv2d",
+              "F.scaled_dot_product_attention"}
 _KERNEL_PARITY = [c for c in PARITY_CASES if c.values[0].name in KERNEL_OPS]
 _KERNEL_PARITY_GRAD = [c for c in PARITY_GRAD_CASES if c.values[0].name in KERNEL_OPS]
 _KERNEL_ARRAY = [c for c in ARRAY_PATH_CASES if c.values[0].name in KERNEL_OPS]
@@ -316,6 +317,7 @@ _WIRED = [  # (op-table name, the kernel functions its forward and first-order b
     ("embedding", ("embedding_backward",)),
     ("dropout", ("dropout_forward",)),
     ("conv2d", ("conv2d_forward", "conv2d_backward")),  # its first sample: 3 channels, groups 1
+    ("F.scaled_dot_product_attention", ("attention_forward", "attention_backward")),
 ]
 
 

@@ -1,0 +1,102 @@
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as TF
+
+import lamina
+from lamina import kernels as K
+
+from .conftest import rand, tol
+
+
+def _heads(x, b, t, h, d):
+    """(B, T, H*D) -> (B, H, T, D) as a strided view, as a GPT splits its fused projection."""
+    return x.reshape(b, t, h, d).transpose(0, 2, 1, 3)
+
+
+def _torch(q, k, v, g, scale, causal):
+    tq, tk, tv = (torch.from_numpy(np.ascontiguousarray(a)).requires_grad_() for a in (q, k, v))
+    out = TF.scaled_dot_product_attention(tq, tk, tv, is_causal=causal, scale=scale)
+    grads = torch.autograd.grad(out, (tq, tk, tv), torch.from_numpy(np.ascontiguousarray(g)))
+    return out.detach().numpy(), [t.numpy() for t in grads]
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("L,S", [(6, 6), (4, 7), (7, 4)])
+def test_attention_matches_torch_on_strided_heads(causal, L, S, dtype, parts):
+    rng = np.random.default_rng(L * 10 + S)
+    b, h, d, dv = 3, 2, 4, 5
+    q = _heads(rand(rng, (b, L, h * d), dtype), b, L, h, d)
+    kv = rand(rng, (b, S, h * (d + dv)), dtype)  # keys and values sliced off one projection
+    k = _heads(kv[..., :h * d], b, S, h, d)
+    v = _heads(kv[..., h * d:], b, S, h, dv)
+    g = _heads(rand(rng, (b, L, h * dv), dtype), b, L, h, dv)  # a transposed upstream gradient
+    scale = 0.45
+    out, w = K.attention_forward(q, k, v, scale, causal)
+    dq, dk, dv_ = K.attention_backward(g, q, k, v, w, scale, causal)
+    t_out, (t_dq, t_dk, t_dv) = _torch(q, k, v, g, scale, causal)
+    t = tol(dtype, 2e-6, 1e-13)
+    for got, want in ((out, t_out), (dq, t_dq), (dk, t_dk), (dv_, t_dv)):
+        assert got.dtype == dtype
+        np.testing.assert_allclose(got, want, rtol=t, atol=t)
+    # outputs and gradients keep their input's memory order (the head split reshapes back freely)
+    assert out.transpose(0, 2, 1, 3).flags.c_contiguous and dq.transpose(0, 2, 1, 3).flags.c_contiguous
+    assert w.shape == (b, h, L, S) and np.allclose(w.sum(-1), 1)
+    if causal:
+        assert np.all(w[:, :, np.arange(L)[:, None] < np.arange(S)[None, :]] == 0)
+
+
+def test_attention_one_sequence_splits_its_heads_and_skips_unneeded_gradients(dtype):
+    rng = np.random.default_rng(0)
+    q, k, v, g = (rand(rng, (1, 5, 6, 4), dtype) for _ in range(4))
+    previous = K._checks.force_parts
+    K._checks.force_parts = 3
+    try:
+        out, w = K.attention_forward(q, k, v, 0.5, True)
+        dq, dk, dv = K.attention_backward(g, q, k, v, w, 0.5, True, needs=(False, True, False))
+    finally:
+        K._checks.force_parts = previous
+    t_out, (_, t_dk, _) = _torch(q, k, v, g, 0.5, True)
+    np.testing.assert_allclose(out, t_out, rtol=tol(dtype, 2e-6), atol=tol(dtype, 2e-6))
+    np.testing.assert_allclose(dk, t_dk, rtol=tol(dtype, 2e-6), atol=tol(dtype, 2e-6))
+    assert dq is None and dv is None
+
+
+def test_attention_nan_poisons_its_rows_like_torch():
+    rng = np.random.default_rng(1)
+    q, k, v = (rand(rng, (1, 1, 4, 3), np.float64) for _ in range(3))
+    k[0, 0, 2, 1] = np.nan  # key 2: causal rows 0 and 1 never see it
+    out, _ = K.attention_forward(q, k, v, 1.0, True)
+    t_out, _ = _torch(q, k, v, np.ones_like(out), 1.0, True)
+    np.testing.assert_array_equal(np.isnan(out), np.isnan(t_out))
+    assert not np.isnan(out[0, 0, :2]).any() and np.isnan(out[0, 0, 2:]).all()
+
+
+def test_attention_declines_what_it_does_not_take():
+    q = np.ones((1, 1, 3, 2), np.float32)
+    assert K.attention_forward(q, q, q.astype(np.float64), 1.0, False) is None  # mixed dtypes
+    assert K.attention_forward(q[0], q[0], q[0], 1.0, False) is None            # not 4-D
+    assert K.attention_forward(q.astype(np.float16), q.astype(np.float16), q.astype(np.float16), 1.0,
+                               False) is None
+    wide = np.ones((1, 1, 3, 4), np.float32)[..., ::2]                           # strided rows
+    assert K.attention_forward(wide, wide, wide, 1.0, False) is None
+
+
+def test_attention_op_uses_one_node_and_matches_the_composition():
+    """nn.functional's attention runs as one op whose gradients equal those of the composition
+    it replaces (a bool mask still takes the composition)."""
+    rng = np.random.default_rng(2)
+    q, k, v = (lamina.tensor(rng.standard_normal((2, 3, 5, 4)), requires_grad=True) for _ in range(3))
+    out = lamina.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+    assert type(out._node).__name__ == "ScaledDotProductAttention"
+    grads = lamina.grad(out.sum(), (q, k, v))
+    mask = lamina.tensor(np.tril(np.ones((5, 5), bool)))
+    ref = lamina.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    assert type(ref._node).__name__ != "ScaledDotProductAttention"
+    ref_grads = lamina.grad(ref.sum(), (q, k, v))
+    np.testing.assert_allclose(out.detach().numpy(), ref.detach().numpy(), rtol=1e-12, atol=1e-14)
+    for a, b in zip(grads, ref_grads):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-10, atol=1e-13)
+
+
+test_attention_op_uses_one_node_and_matches_the_composition.runs_with_kernels_off = True
