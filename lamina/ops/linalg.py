@@ -17,6 +17,9 @@ def _as_input_dtype(y, a):
     return y.astype(a.dtype) if y.dtype != a.dtype else y
 
 
+_PRODUCT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
 def _product(a, b):
     """``a @ b``, on the kernel threads where ``lamina.kernels.matmul`` takes the arrays."""
     y = _kernels.matmul(a, b)
@@ -111,6 +114,17 @@ class Linear(Op):
         if b is not None and needs[2]:
             gb = g.reshape(-1, g.shape[-1]).sum(dim=0)
         return (gx, gw) if b is None else (gx, gw, gb)
+
+    def backward_arrays(self, g, x, w, b=None):
+        if x.dtype not in _PRODUCT_DTYPES:  # bfloat16/float16: the Tensor ops' rounding rules
+            return NotImplemented
+        needs = self.needs_input_grad
+        g2 = g.reshape(-1, g.shape[-1])
+        gx = _product(g2, w).reshape(x.shape) if needs[0] else None
+        gw = _product(g2.T, x.reshape(-1, x.shape[-1])) if needs[1] else None
+        if b is None:
+            return gx, gw
+        return gx, gw, (g2.sum(axis=0) if needs[2] else None)
 
     def onnx(self, g, x, w, b=None):
         if len(g.in_shape(0)) == 2:

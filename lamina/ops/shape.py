@@ -51,6 +51,9 @@ class Reshape(Op):
     def backward(self, g, x):
         return g.reshape(x.shape)
 
+    def backward_arrays(self, g, x):
+        return g.reshape(x.shape)
+
     def onnx(self, g, x):
         shape, twin = list(self.shape), list(g.twin_attr("shape"))
         moving = [i for i, (a, b) in enumerate(zip(shape, twin)) if a != b]
@@ -71,6 +74,12 @@ class Permute(Op):
 
     def backward(self, g, x):
         return g.permute(*np.argsort(self.dims).tolist())
+
+    def backward_arrays(self, g, x):
+        inverse = [0] * len(self.dims)
+        for i, d in enumerate(self.dims):
+            inverse[d] = i
+        return g.transpose(inverse)
 
     def onnx(self, g, x):
         return g.op("Transpose", [x], perm=list(self.dims))
@@ -246,6 +255,17 @@ class Split(Op):
                 g = x.new_zeros(tuple(shape), dtype=x.dtype)
             parts.append(g)
         return cat(parts, self.dim)
+
+    def backward_arrays(self, grads, x):
+        xp = xp_of(x)
+        parts = []
+        for g, size in zip(grads, self.sizes):
+            if g is None:
+                shape = list(x.shape)
+                shape[self.dim] = size
+                g = xp.zeros(tuple(shape), dtype=x.dtype)
+            parts.append(g)
+        return xp.concatenate(parts, axis=self.dim)
 
     def onnx(self, g, x):
         return g.op("Split", [x, g.vector(self.sizes, g.twin_attr("sizes"))], n_out=len(self.sizes),
