@@ -7,6 +7,8 @@ from .backend import (  # noqa: F401
     float64, get_default_dtype, initial_seed, int8, int16, int32, int64, manual_seed,
     set_default_dtype, uint8,
 )
+from .backend import tune_allocator as _tune_allocator  # noqa: E402
+_tune_allocator()  # freed array memory stays in the process (LAMINA_MALLOC=default: it does not)
 from .autograd import (  # noqa: F401
     detect_anomaly, enable_grad, format_graph, grad, is_grad_enabled, no_grad, print_graph,
     set_detect_anomaly, set_grad_enabled,

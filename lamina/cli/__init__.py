@@ -75,8 +75,6 @@ def _set_threads(args) -> None:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from ..backend import tune_allocator
-    tune_allocator()
     try:
         _set_threads(args)
         code = args.func(args)
