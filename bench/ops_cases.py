@@ -158,6 +158,16 @@ def layer_norm(ctx):
                  note="with weight and bias")
 
 
+def attention(ctx, backward):
+    def lamina_fn(q, k, v):
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+
+    def torch_fn(q, k, v):
+        return TF.scaled_dot_product_attention(q, k, v, is_causal=True)
+    return pointwise(ctx, (12, 4, 64, 32), (1, 2, 8, 4), lamina_fn, torch_fn, backward, params=(lambda s: s,) * 2,
+                     note="causal; batch, heads, tokens, head size of the baby GPT")
+
+
 def cross_entropy(ctx, rows, classes):
     rows, classes = ctx.pick(rows, min(rows, 8)), ctx.pick(classes, min(classes, 257))
     x, t = ctx.randn(rows, classes), ctx.randint(classes, rows)
@@ -217,6 +227,8 @@ CASES = [
     _case("log_softmax 32x50257 fwd", softmax, log=True, backward=False),
     _case("log_softmax 32x50257 fwd+bwd", softmax, log=True, backward=True),
     _case("layer_norm 4096x768 fwd+bwd", layer_norm),
+    _case("attention 12x4x64x32 fwd", attention, backward=False),
+    _case("attention 12x4x64x32 fwd+bwd", attention, backward=True),
     _case("cross_entropy 64x10 fwd+bwd", cross_entropy, rows=64, classes=10),
     _case("cross_entropy 512x50257 fwd+bwd", cross_entropy, rows=512, classes=50257),
     _case("sum 16M", reduce_sum),
