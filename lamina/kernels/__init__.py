@@ -1,7 +1,7 @@
 """Compiled CPU kernels (Numba) on raw NumPy arrays: fused elementwise activations,
-softmax/log_softmax and cross-entropy, layer_norm, scaled dot-product attention, convolution packing around one BLAS GEMM per
-direction, pooling, optimiser updates over flat buffers, embedding backward, dropout masks and
-large reductions.
+softmax/log_softmax and cross-entropy, layer_norm, the softmax of scaled dot-product attention,
+convolution packing around one BLAS GEMM per direction, pooling, optimiser updates over flat
+buffers, embedding backward, dropout masks and large reductions.
 
 Every kernel function takes plain arrays and returns its result, or None when it does not
 take the input (kernels switched off, Numba missing, a dtype other than float32/float64, a
@@ -22,11 +22,11 @@ non-contiguous layout): the caller then runs its NumPy/CuPy path, which stays th
 from __future__ import annotations
 
 from ._runtime import cache_dir, cache_enabled, enabled, get_num_threads, set_enabled, set_num_threads
-from .attention import attention_backward, attention_forward
 from .activation import (bias_act_backward, bias_act_forward, gelu_backward, gelu_forward,
                          leaky_relu_backward, leaky_relu_forward, relu_backward, relu_forward,
                          sigmoid_backward, sigmoid_forward, silu_backward, silu_forward,
                          tanh_backward, tanh_forward)
+from .attention import attention_backward, attention_forward
 from .conv import (avg_pool2d_backward, avg_pool2d_forward, col2im, conv2d_backward, conv2d_forward,
                    im2col, max_pool2d_backward, max_pool2d_forward, max_pool_blocks_backward,
                    max_pool_blocks_forward)

@@ -82,8 +82,8 @@ def _misc(dt, rng):
     _runtime.load("sync").spin_until(np.zeros(1, np.int64), 0, 1)  # the kernel threads' wait
 
 
-_RUN = {"activation": _activation, "softmax": _softmax, "attention": _attention, "norm": _norm, "conv": _conv,
-        "optim": _optim, "misc": _misc}
+_RUN = {"activation": _activation, "softmax": _softmax, "attention": _attention, "norm": _norm,
+        "conv": _conv, "optim": _optim, "misc": _misc}
 
 
 def warmup(families=FAMILIES, dtypes=("float32", "float64")) -> dict:

@@ -418,6 +418,7 @@ def _as4(a):
 
 
 def scaled_dot_product_attention(q, k, v, scale, is_causal=False):
-    """softmax(q k^T * scale [causal mask]) v: the fused op for float q, k, v of one dtype and device with equal leading dims (callers
-    check; ``nn.functional.scaled_dot_product_attention`` composes the other cases)."""
+    """softmax(q k^T * scale [causal mask]) v as one op, for float q, k, v of one dtype and device
+    with equal leading dims (callers check; ``nn.functional.scaled_dot_product_attention``
+    composes the other cases: masks, dropout, broadcast batch dims, autocast)."""
     return ScaledDotProductAttention(scale, is_causal)(q, k, v)[0]
