@@ -246,26 +246,23 @@ class Split(Op):
         bounds = np.cumsum(self.sizes)[:-1].tolist()
         return tuple(xp_of(x).split(x, bounds, axis=self.dim))
 
-    def backward(self, grads, x):
+    def _pieces(self, grads, x, zeros):
+        """The output gradients in order, ``zeros(shape)`` for the outputs that got none."""
         parts = []
         for g, size in zip(grads, self.sizes):
             if g is None:
                 shape = list(x.shape)
                 shape[self.dim] = size
-                g = x.new_zeros(tuple(shape), dtype=x.dtype)
+                g = zeros(tuple(shape))
             parts.append(g)
-        return cat(parts, self.dim)
+        return parts
+
+    def backward(self, grads, x):
+        return cat(self._pieces(grads, x, lambda shape: x.new_zeros(shape, dtype=x.dtype)), self.dim)
 
     def backward_arrays(self, grads, x):
         xp = xp_of(x)
-        parts = []
-        for g, size in zip(grads, self.sizes):
-            if g is None:
-                shape = list(x.shape)
-                shape[self.dim] = size
-                g = xp.zeros(tuple(shape), dtype=x.dtype)
-            parts.append(g)
-        return xp.concatenate(parts, axis=self.dim)
+        return xp.concatenate(self._pieces(grads, x, lambda shape: xp.zeros(shape, dtype=x.dtype)), axis=self.dim)
 
     def onnx(self, g, x):
         return g.op("Split", [x, g.vector(self.sizes, g.twin_attr("sizes"))], n_out=len(self.sizes),
