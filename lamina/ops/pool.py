@@ -136,8 +136,9 @@ class MaxPoolNd(Op):
             xp.maximum(values, blocks[i], out=values)
         if want_index and values.dtype.kind == "f":
             nan = xp.isnan(values)
-            if nan.any():  # a NaN window's index is its first NaN, as in PyTorch
-                index[nan] = xp.isnan(blocks).argmax(axis=0)[nan].astype(itype)
+            if nan.any():  # a NaN window's index is its last NaN, as in PyTorch
+                last = len(blocks) - 1 - xp.isnan(blocks[::-1]).argmax(axis=0)
+                index[nan] = last[nan].astype(itype)
         self.saved = index
         if self.n_outputs == 2:
             return values, self._flat_index(index, x.shape[2:], out)
@@ -181,6 +182,11 @@ class MaxPoolNd(Op):
             return win.max(axis=k_axes)
         flat = win.reshape(x.shape[:2] + out + (-1,))
         arg = flat.argmax(axis=-1)
+        if flat.dtype.kind == "f":
+            nan = xp.isnan(flat)
+            if nan.any():  # a NaN window's index is its last NaN, as in PyTorch
+                last = flat.shape[-1] - 1 - nan[..., ::-1].argmax(axis=-1)
+                arg = xp.where(nan.any(axis=-1), last, arg)
         values = xp.take_along_axis(flat, arg[..., None], axis=-1)[..., 0]
         # window offset -> flat index into the (unpadded) input plane
         index = xp.zeros(arg.shape, dtype=backend.int64)

@@ -147,6 +147,7 @@ def test_max_pool2d_matches_torch(kw, dtype):
     x = rand(rng, (2, 3, 9, 10), dtype)
     x[0, 0, 0, 0] = np.nan
     x[1, 1, :2, :2] = 1.0  # ties: the first index wins, as torch
+    x[1, 2, 3:5, 3:5] = np.nan  # several NaNs in a window: the last one wins, as torch
     tx = torch.from_numpy(x).requires_grad_()
     ty, ti = TF.max_pool2d(tx, return_indices=True, **kw)
     g = rand(rng, tuple(ty.shape), dtype)
@@ -168,6 +169,8 @@ def test_max_pool_blocks_match_torch(kernel, dtype, parts):
     x[0, 0, 0, min(1, kw - 1)] = np.nan   # NaN after the window's first value
     x[1, 1, kh, 0] = np.nan                # NaN first
     x[2, 0, :kh, :kw] = 0.5                # ties: the first offset
+    x[2, 1, kh:2 * kh, kw:2 * kw] = np.nan  # NaNs only: the last offset
+    x[2, 1, kh, 2 * kw] = np.nan            # a NaN first, then numbers
     tx = torch.from_numpy(x).requires_grad_()
     ty, ti = TF.max_pool2d(tx, kernel, return_indices=True)
     g = rand(rng, tuple(ty.shape), dtype)
@@ -181,6 +184,26 @@ def test_max_pool_blocks_match_torch(kernel, dtype, parts):
     flat = (np.arange(oh)[:, None] * kh + a) * x.shape[3] + np.arange(ow) * kw + b
     np.testing.assert_array_equal(flat, ti.numpy())
     np.testing.assert_array_equal(K.max_pool_blocks_backward(g, off, kernel, x.shape), tg.numpy())
+
+
+@pytest.mark.parametrize("shape", [(3, 25, 6, 8), (2, 40, 5, 7)])
+def test_max_pool_blocks_2x2_nan_and_ties_over_chunks(shape, dtype, parts):
+    """2 x 2 windows (two passes per chunk of planes): more planes than a chunk, windows with
+    every pattern of NaNs and ties drawn from a few values, against torch's flat indices."""
+    rng = np.random.default_rng(15)
+    x = rng.choice(np.array([-1.0, 0.5, 2.0, np.nan]), size=shape).astype(dtype)
+    x[0, 0] = rand(rng, shape[2:], dtype)
+    tx = torch.from_numpy(x).requires_grad_()
+    ty, ti = TF.max_pool2d(tx, 2, return_indices=True)
+    g = rand(rng, tuple(ty.shape), dtype)
+    tg, = torch.autograd.grad(ty, tx, torch.from_numpy(g))
+    y, off = K.max_pool_blocks_forward(x, 2)
+    np.testing.assert_array_equal(y, ty.detach().numpy())
+    oh, ow = y.shape[2:]
+    a, b = np.divmod(off.astype(np.int64), 2)
+    flat = (np.arange(oh)[:, None] * 2 + a) * x.shape[3] + np.arange(ow) * 2 + b
+    np.testing.assert_array_equal(flat, ti.numpy())
+    np.testing.assert_array_equal(K.max_pool_blocks_backward(g, off, 2, x.shape), tg.numpy())
 
 
 def test_max_pool_blocks_decline():

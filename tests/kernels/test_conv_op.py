@@ -159,6 +159,7 @@ def test_max_pool2d_op_kernels_on_and_off_match_torch(kw, dtype):
     x = rand(rng, (2, 3, 9, 8), dtype)
     x[0, 0, 0, 1] = np.nan
     x[1, 2, 4, 4] = np.nan
+    x[1, 1, 2:4, 2:4] = np.nan  # several NaNs in a window: the last one is the maximum
     tx = torch.from_numpy(x).requires_grad_()
     tout = TF.max_pool2d(tx, **kw)
     ty = tout[0] if isinstance(tout, tuple) else tout

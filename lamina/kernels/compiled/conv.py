@@ -342,35 +342,27 @@ def planes_to_nchw(ymat, out, n0, nb, bias, has_bias, o0, o1):
 
 @njit(inline="always", error_model="numpy")
 def _takes_max(v, m):
-    """Whether v replaces the running maximum m: greater, or the first NaN (PyTorch's rule)."""
-    return v > m or (v != v and m == m)
+    """Whether v replaces the running maximum m: greater, or a NaN (so the last NaN of a window
+    wins, as in PyTorch)."""
+    return v > m or v != v
+
+
+# Planes per chunk of the 2 x 2 max pool: the chunk's row maxima stay in L1/L2 between its passes.
+_POOL_CHUNK = 32
 
 
 @njit(**JIT)
 def max_pool_blocks(x, y, idx, kh, kw, q0, q1):
     """y (P, oh, ow): the max of each non-overlapping kh x kw window of the planes x (P, H, W)
     (rows and columns past oh*kh, ow*kw unused), idx its offset a*kw + b in the window; the
-    first maximum wins, and the first NaN over any number. Planes q0..q1-1. 2 x 2 windows are
-    written out: as loops the compares stay branches, which random data mispredicts (4x slower)."""
+    first maximum wins, and the last NaN over any number. Planes q0..q1-1."""
+    if kh == 2 and kw == 2:
+        _max_pool_2x2(x, y, idx, q0, q1)
+        return
     oh, ow = y.shape[1], y.shape[2]
     for q in range(q0, q1):
         for i in range(oh):
             yr, ir = y[q, i], idx[q, i]
-            if kh == 2 and kw == 2:
-                r0, r1 = x[q, 2 * i], x[q, 2 * i + 1]
-                for j in range(ow):
-                    m, k = r0[2 * j], 0
-                    v = r0[2 * j + 1]
-                    if _takes_max(v, m):
-                        m, k = v, 1
-                    v = r1[2 * j]
-                    if _takes_max(v, m):
-                        m, k = v, 2
-                    v = r1[2 * j + 1]
-                    if _takes_max(v, m):
-                        m, k = v, 3
-                    yr[j], ir[j] = m, k
-                continue
             for j in range(ow):
                 m, k = x[q, i * kh, j * kw], 0
                 for a in range(kh):
@@ -382,38 +374,88 @@ def max_pool_blocks(x, y, idx, kh, kw, q0, q1):
                 yr[j], ir[j] = m, k
 
 
+@njit(inline="always", error_model="numpy")
+def _right_wins(v, kv, m, km):
+    """Whether the right column's maximum v (window offset kv) replaces the left one's m (km) in
+    ``_takes_max``'s window order: greater, a NaN over a number, the later of two NaNs, or the
+    earlier of two equal numbers."""
+    vn, mn = v != v, m != m
+    return (v > m) | (vn & ~mn) | (vn & mn & (kv > km)) | ((v == m) & (kv < km))
+
+
+@njit(inline="always", error_model="numpy")
+def _max_pool_2x2(x, y, idx, q0, q1):
+    """2 x 2 windows in two passes per chunk of planes, each a long branch-free loop: the
+    maximum of every column pair of a row pair (a plain compare, which compiles to a max, with a
+    slower exact pass for a row pair holding a NaN), then of every neighbouring pair of those
+    across the chunk's flat output. Written as compares inside one loop, the data-dependent
+    branches cost 4-7x on random input."""
+    oh, ow = y.shape[1], y.shape[2]
+    w2, per = 2 * ow, oh * ow
+    yf, jf = y.reshape(-1), idx.reshape(-1)
+    tv = np.empty(_POOL_CHUNK * oh * w2, x.dtype)
+    tk = np.empty(_POOL_CHUNK * oh * w2, np.int8)
+    two = np.int8(2)
+    for c0 in range(q0, q1, _POOL_CHUNK):
+        c1 = min(c0 + _POOL_CHUNK, q1)
+        for q in range(c0, c1):
+            for i in range(oh):
+                r0, r1 = x[q, 2 * i, :w2], x[q, 2 * i + 1, :w2]
+                base = ((q - c0) * oh + i) * w2
+                vr, kr = tv[base:base + w2], tk[base:base + w2]
+                nan = False
+                for j in range(w2):
+                    a, c = r0[j], r1[j]
+                    t = c > a
+                    nan |= (a != a) | (c != c)
+                    vr[j] = c if t else a
+                    kr[j] = two * np.int8(t)
+                if nan:
+                    for j in range(w2):
+                        a, c = r0[j], r1[j]
+                        t = _takes_max(c, a)
+                        vr[j] = c if t else a
+                        kr[j] = two if t else np.int8(0)
+        o0 = c0 * per
+        n = (c1 - c0) * per
+        yc, ic = yf[o0:o0 + n], jf[o0:o0 + n]
+        for o in range(n):
+            m, k = tv[2 * o], tk[2 * o]
+            v, kv = tv[2 * o + 1], tk[2 * o + 1] + np.int8(1)
+            t = _right_wins(v, kv, m, k)
+            yc[o] = v if t else m
+            ic[o] = kv if t else k
+
+
 @njit(**JIT)
 def max_unpool_blocks(g, idx, dx, kh, kw, q0, q1):
     """dx (P, H, W) = g (P, oh, ow) placed at offset idx of each non-overlapping kh x kw
-    window, zeros everywhere else (the gradient of max_pool_blocks). Planes q0..q1-1."""
+    window, zeros everywhere else (the gradient of max_pool_blocks). Planes q0..q1-1. Each
+    plane is zeroed, then every value stored at its computed place: no data-dependent branch."""
     oh, ow = g.shape[1], g.shape[2]
     h, w = dx.shape[1], dx.shape[2]
     z = like(dx[0, 0, 0], 0.0)
     for q in range(q0, q1):
+        dq = dx[q]
+        for r in range(h):
+            row = dq[r]
+            for j in range(w):
+                row[j] = z
         for i in range(oh):
             gr, ir = g[q, i], idx[q, i]
-            for a in range(kh):
-                row = dx[q, i * kh + a]
-                if kw == 2:  # two stores per window row, each a select: 2x faster than the loop
-                    for j in range(ow):
-                        v, k = gr[j], ir[j] - 2 * a
-                        row[2 * j] = v if k == 0 else z
-                        row[2 * j + 1] = v if k == 1 else z
-                else:
-                    for j in range(ow):
-                        v, k = gr[j], ir[j] - a * kw
-                        for b in range(kw):
-                            row[j * kw + b] = v if k == b else z
-                for j in range(ow * kw, w):
-                    row[j] = z
-        for r in range(oh * kh, h):
-            for j in range(w):
-                dx[q, r, j] = z
+            if kh == 2 and kw == 2:
+                for j in range(ow):
+                    k = np.intp(ir[j])
+                    dq[2 * i + (k >> 1), 2 * j + (k & 1)] = gr[j]
+            else:
+                for j in range(ow):
+                    k = np.intp(ir[j])
+                    dq[kh * i + k // kw, kw * j + k % kw] = gr[j]
 
 
 @njit(**JIT)
 def max_pool2d(x, y, idx, kh, kw, sh, sw, ph, pw, dh, dw, q0, q1):
-    """y, idx (N, C, oh, ow): the max of each window (NaN wins, as in PyTorch) and its flat
+    """y, idx (N, C, oh, ow): the max of each window (the last NaN wins, as in PyTorch) and its flat
     index ih*W + iw in the input plane; windows read -inf outside the input. For the (n, c)
     planes q0..q1-1."""
     n, c, h, w = x.shape
@@ -437,10 +479,6 @@ def max_pool2d(x, y, idx, kh, kw, sh, sw, ph, pw, dh, dw, q0, q1):
                         v = xp[ih, iw]
                         if bi < 0 or v > best or v != v:
                             best, bi = v, ih * w + iw
-                            if v != v:
-                                break
-                    if best != best:
-                        break
                 y[q // c, q % c, i, j] = best
                 idx[q // c, q % c, i, j] = bi
 
