@@ -1,6 +1,7 @@
-"""lamina.kernels.matmul: moderate products run BLAS on one thread while the kernels split calls,
-equal to NumPy's, with BLAS's setting restored; small and large ones and what it does not take
-come back as None (the caller multiplies as before)."""
+"""lamina.kernels.matmul: while the kernels split calls, moderate products run BLAS on one thread
+and large ones are split by rows over the kernel threads, equal to NumPy's, with BLAS's setting
+restored; small ones and what it does not take come back as None (the caller multiplies as
+before)."""
 import numpy as np
 import pytest
 
@@ -51,12 +52,28 @@ def test_matmul_declines(two_threads, monkeypatch):
     assert K.matmul(np.ones((2, 256, 128)), np.ones((128, 80))) is None     # the caller folds these
     assert K.matmul(a, np.ones((127, 80), np.float32)) is None          # shapes that do not fit
     assert K.matmul(np.ones((8, 8), np.float32), np.ones((8, 8), np.float32)) is None  # small
-    monkeypatch.setattr(gemm, "BLAS_THREADS", 1 << 20)
-    assert K.matmul(a, b) is None                                       # large: BLAS's own threads
-    monkeypatch.setattr(gemm, "BLAS_THREADS", 1 << 25)
     monkeypatch.setattr(_runtime, "last_split", float("-inf"))
     assert K.matmul(a, b) is None                                       # no kernel split lately
     assert _runtime.run_parts(lambda i: i, [(0,), (1,)]) == [0, 1]      # one now
     assert K.matmul(a, b) is not None
     monkeypatch.setattr(_runtime, "_threads", 1)
     assert K.matmul(a, b) is None                                       # one thread: nothing to do
+
+
+@pytest.mark.parametrize("shapes", [((256, 128), (128, 80)), ((1, 4096), (4096, 80)), ((6, 91, 64), (6, 64, 50))])
+def test_large_matmul_split_by_rows_over_the_kernel_threads(shapes, dtype, two_threads, monkeypatch):
+    """Past BLAS_THREADS a product runs as row blocks of single-thread GEMMs on the kernel
+    threads (one block per thread, a single row as one), equal to NumPy's."""
+    monkeypatch.setattr(gemm, "BLAS_THREADS", 1 << 18)
+    calls = []
+    original = _runtime.run_parts
+    monkeypatch.setattr(_runtime, "run_parts", lambda fn, parts: calls.append(len(parts)) or original(fn, parts))
+    rng = np.random.default_rng(6)
+    a, b = rand(rng, shapes[0], dtype), rand(rng, shapes[1], dtype)
+    before = _blas()
+    got = K.matmul(a, b)
+    assert {f: _blas()[f] for f in before} == before
+    assert calls == [min(2, shapes[0][-2])]
+    want = np.matmul(a, b)
+    assert got.shape == want.shape and got.dtype == want.dtype
+    np.testing.assert_allclose(got, want, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-4)
