@@ -242,7 +242,10 @@ def planar_forward(xp, w, bias, has_bias, out, kh, kw, sh, dh, dw, s0, s1):
         for i in range(oh):
             for o in range(0, O, 4):
                 o1, o2, o3 = min(o + 1, O - 1), min(o + 2, O - 1), min(o + 3, O - 1)
-                for j in range(0, ow, L):
+                for j0 in range(0, ow, L):
+                    # a row's last vector ends at the row's end, overlapping the one before
+                    # (recomputed, stored again): whole stores, unless the row is shorter
+                    j = max(0, min(j0, ow - L))
                     nl = min(L, ow - j)
                     a0 = vsplat(of, bias[o] if has_bias else zero)
                     a1 = vsplat(of, bias[o1] if has_bias else zero)

