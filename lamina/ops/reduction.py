@@ -5,7 +5,7 @@ from __future__ import annotations
 import builtins
 from collections import namedtuple
 
-from .. import backend
+from .. import backend, kernels as _kernels
 from ..tensor import Tensor, _wrap
 from .base import Op, check_float, normalize_dim, normalize_dims, xp_of
 from .elementwise import _floating, exp, maximum, minimum, sqrt, where
@@ -26,6 +26,20 @@ def _expand_grad(g: Tensor, shape, dims, keepdim) -> Tensor:
     return Expand(shape)(g) if g.shape != shape else g
 
 
+# Elements from which a whole-array sum runs compiled (below, NumPy's call costs less than the
+# kernel's: 2 us against 4.6 us for 1024 float32; 61 us against 28 us for 262144).
+WHOLE_SUM_MIN = 1 << 14
+
+
+def _whole(x, dims, keepdim, fn, *args):
+    """fn(x, *args) (a 0-d array, or None when the kernel does not take x) for a reduction over
+    every dim of a non-empty array; shaped for ``keepdim``."""
+    if not dims or len(dims) != x.ndim or x.size == 0:
+        return None
+    y = fn(x, *args)
+    return y.reshape((1,) * x.ndim) if y is not None and keepdim else y
+
+
 def _count(shape, dims) -> int:
     n = 1
     for d in dims:
@@ -40,6 +54,10 @@ class Sum(Op):
         self.dims, self.keepdim, self.dtype = dims, keepdim, dtype
 
     def forward(self, x):
+        if (self.dtype is None or self.dtype == x.dtype) and x.size >= WHOLE_SUM_MIN:
+            y = _whole(x, self.dims, self.keepdim, _kernels.sum_all)
+            if y is not None:
+                return y
         return x.sum(axis=self.dims, keepdims=self.keepdim, dtype=self.dtype)
 
     def backward(self, g, x):
@@ -60,7 +78,8 @@ class Mean(Op):
         self.dims, self.keepdim = dims, keepdim
 
     def forward(self, x):
-        return x.mean(axis=self.dims, keepdims=self.keepdim)
+        y = _whole(x, self.dims, self.keepdim, _kernels.mean_all)
+        return y if y is not None else x.mean(axis=self.dims, keepdims=self.keepdim)
 
     def backward(self, g, x):
         n = _count(x.shape, self.dims)
@@ -217,7 +236,8 @@ class Var(Op):
             shape = _kept_shape(x.shape, self.dims) if self.keepdim else tuple(
                 s for i, s in enumerate(x.shape) if i not in self.dims)
             return xp_of(x).full(shape, float("nan"), dtype=x.dtype)
-        return x.var(axis=self.dims, keepdims=self.keepdim, ddof=self.correction)
+        y = _whole(x, self.dims, self.keepdim, _kernels.var_all, self.correction)
+        return y if y is not None else x.var(axis=self.dims, keepdims=self.keepdim, ddof=self.correction)
 
     def backward(self, g, x):
         n = _count(x.shape, self.dims)

@@ -130,6 +130,50 @@ def test_reductions(dtype):
     assert K.sum_all(x[::2]) is None
 
 
+@pytest.mark.parametrize("keepdim", [False, True])
+def test_whole_array_reductions_as_ops(dtype, keepdim, monkeypatch):
+    """sum/mean/var/std over every dim of a large float tensor take the kernels (sum from
+    WHOLE_SUM_MIN elements), with the shapes, dtypes and values of PyTorch's and of the NumPy path;
+    a dtype=, a strided view or some of the dims go to NumPy; the gradients are unchanged."""
+    calls = []
+    for name in ("sum_all", "mean_all", "var_all"):
+        original = getattr(K, name)
+        def taken(*args, _original=original, _name=name):
+            out = _original(*args)
+            if out is not None:
+                calls.append(_name)
+            return out
+        monkeypatch.setattr(K, name, taken)
+    x = rand(np.random.default_rng(19), (3, 7, 1001), dtype) + 2
+    tx = torch.from_numpy(x).requires_grad_()
+    rtol = 1e-5 if dtype == np.float32 else 1e-12
+    for on in (True, False):
+        previous = K.set_enabled(on)
+        try:
+            calls.clear()
+            lx = lamina.tensor(x, requires_grad=True)
+            outs = [lx.sum(keepdim=keepdim), lx.mean(dim=(0, 1, 2), keepdim=keepdim),
+                    lx.var(keepdim=keepdim), lx.std(keepdim=keepdim, correction=0)]
+            assert calls == (["sum_all", "mean_all", "var_all", "var_all"] if on else [])
+            sum(o.sum() for o in outs).backward()
+            calls.clear()
+            other = lamina.float64 if dtype == np.float32 else lamina.float32
+            assert lx.sum(dtype=other).dtype == other
+            lx[:, :, ::2].sum(), lx.sum(dim=(0, 1)), lx.mean(dim=2)
+            assert calls == []
+        finally:
+            K.set_enabled(previous)
+        touts = [tx.sum(), tx.mean(dim=(0, 1, 2), keepdim=keepdim), tx.var(), tx.std(correction=0)]
+        if keepdim:
+            touts = [t.reshape(1, 1, 1) for t in touts]
+        tx.grad = None
+        sum(t.sum() for t in touts).backward()
+        for o, t in zip(outs, touts):
+            assert o.shape == tuple(t.shape) and o.dtype == lx.dtype
+            np.testing.assert_allclose(o.array, t.detach().numpy(), rtol=rtol)
+        np.testing.assert_allclose(lx.grad.array, tx.grad.numpy(), rtol=rtol, atol=1e-6)
+
+
 def test_scale_rows(dtype, parts):
     rng = np.random.default_rng(21)
     a = rng.standard_normal((37, 11)).astype(dtype)
