@@ -133,6 +133,10 @@ def _class_index_target(name, input, target, weight, ignore_index):
         target = target.reshape(1)
     # checked on the raw array (no graph, no op dispatch): this runs on every loss call
     t = target.array
+    if t.size:
+        lo, hi = int(t.min()), int(t.max())
+        if 0 <= lo and hi < num_classes and not lo <= ignore_index <= hi:
+            return target, weight, None  # every index a class, none ignored: two reductions
     ignored = t == ignore_index
     bad = ((t < 0) | (t >= num_classes)) & ~ignored
     if bool(bad.any()):

@@ -87,6 +87,11 @@ class CrossEntropy(Op):
         grad = self.saved[1] if self.saved is not None else None
         if grad is not None and type(g) is np.ndarray:
             # the kernel's gradient is for an upstream gradient of 1 (of 1 per row for 'none')
+            if g.ndim == 0 and g == 1:
+                # loss.backward(): the gradient as it is, handed over (a second backward through
+                # a retained graph recomputes it)
+                self.saved = (self.saved[0], None)
+                return grad, None
             s = g.reshape(-1, 1) if self.reduction == "none" else g
             out = _kernels.scale_rows(grad, s)
             return (grad * s if out is None else out), None

@@ -116,3 +116,22 @@ def test_layer_norm_declines():
     assert K.layer_norm_forward(x, 6, np.ones(6, np.float64)) is None
     assert K.layer_norm_forward(x, 6, np.ones(5, np.float32)) is None
     assert K.layer_norm_forward(x, 6, None, np.ones(6, np.float32)) is None
+
+
+@pytest.mark.parametrize("upstream", [None, 2.5])
+def test_cross_entropy_op_gradient_through_a_retained_graph(upstream, dtype):
+    """loss.backward() hands the kernel's gradient over as it is; a second backward through the
+    retained graph (and a scaled upstream gradient) still gives PyTorch's accumulated gradient."""
+    import lamina
+    from lamina.nn import functional as F
+    rng = np.random.default_rng(21)
+    x, t = rand(rng, (16, 7), dtype), rng.integers(0, 7, 16)
+    lx = lamina.tensor(x, requires_grad=True)
+    tx = torch.from_numpy(x).requires_grad_()
+    loss, tloss = F.cross_entropy(lx, lamina.tensor(t)), TF.cross_entropy(tx, torch.from_numpy(t))
+    g = None if upstream is None else lamina.tensor(np.asarray(upstream, dtype))
+    tg = None if upstream is None else torch.tensor(upstream, dtype=tx.dtype)
+    for _ in range(2):
+        loss.backward(g, retain_graph=True)
+        tloss.backward(tg, retain_graph=True)
+    np.testing.assert_allclose(lx.grad.array, tx.grad.numpy(), rtol=1e-5, atol=1e-7)
