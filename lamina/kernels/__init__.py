@@ -31,7 +31,7 @@ from .conv import (avg_pool2d_backward, avg_pool2d_forward, col2im, conv2d_backw
                    im2col, max_pool2d_backward, max_pool2d_forward, max_pool_blocks_backward,
                    max_pool_blocks_forward)
 from .gemm import matmul
-from .misc import dropout_forward, embedding_backward, mean_all, scale_rows, sum_all, var_all
+from .misc import binary, dropout_forward, embedding_backward, mean_all, scale_rows, sum_all, var_all
 from .norm import layer_norm_backward, layer_norm_forward
 from .softmax import (cross_entropy, log_softmax_backward, log_softmax_forward, softmax_backward,
                       softmax_forward)
@@ -46,6 +46,7 @@ __all__ = [
     "avg_pool2d_forward",
     "bias_act_backward",
     "bias_act_forward",
+    "binary",
     "cache_dir",
     "cache_enabled",
     "col2im",

@@ -1,7 +1,9 @@
-"""Embedding backward, dropout masks, large whole-array reductions and row scaling on raw CPU
-arrays. Each returns None when it does not take the input (kernels off, not C-contiguous
+"""Embedding backward, dropout masks, large whole-array reductions, row scaling and large binary
+arithmetic on raw CPU arrays. Each returns None when it does not take the input (kernels off, not C-contiguous
 float32/float64 NumPy arrays, int64 indices for embedding)."""
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -92,6 +94,50 @@ def var_all(x, correction=1):
     xf = x.reshape(-1)
     m = _total(k.total, xf) / n
     return np.asarray(_total(k.squared_deviation, xf, m) / (n - correction), x.dtype)
+
+
+def _rows_of(v, n, ndim, lo, hi):
+    """Rows lo..hi-1 of an operand that runs along the result's first axis (n rows); the whole
+    operand where it is broadcast along that axis (a scalar, fewer dims, or one row)."""
+    if type(v) is np.ndarray and v.ndim == ndim and v.shape[0] == n:
+        return v[lo:hi]
+    return v
+
+
+def _ufunc_part(ufunc, a, b, out, err, lo, hi):
+    n, ndim = out.shape[0], out.ndim
+    with np.errstate(**err):  # the caller's floating-point error handling, in this thread too
+        ufunc(_rows_of(a, n, ndim, lo, hi), _rows_of(b, n, ndim, lo, hi), out=out[lo:hi])
+
+
+def _operand(v):
+    if type(v) is np.ndarray:
+        return v.dtype in _checks.FLOATS
+    return isinstance(v, (float, int, np.floating, np.integer, np.bool_))
+
+
+def binary(ufunc, a, b):
+    """``ufunc(a, b)`` (np.add, np.subtract, np.multiply, np.divide) in blocks of the result's
+    rows on the kernel threads, for a float32/float64 result large enough to split (NumPy's
+    loops release the GIL); None otherwise (kernels off, one thread, a small result, other
+    types): the caller computes it as before. Same result, dtype and broadcasting as NumPy's."""
+    if not (_runtime.enabled() and _runtime.threads() > 1 and _operand(a) and _operand(b)
+            and (type(a) is np.ndarray or type(b) is np.ndarray)):
+        return None
+    try:
+        shape = np.broadcast_shapes(np.shape(a), np.shape(b))
+    except ValueError:
+        return None  # NumPy's own call raises its error
+    parts = min(_checks.parallel(math.prod(shape)), shape[0]) if shape else 1
+    if parts < 2:
+        return None
+    dtype = np.result_type(a, b)
+    if dtype not in _checks.FLOATS:
+        return None
+    out = np.empty(shape, dtype)
+    _runtime.run_parts(_ufunc_part, [(ufunc, a, b, out, np.geterr(), lo, hi)
+                                     for lo, hi in _checks.split(shape[0], parts)])
+    return out
 
 
 def _scale_part(a, s, out, lo, hi):

@@ -441,7 +441,8 @@ class Add(Op):
     needs_inputs = False
 
     def forward(self, a, b):
-        return a + b
+        y = _kernels.binary(np.add, a, b)  # large: split over the kernel threads
+        return a + b if y is None else y
 
     def backward(self, g, a, b):
         na, nb = self.needs_input_grad
@@ -455,7 +456,8 @@ class Sub(Op):
     needs_inputs = False
 
     def forward(self, a, b):
-        return a - b
+        y = _kernels.binary(np.subtract, a, b)  # large: split over the kernel threads
+        return a - b if y is None else y
 
     def backward(self, g, a, b):
         na, nb = self.needs_input_grad
@@ -467,7 +469,8 @@ class Sub(Op):
 
 class Mul(Op):
     def forward(self, a, b):
-        return a * b
+        y = _kernels.binary(np.multiply, a, b)  # large: split over the kernel threads
+        return a * b if y is None else y
 
     def reads_input(self, i):
         return self.needs_input_grad[1 - i]  # each gradient reads only the other operand
@@ -482,7 +485,8 @@ class Mul(Op):
 
 class Div(Op):
     def forward(self, a, b):
-        return a / b
+        y = _kernels.binary(np.divide, a, b)  # large: split over the kernel threads
+        return a / b if y is None else y
 
     def reads_input(self, i):
         return i == 1 or self.needs_input_grad[1]

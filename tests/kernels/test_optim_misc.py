@@ -186,3 +186,36 @@ def test_scale_rows(dtype, parts):
     assert K.scale_rows(a, s0.astype(other)) is None       # the caller promotes as NumPy does
     assert K.scale_rows(a, s1[:5]) is None                 # not one value per row
     assert K.scale_rows(a[:, ::2], s0) is None             # not contiguous
+
+
+@pytest.mark.parametrize("ufunc", [np.add, np.subtract, np.multiply, np.divide])
+def test_binary_arithmetic_split_over_threads_equals_numpy(ufunc, dtype, monkeypatch):
+    """Large binary arithmetic in row blocks on two kernel threads: NumPy's values, dtype and
+    broadcasting (scalars, bias rows, columns, strided views), the caller's error state kept in
+    the helper thread; and as an op, the same result as with the kernels off."""
+    import warnings
+    monkeypatch.setattr(K._runtime, "_threads", 2)
+    monkeypatch.setattr(K._checks, "force_parts", 3)
+    rng = np.random.default_rng(22)
+    a, bias = rand(rng, (301, 17), dtype), rand(rng, (17,), dtype)
+    a[0, 0] = 0.0
+    for x, y in [(a, bias), (bias, a), (a, 0.5), (2, a), (a, a[:1]), (a[:, :1], a), (a.T, a.T[::-1]),
+                 (np.float64(2.0), a), (a, np.zeros((), dtype))]:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            got, want = K.binary(ufunc, x, y), ufunc(x, y)
+        assert got.dtype == want.dtype and got.shape == want.shape
+        np.testing.assert_array_equal(got, want)
+    with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        K.binary(ufunc, a, np.zeros_like(a))
+    assert K.binary(ufunc, a, 1j) is None and K.binary(ufunc, a.astype(np.int64), 1) is None
+    assert K.binary(ufunc, a[:1], bias) is None  # one row: nothing to split
+    la, lb = lamina.tensor(a), lamina.tensor(bias)
+    op = {np.add: lambda u, v: u + v, np.subtract: lambda u, v: u - v,
+          np.multiply: lambda u, v: u * v, np.divide: lambda u, v: u / v}[ufunc]
+    on = op(la, lb).array
+    previous = K.set_enabled(False)
+    try:
+        np.testing.assert_array_equal(on, op(la, lb).array)
+    finally:
+        K.set_enabled(previous)
