@@ -7,7 +7,7 @@ the backward ``s = BlockScatter(g, index)`` followed by ReLU's array-level backw
 Run node by node these make and read two full-size arrays (``r`` and ``s``) that nothing else
 needs; fused, the forward reads ``x`` once and writes ``y`` and ``index``, and the backward writes
 ``dx`` once. Each loop computes exactly what the ops do: ReLU's ``0 if v < 0 else v`` (NaN
-passes), the first maximum of a window wins and the first NaN wins over any number (PyTorch's
+passes), the first maximum of a window wins and the last NaN wins over any number (PyTorch's
 rule), ``BlockScatter`` puts g at the maximum and exact zeros elsewhere, and ReLU's backward is
 ``0 if relu(x) <= 0 else g``.
 
@@ -43,19 +43,19 @@ def _compile():
                         u = x[a, r0, c0 + 1]
                         if u < zero:
                             u = zero
-                        if u > v or (u != u and v == v):  # the first maximum, or the first NaN
+                        if u > v or u != u:  # the first maximum, or the last NaN
                             best = 1
                             v = u
                         u = x[a, r0 + 1, c0]
                         if u < zero:
                             u = zero
-                        if u > v or (u != u and v == v):
+                        if u > v or u != u:
                             best = 2
                             v = u
                         u = x[a, r0 + 1, c0 + 1]
                         if u < zero:
                             u = zero
-                        if u > v or (u != u and v == v):
+                        if u > v or u != u:
                             best = 3
                             v = u
                         y[a, i, j] = v
