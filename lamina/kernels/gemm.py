@@ -51,12 +51,10 @@ def matmul(a, b):
     if macs < BLAS_THREADS:
         with _runtime.blas_threads(1):
             return np.matmul(a, b)
-    rows = a.shape[-2]
     y = np.empty(a.shape[:-1] + (b.shape[-1],), a.dtype)
-    n = min(_runtime.threads(), rows)
-    cuts = [rows * i // n for i in range(n + 1)]
     with _runtime.blas_threads(1):
-        _runtime.run_parts(_rows_product, [(a, b, y, r0, r1) for r0, r1 in zip(cuts, cuts[1:])])
+        _runtime.run_parts(_rows_product, [(a, b, y, r0, r1) for r0, r1 in
+                                           _checks.split(a.shape[-2], min(_runtime.threads(), a.shape[-2]))])
     return y
 
 

@@ -116,32 +116,34 @@ def _operand(v):
     return isinstance(v, (float, int, np.floating, np.integer, np.bool_))
 
 
-def binary(ufunc, a, b):
-    """``ufunc(a, b)`` (np.add, np.subtract, np.multiply, np.divide) in blocks of the result's
-    rows on the kernel threads, for a float32/float64 result large enough to split (NumPy's
-    loops release the GIL); None otherwise (kernels off, one thread, a small result, other
-    types): the caller computes it as before. Same result, dtype and broadcasting as NumPy's."""
-    if not (_runtime.enabled() and _runtime.threads() > 1 and _operand(a) and _operand(b)
-            and (type(a) is np.ndarray or type(b) is np.ndarray)):
-        return None
-    try:
-        shape = np.broadcast_shapes(np.shape(a), np.shape(b))
-    except ValueError:
-        return None  # NumPy's own call raises its error
-    parts = min(_checks.parallel(math.prod(shape)), shape[0]) if shape else 1
-    if parts < 2:
-        return None
-    dtype = np.result_type(a, b)
-    if dtype not in _checks.FLOATS:
-        return None
+def _row_blocks(ufunc, a, b, shape, dtype, parts):
+    """``ufunc(a, b)`` into a new array of ``shape``, in ``parts`` blocks of its rows on the
+    kernel threads (NumPy's loops release the GIL)."""
     out = np.empty(shape, dtype)
     _runtime.run_parts(_ufunc_part, [(ufunc, a, b, out, np.geterr(), lo, hi)
                                      for lo, hi in _checks.split(shape[0], parts)])
     return out
 
 
-def _scale_part(a, s, out, lo, hi):
-    np.multiply(a[lo:hi], s[lo:hi] if s.ndim else s, out=out[lo:hi])
+def binary(ufunc, a, b):
+    """``ufunc(a, b)`` (np.add, np.subtract, np.multiply, np.divide) in blocks of the result's
+    rows on the kernel threads, for a float32/float64 result large enough to split; None
+    otherwise (kernels off, one thread, small operands, other types): the caller computes it as
+    before. Same result, dtype and broadcasting as NumPy's. Called for every such op, so a small
+    operand pair is turned away by its sizes first (an outer broadcast of two small operands
+    stays with NumPy)."""
+    big = max(a.size if type(a) is np.ndarray else 0, b.size if type(b) is np.ndarray else 0)
+    if _checks.parallel(big) < 2 or not (_runtime.enabled() and _operand(a) and _operand(b)):
+        return None
+    try:
+        shape = np.broadcast_shapes(np.shape(a), np.shape(b))
+    except ValueError:
+        return None  # NumPy's own call raises its error
+    parts = min(_checks.parallel(math.prod(shape)), shape[0]) if shape else 1
+    dtype = np.result_type(a, b)
+    if parts < 2 or dtype not in _checks.FLOATS:
+        return None
+    return _row_blocks(ufunc, a, b, shape, dtype, parts)
 
 
 def scale_rows(a, s):
@@ -152,7 +154,4 @@ def scale_rows(a, s):
         return None
     if s.ndim and (s.shape[0] != a.shape[0] or s.size != a.shape[0]):
         return None
-    out = np.empty_like(a)
-    spans = _checks.split(a.shape[0], max(1, min(_checks.parallel(a.size), a.shape[0])))
-    _runtime.run_parts(_scale_part, [(a, s, out, lo, hi) for lo, hi in spans])
-    return out
+    return _row_blocks(np.multiply, a, s, a.shape, a.dtype, max(1, min(_checks.parallel(a.size), a.shape[0])))

@@ -415,7 +415,7 @@ def _max_pool_2x2(x, y, idx, q0, q1):
                         a, c = r0[j], r1[j]
                         t = _takes_max(c, a)
                         vr[j] = c if t else a
-                        kr[j] = two if t else np.int8(0)
+                        kr[j] = two * np.int8(t)
         o0 = c0 * per
         n = (c1 - c0) * per
         yc, ic = yf[o0:o0 + n], jf[o0:o0 + n]
