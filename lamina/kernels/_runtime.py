@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import itertools
 import os
 import sys
 import tempfile
@@ -312,7 +313,14 @@ def get_num_threads() -> int:
 # calling thread waits for the helpers' last parts the same way: waking a sleeping thread took
 # 0.1-1 ms here, as long as a LeNet-sized kernel call, and made LeNet's training step slower
 # with 2 threads than with 1.
+#
+# A thread that asks for the GIL while another holds it sleeps too, and waking it took 20-50 us
+# on a virtual machine: twice per call (a helper starting while the caller still held the GIL, the
+# caller resuming while the last helper still held it), 60-90 us on a 1 ms call. So the threads
+# take turns: a helper takes the GIL for its first part only once the calling thread has gone into
+# its own part (``wait_post``), and the last helper says it is done only after letting the GIL go.
 SPIN_S = 0.002
+GRACE_S = 5e-6  # from "the caller is entering its part" to the caller's kernel letting the GIL go
 
 _helpers = None
 last_split = float("-inf")  # time.perf_counter() of the last call split over the helpers
@@ -320,49 +328,61 @@ last_split = float("-inf")  # time.perf_counter() of the last call split over th
 
 class _Batch:
     """The parts of one call, taken in turn by the threads that drain it."""
+    __slots__ = ("fn", "parts", "n", "results", "next", "finished", "error", "seq", "complete")
 
     def __init__(self, fn, parts):
-        import itertools
-
-        import numpy as np
         self.fn, self.parts, self.n = fn, parts, len(parts)
         self.results = [None] * self.n
         self.next = itertools.count()      # next() is atomic: each part is taken once
         self.finished = itertools.count(1)
-        self.done = np.zeros(1, np.int64)  # set to 1 with the last part, watched without the GIL
-        self.all_done = threading.Event()
         self.error = None
+        self.seq = 0                       # set when posted
+        self.complete = False              # every part ran (set under the helpers' lock)
 
-    def drain(self):
+    def drain(self, entered=None):
+        """Run parts until none is left; True when this thread finished the last one. The calling
+        thread passes the helpers' state array and says there that it is entering its parts."""
+        last = False
         while True:
             i = next(self.next)
+            if entered is not None:
+                if entered[_ENTERED] < self.seq:  # (another calling thread may be later already)
+                    entered[_ENTERED] = self.seq
+                entered = None
             if i >= self.n:
-                return
+                return last
             try:
                 self.results[i] = self.fn(*self.parts[i])
             except BaseException as e:  # noqa: BLE001  (re-raised in the calling thread)
                 self.error = e
             if next(self.finished) == self.n:
-                self.done[0] = 1
-                self.all_done.set()
+                last = True
+
+
+_POSTED, _ENTERED, _DONE = 0, 8, 16  # slots of _Helpers.state (compiled/sync.py)
 
 
 class _Helpers:
-    """Helper threads that drain the posted batch; ``flag[0]`` counts the batches posted."""
+    """Helper threads that drain the posted batch. ``state`` holds, a cache line apart, the last
+    batch posted, the last one the calling thread entered and the last one a helper finished."""
 
     def __init__(self, count):
         import numpy as np
         self.sync = load("sync")
-        self.flag = np.zeros(1, np.int64)
+        self.state = np.zeros(24, np.int64)
         self.batch = None
         self.cond = threading.Condition()
         self.sleeping = 0
+        self.waiting = 0  # calling threads asleep until their batch is complete
         self.pid = os.getpid()
         probe = np.zeros(1, np.int64)
         self.sync.spin_until(probe, 0, 16)  # compiled (or loaded) before it is timed
+        self.sync.wait_post(self.state, 0, 16, 16, 0)
         t = time.perf_counter()
         self.sync.spin_until(probe, 0, 20000)
-        self.spins = max(1000, int(SPIN_S * 20000 / max(time.perf_counter() - t, 1e-6)))
+        per_spin = max(time.perf_counter() - t, 1e-6) / 20000
+        self.spins = max(1000, int(SPIN_S / per_spin))
+        self.grace = max(1, int(GRACE_S / per_spin))
         self.threads = []
         self.grow(count)
 
@@ -372,33 +392,45 @@ class _Helpers:
             t.start()
             self.threads.append(t)
 
-    def post(self, batch):
+    def run(self, batch):
         with self.cond:
+            batch.seq = int(self.state[_POSTED]) + 1
             self.batch = batch
-            self.flag[0] += 1
+            self.state[_POSTED] = batch.seq
             if self.sleeping:
                 self.cond.notify_all()
-
-    def wait(self, batch):
-        if not batch.all_done.is_set():
-            self.sync.spin_until(batch.done, 0, self.spins)
-            batch.all_done.wait()
+        if batch.drain(self.state):
+            batch.complete = True  # the calling thread ran the last part itself
+            return
+        # a helper runs the last part: watch for its word without the GIL, then sleep
+        self.sync.spin_to(self.state[_DONE:], batch.seq, self.spins)
+        if not batch.complete:
+            with self.cond:
+                self.waiting += 1
+                while not batch.complete:
+                    self.cond.wait()
+                self.waiting -= 1
 
     def _loop(self):
-        seen = 0
+        seen = done = 0
         while True:
-            seq = self.sync.spin_until(self.flag, seen, self.spins)
+            seq = self.sync.wait_post(self.state, seen, self.spins, self.grace, done)
+            done = 0
             if seq == seen:
                 with self.cond:
                     self.sleeping += 1
-                    while self.flag[0] == seen:
+                    while self.state[_POSTED] == seen:
                         self.cond.wait()
                     self.sleeping -= 1
-                    seq = int(self.flag[0])
+                    seq = int(self.state[_POSTED])
             seen = seq
             batch = self.batch
-            if batch is not None:
-                batch.drain()
+            if batch is not None and batch.drain():
+                with self.cond:
+                    batch.complete = True
+                    if self.waiting:
+                        self.cond.notify_all()
+                done = batch.seq  # published by the next wait_post, once the GIL is let go
 
 
 def _helpers_for(count):
@@ -422,9 +454,7 @@ def run_parts(fn, parts):
     pool = _helpers_for(helpers)
     last_split = time.perf_counter()
     batch = _Batch(fn, parts)
-    pool.post(batch)
-    batch.drain()
-    pool.wait(batch)
+    pool.run(batch)
     if batch.error is not None:
         raise batch.error
     return batch.results

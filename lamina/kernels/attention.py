@@ -4,9 +4,11 @@
 The products are BLAS GEMMs (NumPy's stacked matmul, which takes strided views of a fused q/k/v
 projection without copying them); the softmax between them, with its scale and mask, is one
 compiled pass over the scores, split over the kernel threads by whole heads when large. The
-GEMMs are not split over the kernel threads: OpenBLAS's small per-head products ran no faster
-from two threads at once than from one (64 x 32 x 64, 48 heads: 24.8 against 27.8 ms), and a
-large head's product is split by BLAS itself.
+GEMMs are not split over the kernel threads. Splitting the baby GPT's heads (12 x 4 of 64 x 32),
+products included, over two threads made its attention 1.8x faster (forward + backward 3.4 ->
+1.85 ms a layer), but a split call puts the model's other products on one BLAS thread for a while
+(``gemm.py``), and the training step got slower in the benchmark (0.65-0.84 of PyTorch's speed
+against 1.08-1.10 without the split). A large head's product is split by BLAS itself.
 
 Functions return None when they do not take the input (kernels off, dtypes other than one of
 float32/float64, other layouts); the caller then uses its NumPy path."""

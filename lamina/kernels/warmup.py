@@ -79,7 +79,10 @@ def _misc(dt, rng):
     misc.embedding_backward(x, np.arange(4, dtype=np.int64), 5)
     misc.dropout_forward(x, 0.5, 0)
     misc.var_all(x)
-    _runtime.load("sync").spin_until(np.zeros(1, np.int64), 0, 1)  # the kernel threads' wait
+    sync, state = _runtime.load("sync"), np.zeros(24, np.int64)  # the kernel threads' waits
+    sync.spin_until(state[:1], 0, 1)
+    sync.spin_to(state[16:], 1, 1)
+    sync.wait_post(state, 0, 1, 1, 0)
 
 
 _RUN = {"activation": _activation, "softmax": _softmax, "attention": _attention, "norm": _norm,

@@ -210,3 +210,47 @@ def test_blas_threads_sets_and_restores_the_blas_thread_count():
             assert blas() <= {1}
         assert blas() <= {2}
     assert blas() == before
+
+
+def test_parts_hand_over_without_losing_a_call(monkeypatch):
+    """Many calls in a row, some whose helper part outlasts the calling thread's spin (so the
+    caller sleeps until the helper wakes it), some the caller finishes alone, some from a second
+    calling thread: every call returns its own results, and none hangs."""
+    import threading
+    import time
+    monkeypatch.setattr(_runtime, "_threads", 2)
+    errors = []
+
+    def part(i, delay):
+        if delay:
+            time.sleep(delay)
+        return i * i
+
+    def calls(offset, rounds):
+        try:
+            for r in range(rounds):
+                slow = 2 * _runtime.SPIN_S if r % 50 == 0 else 0.0
+                n = 1 + r % 4
+                got = _runtime.run_parts(part, [(offset + i, slow if i == n - 1 else 0.0) for i in range(n)])
+                if got != [(offset + i) ** 2 for i in range(n)]:
+                    errors.append((offset, r, got))
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+    threads = [threading.Thread(target=calls, args=(k * 1000, 400), daemon=True) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads), "a call never returned"
+    assert errors == []
+
+
+def test_helper_state_slots_match_the_compiled_waits():
+    sync = _runtime.load("sync")
+    state = np.zeros(24, np.int64)
+    assert (_runtime._POSTED, _runtime._ENTERED, _runtime._DONE) == (sync.POSTED, sync.ENTERED, sync.DONE)
+    assert sync.wait_post(state, 0, 10, 1, 5) == 0 and state[sync.DONE] == 5  # publishes, then gives up
+    state[sync.POSTED] = 3
+    state[sync.ENTERED] = 3
+    assert sync.wait_post(state, 2, 10, 1, 0) == 3
+    assert sync.spin_to(state[sync.DONE:], 5, 10) == 5 and sync.spin_to(state[sync.DONE:], 6, 10) == 5
