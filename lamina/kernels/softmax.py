@@ -9,9 +9,6 @@ import numpy as np
 from . import _checks, _runtime
 
 _k = None
-# Rows at least this long take their maxima from NumPy's vectorised max (one fast extra pass);
-# shorter rows find it inside the kernel, saving the call.
-LONG_ROW = 256
 
 
 def _lib():
@@ -25,19 +22,6 @@ def _rows(a):
     return a.reshape(-1, a.shape[-1]) if a.ndim else a.reshape(1, 1)
 
 
-def _maxima(x2):
-    if x2.shape[1] >= LONG_ROW:
-        return x2.max(axis=1), True  # NaN propagates into the row's maximum, as it must
-    return np.empty(0, x2.dtype), False
-
-
-def _forward_part(k, x2, y2, log, lo, hi):
-    """Rows lo..hi-1, their maxima included (NumPy's max releases the GIL, so the parts' maxima
-    are taken at once too)."""
-    mx, has_mx = _maxima(x2[lo:hi])
-    k.forward(x2[lo:hi], y2[lo:hi], log, mx, has_mx)
-
-
 def _forward(x, log):
     if not _checks.floats(x) or x.ndim == 0 or x.size == 0:
         return None
@@ -45,7 +29,7 @@ def _forward(x, log):
     y = np.empty_like(x)
     x2, y2 = _rows(x), _rows(y)
     spans = _checks.split(x2.shape[0], min(_checks.parallel(x2.size), x2.shape[0]))
-    _runtime.run_parts(_forward_part, [(k, x2, y2, log, lo, hi) for lo, hi in spans])
+    _runtime.run_parts(k.forward, [(x2[lo:hi], y2[lo:hi], log) for lo, hi in spans])
     return y
 
 
@@ -80,12 +64,6 @@ def log_softmax_backward(g, y):
     return _backward(g, y, True)
 
 
-def _cross_entropy_part(k, logits, target, grad, loss, ignore_index, label_smoothing, scale, lo, hi):
-    mx, has_mx = _maxima(logits[lo:hi])
-    return k.cross_entropy_rows(logits[lo:hi], target[lo:hi], grad[lo:hi], loss[lo:hi], ignore_index,
-                                label_smoothing, mx, has_mx, scale)
-
-
 def cross_entropy(logits, target, ignore_index=-100, reduction="mean", label_smoothing=0.0):
     """Cross entropy of (N, C) logits against int64 class indices (N,), forward and backward in
     one pass: returns ``(loss, grad)``. ``loss`` is a 0-d array ('mean', 'sum') or per row
@@ -108,14 +86,12 @@ def cross_entropy(logits, target, ignore_index=-100, reduction="mean", label_smo
     mean = reduction == "mean"
     parts = min(_checks.parallel(logits.size), n)
     if parts == 1:  # small: one call counts, sums and scales
-        mx, has_mx = _maxima(logits)
-        counted, total = k.cross_entropy_serial(logits, target, grad, loss, ignore_index,
-                                                label_smoothing, mean, mx, has_mx)
+        counted, total = k.cross_entropy_serial(logits, target, grad, loss, ignore_index, label_smoothing, mean)
     else:  # the count first, so every part scales its own rows in the same pass
         valid = int(np.count_nonzero(target != ignore_index))
         scale = logits.dtype.type(1.0 / valid if mean and valid else 0.0 if mean else 1.0)
-        counts = _runtime.run_parts(_cross_entropy_part, [
-            (k, logits, target, grad, loss, ignore_index, label_smoothing, scale, lo, hi)
+        counts = _runtime.run_parts(k.cross_entropy_rows, [
+            (logits[lo:hi], target[lo:hi], grad[lo:hi], loss[lo:hi], ignore_index, label_smoothing, scale)
             for lo, hi in _checks.split(n, parts)])
         bad = [(i, c_) for i, c_ in enumerate(counts) if c_ < 0]
         if bad:

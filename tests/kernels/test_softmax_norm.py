@@ -12,19 +12,19 @@ def _tol(dtype):
     return (2e-6, 2e-6) if dtype == np.float32 else (1e-12, 1e-13)
 
 
-@pytest.fixture(params=[256, 1], ids=["max-in-kernel", "max-from-numpy"])
-def long_row(request, monkeypatch):
-    from lamina.kernels import softmax
-    monkeypatch.setattr(softmax, "LONG_ROW", request.param)
+@pytest.fixture(params=[37, 3, 77], ids=["row37", "row3", "row77"])
+def row(request):
+    """Row lengths: shorter than one vector, and whole vectors with a tail (float32 and float64)."""
+    return request.param
 
 
 @pytest.mark.parametrize("log", [False, True], ids=["softmax", "log_softmax"])
-def test_softmax_matches_torch_with_inf_and_nan_rows(log, dtype, parts, long_row):
+def test_softmax_matches_torch_with_inf_and_nan_rows(log, dtype, parts, row):
     rng = np.random.default_rng(3)
-    x = rand(rng, (6, 37), dtype, 3.0)
+    x = rand(rng, (6, row), dtype, 3.0)
     x[1, ::3] = -np.inf          # exact zeros / -inf
     x[2, :] = -np.inf            # all -inf: NaN, as torch
-    x[3, 5] = np.nan             # NaN poisons its row
+    x[3, min(5, row - 1)] = np.nan  # NaN poisons its row
     x[4, 0] = 1e4                # one dominant entry
     g = rand(rng, x.shape, dtype)
     fwd, bwd, tf = ((K.log_softmax_forward, K.log_softmax_backward, TF.log_softmax) if log else
@@ -57,10 +57,10 @@ def test_softmax_nd_and_declines(dtype):
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("smoothing", [0.0, 0.2])
-def test_cross_entropy_matches_torch(reduction, smoothing, dtype, parts, long_row):
+def test_cross_entropy_matches_torch(reduction, smoothing, dtype, parts, row):
     rng = np.random.default_rng(5)
-    x = rand(rng, (33, 11), dtype, 2.0)
-    t = rng.integers(0, 11, 33)
+    x = rand(rng, (33, row), dtype, 2.0)
+    t = rng.integers(0, row, 33)
     t[[2, 7]] = -100
     tx = torch.from_numpy(x).requires_grad_()
     tl = TF.cross_entropy(tx, torch.from_numpy(t), reduction=reduction, label_smoothing=smoothing)
@@ -135,3 +135,21 @@ def test_cross_entropy_op_gradient_through_a_retained_graph(upstream, dtype):
         loss.backward(g, retain_graph=True)
         tloss.backward(tg, retain_graph=True)
     np.testing.assert_allclose(lx.grad.array, tx.grad.numpy(), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("n", [1, 7, 15, 16, 17, 31, 32, 33, 47, 64, 100])
+def test_row_max_finds_the_largest_entry_wherever_it_is(n, dtype):
+    """The vectorised row maximum, against NumPy's, with the largest entry at every position,
+    and with NaN or -inf entries (passed over) around it."""
+    k = K.softmax._lib()
+    row_max = k._row_max
+    rng = np.random.default_rng(n)
+    for at in range(n):
+        x = rand(rng, (n,), dtype)
+        x[at] = 5.0
+        assert row_max(x) == 5.0
+        y = x.copy()
+        y[(at + 1) % n] = np.nan if n > 1 else y[0]
+        y[(at + 2) % n] = -np.inf if n > 2 else y[0]
+        assert row_max(y) == (5.0 if n > 2 else np.nanmax(y))
+    assert row_max(np.full(n, -np.inf, dtype)) == -np.inf

@@ -15,6 +15,8 @@ stays in a register.
     vfma(acc, s, v)   acc + s * v with the scalar s broadcast, one fused multiply-add
     vfma_v(acc, u, v) acc + u * v lane by lane
     vadd(u, v)        u + v
+    vmax(u, v)        lane by lane, u where u > v else v (a NaN in u is passed over)
+    vhmax(v)          the largest lane (NaN lanes passed over; -inf when every lane is NaN)
     vsplat(a, s)      every lane s (of a's dtype)
     vload_n(a, i, n), vstore_n(a, i, v, n)
                       the same on the first n lanes only (masked: nothing past them is touched)
@@ -132,6 +134,31 @@ def vadd(typingctx, u, v):
     def codegen(context, builder, sig, args):
         return builder.fadd(args[0], args[1])
     return u(u, v), codegen
+
+
+@intrinsic
+def vmax(typingctx, u, v):
+    if not isinstance(u, Vec) or v != u:
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.select(builder.fcmp_ordered(">", args[0], args[1]), args[0], args[1])
+    return u(u, v), codegen
+
+
+@intrinsic
+def vhmax(typingctx, v):
+    if not isinstance(v, Vec):
+        return None
+
+    def codegen(context, builder, sig, args):
+        vec = args[0]
+        m = ir.Constant(vec.type.element, float("-inf"))
+        for k in range(vec.type.count):
+            e = builder.extract_element(vec, ir.Constant(ir.IntType(32), k))
+            m = builder.select(builder.fcmp_ordered(">", e, m), e, m)
+        return m
+    return v.dtype(v), codegen
 
 
 def _first_lanes(builder, count, vector_type):

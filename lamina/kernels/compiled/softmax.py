@@ -8,15 +8,28 @@ import numpy as np
 from numba import njit
 
 from .scalar import JIT, REDUCE, fexp, flog, like
+from .simd import lanes, vhmax, vload, vmax
 
 
 @njit(**REDUCE)
 def _row_max(x):
-    """Row maximum for short rows. LLVM does not vectorise this select-reduction (even with
-    fast-math flags), so for long rows the caller passes maxima from NumPy's vectorised max."""
+    """The row's largest entry, NaNs passed over (a NaN still turns its whole row to NaN through
+    the sum of exponentials). Explicit vectors: LLVM does not vectorise this select-reduction,
+    even with fast-math flags."""
+    n = x.shape[0]
+    w = lanes(x)
     m = like(x[0], -np.inf)
-    for j in range(x.shape[0]):
-        v = x[j]
+    j = 0
+    if n >= 2 * w:
+        a, b = vload(x, 0), vload(x, w)
+        j = 2 * w
+        while j + 2 * w <= n:
+            a = vmax(a, vload(x, j))
+            b = vmax(b, vload(x, j + w))
+            j += 2 * w
+        m = vhmax(vmax(a, b))
+    for i in range(j, n):
+        v = x[i]
         m = v if v > m else m
     return m
 
@@ -57,10 +70,9 @@ def _softmax_backward_row(g, y, dx, log):
 
 
 @njit(**JIT)
-def forward(x, y, log, mx, has_mx):
-    """Rows of x; ``mx`` holds the row maxima when ``has_mx`` (NumPy's, for long rows)."""
+def forward(x, y, log):
     for r in range(x.shape[0]):
-        _softmax_row(x[r], y[r], log, mx[r] if has_mx else _row_max(x[r]))
+        _softmax_row(x[r], y[r], log, _row_max(x[r]))
 
 
 @njit(**JIT)
@@ -92,7 +104,7 @@ def _ce_row(x, t, dx, smoothing, m):
 
 
 @njit(**JIT)
-def cross_entropy_rows(x, target, dx, loss, ignore_index, smoothing, mx, has_mx, scale):
+def cross_entropy_rows(x, target, dx, loss, ignore_index, smoothing, scale):
     """Loss and gradient (times ``scale``) of every row; ignored rows get 0. Returns the number
     of counted rows, or -1 - r for the first row r whose target is out of range."""
     c = x.shape[1]
@@ -106,7 +118,7 @@ def cross_entropy_rows(x, target, dx, loss, ignore_index, smoothing, mx, has_mx,
             continue
         if t < 0 or t >= c:
             return -1 - r
-        loss[r] = _ce_row(x[r], t, dx[r], smoothing, mx[r] if has_mx else _row_max(x[r]))
+        loss[r] = _ce_row(x[r], t, dx[r], smoothing, _row_max(x[r]))
         if scale != 1:
             d = dx[r]
             for j in range(c):
@@ -116,11 +128,10 @@ def cross_entropy_rows(x, target, dx, loss, ignore_index, smoothing, mx, has_mx,
 
 
 @njit(**JIT)
-def cross_entropy_serial(x, target, dx, loss, ignore_index, smoothing, mean, mx, has_mx):
+def cross_entropy_serial(x, target, dx, loss, ignore_index, smoothing, mean):
     """All rows in one call, for small inputs: returns (counted rows or -1 - bad row, total loss
     in float64); for 'mean' the gradient is scaled by 1/counted (0 when none counts)."""
-    counted = cross_entropy_rows(x, target, dx, loss, ignore_index, smoothing, mx, has_mx,
-                                 like(x[0, 0], 1.0))
+    counted = cross_entropy_rows(x, target, dx, loss, ignore_index, smoothing, like(x[0, 0], 1.0))
     if counted < 0:
         return counted, 0.0
     total = 0.0
