@@ -376,10 +376,10 @@ class _Helpers:
         self.waiting = 0  # calling threads asleep until their batch is complete
         self.pid = os.getpid()
         probe = np.zeros(1, np.int64)
-        self.sync.spin_until(probe, 0, 16)  # compiled (or loaded) before it is timed
+        self.sync.spin_to(probe, 1, 16)  # compiled (or loaded) before it is timed
         self.sync.wait_post(self.state, 0, 16, 16, 0)
         t = time.perf_counter()
-        self.sync.spin_until(probe, 0, 20000)
+        self.sync.spin_to(probe, 1, 20000)
         per_spin = max(time.perf_counter() - t, 1e-6) / 20000
         self.spins = max(1000, int(SPIN_S / per_spin))
         self.grace = max(1, int(GRACE_S / per_spin))

@@ -138,16 +138,16 @@ def test_parts_error_reaches_the_caller_after_every_part_ran(monkeypatch):
     assert _runtime.run_parts(lambda i: i * i, [(i,) for i in range(4)]) == [0, 1, 4, 9]  # still works
 
 
-def test_spin_until_sees_another_threads_write():
+def test_spin_to_sees_another_threads_write():
     import threading
     import time
     sync = _runtime.load("sync")
     flag = np.zeros(1, np.int64)
-    assert sync.spin_until(flag, 0, 100) == 0  # nothing changed: gives up after its rounds
+    assert sync.spin_to(flag, 1, 100) == 0  # nothing changed: gives up after its rounds
     timer = threading.Timer(0.05, lambda: flag.__setitem__(0, 7))
     timer.start()
     t = time.perf_counter()
-    assert sync.spin_until(flag, 0, 1 << 40) == 7
+    assert sync.spin_to(flag, 1, 1 << 40) == 7
     assert time.perf_counter() - t < 20
     timer.join()
 

@@ -10,11 +10,9 @@ and only then sleeps.
     load_acquire(a, i)   a[i] of an int64 array, read from memory every time (an atomic load:
                          the compiler may not keep it in a register across the loop)
     cpu_pause()          the processor's spin-loop hint (x86's ``pause``; nothing elsewhere)
-    spin_until(flag, old, spins)
-                         flag[0] once it differs from old, or old after ``spins`` rounds
-                         of checking and pausing
     spin_to(flag, target, spins)
-                         the same, until flag[0] >= target
+                         flag[0] once it is at least target, or flag[0] after ``spins``
+                         rounds of checking and pausing (the counters watched only grow)
     store_release(a, i, v)
                          a[i] = v for an int64 array, visible to the other threads' loads
     wait_post(state, seen, spins, grace, done)
@@ -83,16 +81,6 @@ def cpu_pause(typingctx):
 
 
 @njit(**JIT)
-def spin_until(flag, old, spins):
-    for _ in range(spins):
-        v = load_acquire(flag, 0)
-        if v != old:
-            return v
-        cpu_pause()
-    return load_acquire(flag, 0)
-
-
-@njit(**JIT)
 def spin_to(flag, target, spins):
     for _ in range(spins):
         v = load_acquire(flag, 0)
@@ -118,8 +106,8 @@ def wait_post(state, seen, spins, grace, done):
     finds the GIL taken sleeps until it is free, and waking it took 20-50 us here."""
     if done > 0:
         store_release(state, DONE, done)
-    seq = spin_until(state[POSTED:], seen, spins)
-    if seq == seen:
+    seq = spin_to(state[POSTED:], seen + 1, spins)
+    if seq <= seen:
         return seen
     for _ in range(spins):
         if load_acquire(state, ENTERED) >= seq:
