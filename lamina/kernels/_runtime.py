@@ -323,7 +323,6 @@ SPIN_S = 0.002
 GRACE_S = 5e-6  # from "the caller is entering its part" to the caller's kernel letting the GIL go
 
 _helpers = None
-last_split = float("-inf")  # time.perf_counter() of the last call split over the helpers
 
 
 class _Batch:
@@ -450,9 +449,7 @@ def run_parts(fn, parts):
     helpers = min(len(parts), threads()) - 1
     if helpers <= 0:
         return [fn(*args) for args in parts]
-    global last_split
     pool = _helpers_for(helpers)
-    last_split = time.perf_counter()
     batch = _Batch(fn, parts)
     pool.run(batch)
     if batch.error is not None:

@@ -1,62 +1,126 @@
-"""How Lamina's matrix products use threads next to the kernels.
+"""Matrix products on the kernel threads: one pool of threads for the whole program.
 
 OpenBLAS's worker threads busy-wait for a long while (about 0.1 s) after every call that used
 them. Next to the kernel threads (``_runtime.run_parts``), which take the other cores between the
 products, they took turns on the same cores: two threads of a compiled loop ran 1.65x slower
 within 0.1 s of a 2-thread GEMM than after it, and lowering BLAS's thread count does not stop
-the waiting. So while the kernels are splitting their calls over threads (one did within
-``RECENT_S``), BLAS runs on one thread: a product of moderate size as one call, a large one split
-by rows over the kernel threads, each part a single-thread GEMM. A product in a program that
-splits no kernel call (a plain matmul loop) keeps BLAS's own threads.
+the waiting. So with several threads a product of more than ``BLAS_ALONE`` multiply-adds (the
+size from which OpenBLAS would start its workers) runs on the kernel threads: its row blocks (and
+batch items) are single-thread GEMMs called from compiled code without the GIL, through the
+address of NumPy's own ``cblas_?gemm`` (``compiled/blas.py``), with BLAS set to one thread.
+OpenBLAS's workers then never wake, and the kernels can split their calls at any time.
 
-Milliseconds per step at 2 threads on a 2-core machine (AVX2), the two rules for large products
-alternating in one process, median of 12 rounds:
-
-                                       LeNet infer b1000   baby GPT train   MLP train b128
-    large products on BLAS's threads   47-58               57.1             15.5
-    split over the kernel threads      27-35               54.7             16.4
-
-(Before, a moderate product on BLAS's two threads made a LeNet b256 training step 28.0 ms
-instead of 16.8.)
+A product split this way ran as fast as OpenBLAS's own two threads (768 x 128 x 384: 505-645
+against 579-645 us, noisy 2-core VM). Without the address (a NumPy built on another BLAS), or
+with one thread, products are left to NumPy and its BLAS.
 """
 from __future__ import annotations
 
-import time
+import ctypes
+import os
 
 import numpy as np
 
 from . import _checks, _runtime
 
-# Multiply-adds below which OpenBLAS runs on one thread by itself (65536 * 4), and from which a
-# product is split over the kernel threads.
+# Multiply-adds below which OpenBLAS runs on one thread by itself (65536 * 4): such a product is
+# left to NumPy, split neither by OpenBLAS nor here.
 BLAS_ALONE = 1 << 18
-BLAS_THREADS = 1 << 25
-# Seconds after a split kernel call during which moderate products keep BLAS on one thread.
-RECENT_S = 0.1
+
+_k = None
+_address = None  # {dtype: address of cblas_sgemm/cblas_dgemm}, {} when not found
 
 
-def matmul(a, b):
-    """``a @ b`` with BLAS on one thread (a large product split by rows over the kernel threads),
-    for CPU float32/float64 ndarrays of one dtype (2-D, or stacks with equal batch dims) while the
-    kernels split their calls over several threads; None otherwise: the caller multiplies as
-    before."""
+def _lib():
+    global _k
+    if _k is None:
+        _k = _runtime.load("blas")
+    return _k
+
+
+# CBLAS symbols with 64-bit integers (NumPy's wheels bundle OpenBLAS with its names prefixed).
+_SYMBOLS = (("scipy_cblas_sgemm64_", "scipy_cblas_dgemm64_"), ("cblas_sgemm64_", "cblas_dgemm64_"))
+
+
+def addresses() -> dict:
+    """``{float32: address, float64: address}`` of the ILP64 ``cblas_sgemm``/``cblas_dgemm`` of
+    NumPy's OpenBLAS (found through threadpoolctl), or {} when there is none."""
+    global _address
+    if _address is None:
+        found = {}
+        try:
+            from threadpoolctl import ThreadpoolController
+            libs = [c.filepath for c in ThreadpoolController().lib_controllers
+                    if c.internal_api == "openblas"]
+            numpy_dir = os.path.dirname(os.path.dirname(np.__file__))
+            libs.sort(key=lambda path: not path.startswith(numpy_dir))  # NumPy's own first
+            for path in libs:
+                lib = ctypes.CDLL(path)
+                for single, double in _SYMBOLS:
+                    if hasattr(lib, single) and hasattr(lib, double):
+                        found = {np.dtype(np.float32): ctypes.cast(getattr(lib, single), ctypes.c_void_p).value,
+                                 np.dtype(np.float64): ctypes.cast(getattr(lib, double), ctypes.c_void_p).value}
+                        break
+                if found:
+                    break
+        except Exception:  # threadpoolctl unable to inspect, a library that will not load: NumPy's path
+            found = {}
+        _address = found
+    return _address
+
+
+def _blas_view(x):
+    """x as a 3-D stack whose matrices have a unit stride in one dimension and positive strides
+    that are whole elements (a copy only when x has neither)."""
+    x3 = x.reshape((-1,) + x.shape[-2:])
+    size = x.itemsize
+    s = x3.strides
+    if not ((s[2] == size and s[1] >= size * x3.shape[2]) or (s[1] == size and s[2] >= size * x3.shape[1])) \
+            or s[1] % size or s[2] % size or s[0] % size or s[0] < 0:
+        x3 = np.ascontiguousarray(x3)
+    return x3
+
+
+def matmul(a, b, bias=None):
+    """``a @ b`` (``+ bias``, added to every row) split over the kernel threads as single-thread
+    GEMMs, for CPU float32/float64 ndarrays of one dtype (2-D, or stacks with equal batch dims)
+    of more than ``BLAS_ALONE`` multiply-adds when several threads are set, bias a contiguous
+    vector of that dtype; None otherwise: the caller multiplies (and adds) as before."""
     if (type(a) is not np.ndarray or type(b) is not np.ndarray or a.dtype != b.dtype
             or a.dtype not in _checks.FLOATS or a.ndim < 2 or b.ndim != a.ndim
             or a.shape[:-2] != b.shape[:-2] or a.shape[-1] != b.shape[-2]):
         return None
-    macs = a.size * b.shape[-1]
-    if (macs < BLAS_ALONE or _runtime.threads() == 1 or not _runtime.enabled()
-            or time.perf_counter() - _runtime.last_split > RECENT_S):
+    if (a.size * b.shape[-1] < BLAS_ALONE or _runtime.threads() == 1 or not _runtime.enabled()
+            or 0 in a.shape or 0 in b.shape):
         return None
-    if macs < BLAS_THREADS:
-        with _runtime.blas_threads(1):
-            return np.matmul(a, b)
-    y = np.empty(a.shape[:-1] + (b.shape[-1],), a.dtype)
+    if bias is not None and (type(bias) is not np.ndarray or bias.dtype != a.dtype
+                             or bias.shape != b.shape[-1:] or not bias.flags.c_contiguous):
+        return None
+    return product(a, b, _runtime.threads() * _checks.PARTS_PER_THREAD, bias)
+
+
+def product(a, b, parts, bias=None):
+    """``a @ b (+ bias)`` for float32/float64 arrays of one dtype (2-D, or stacks with equal
+    batch dims, no dimension 0) as up to ``parts`` parts of (matrix, row block) pairs on the
+    kernel threads, each part single-thread GEMMs; None without NumPy's ``cblas_?gemm``."""
+    address = addresses().get(a.dtype)
+    if address is None:
+        return None
+    a3, b3 = _blas_view(a), _blas_view(b)
+    batch, M, K = a3.shape
+    N = b3.shape[2]
+    y = np.empty(a.shape[:-1] + (N,), a.dtype)
+    size = a.itemsize
+    sa, sb = a3.strides, b3.strides
+    d = np.array([a3.ctypes.data, sa[0] // size, sa[1] // size, sa[2] // size,
+                  b3.ctypes.data, sb[0] // size, sb[1] // size, sb[2] // size, K], np.int64)
+    rows = -(-M // min(M, -(-parts // batch)))  # row blocks of each matrix: parts in all
+    items = batch * (-(-M // rows))
+    y3, vector = y.reshape(batch, M, N), (_NO_BIAS[a.dtype] if bias is None else bias)
     with _runtime.blas_threads(1):
-        _runtime.run_parts(_rows_product, [(a, b, y, r0, r1) for r0, r1 in
-                                           _checks.split(a.shape[-2], min(_runtime.threads(), a.shape[-2]))])
+        _runtime.run_parts(_lib().product, [(address, d, y3, vector, lo, hi, rows)
+                                            for lo, hi in _checks.split(items, min(parts, items))])
     return y
 
 
-def _rows_product(a, b, y, r0, r1):
-    np.matmul(a[..., r0:r1, :], b, out=y[..., r0:r1, :])
+_NO_BIAS = {dt: np.empty(0, dt) for dt in _checks.FLOATS}

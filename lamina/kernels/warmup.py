@@ -7,9 +7,9 @@ import time
 
 import numpy as np
 
-from . import _checks, _runtime, activation, attention, conv, misc, norm, optim, softmax
+from . import _checks, _runtime, activation, attention, conv, gemm, misc, norm, optim, softmax
 
-FAMILIES = ("activation", "softmax", "attention", "norm", "conv", "optim", "misc")
+FAMILIES = ("activation", "softmax", "attention", "gemm", "norm", "conv", "optim", "misc")
 
 
 def _activation(dt, rng):
@@ -35,8 +35,18 @@ def _softmax(dt, rng):
 
 def _attention(dt, rng):
     q, k, v, g = (rng.standard_normal((1, 2, 3, 4)).astype(dt) for _ in range(4))
-    out, w = attention.attention_forward(q, k, v, 0.5, True)
-    attention.attention_backward(g, q, k, v, w, 0.5, True)
+    # contiguous heads, and heads split off one (B, L, 3 H D) projection as a GPT does
+    qkv = rng.standard_normal((1, 3, 3 * 2 * 4)).astype(dt)
+    hq, hk, hv = (qkv[..., i * 8:(i + 1) * 8].reshape(1, 3, 2, 4).transpose(0, 2, 1, 3) for i in range(3))
+    for q_, k_, v_, g_ in ((q, k, v, g), (hq, hk, hv, g.transpose(0, 2, 1, 3).copy().transpose(0, 2, 1, 3))):
+        out, w = attention.attention_forward(q_, k_, v_, 0.5, True)
+        attention.attention_backward(g_, q_, k_, v_, w, 0.5, True)
+
+
+def _gemm(dt, rng):
+    a, b = rng.standard_normal((4, 3)).astype(dt), rng.standard_normal((3, 5)).astype(dt)
+    gemm.product(a, b, _checks.force_parts or 1)
+    gemm.product(a, b, _checks.force_parts or 1, np.ones(5, dt))
 
 
 def _norm(dt, rng):
@@ -84,7 +94,7 @@ def _misc(dt, rng):
     sync.wait_post(state, 0, 1, 1, 0)
 
 
-_RUN = {"activation": _activation, "softmax": _softmax, "attention": _attention, "norm": _norm,
+_RUN = {"activation": _activation, "softmax": _softmax, "attention": _attention, "gemm": _gemm, "norm": _norm,
         "conv": _conv, "optim": _optim, "misc": _misc}
 
 

@@ -20,10 +20,15 @@ def _as_input_dtype(y, a):
 _PRODUCT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
-def _product(a, b):
-    """``a @ b``, on the kernel threads where ``lamina.kernels.matmul`` takes the arrays."""
-    y = _kernels.matmul(a, b)
-    return a @ b if y is None else y
+def _product(a, b, bias=None):
+    """``a @ b (+ bias)``, on the kernel threads where ``lamina.kernels.matmul`` takes the arrays
+    (the bias then added to each block of rows as it is computed)."""
+    y = _kernels.matmul(a, b, bias)
+    if y is None:
+        y = a @ b
+        if bias is not None:
+            y += bias
+    return y
 
 
 class MatMul(Op):
@@ -99,9 +104,7 @@ class Linear(Op):
 
     def forward(self, x, w, b=None):
         # one 2-D GEMM over all leading dims (a stacked matmul would call BLAS once per matrix)
-        y = _product(x.reshape(math.prod(x.shape[:-1]), x.shape[-1]) if x.ndim > 2 else x, w.T)
-        if b is not None:
-            y += b
+        y = _product(x.reshape(math.prod(x.shape[:-1]), x.shape[-1]) if x.ndim > 2 else x, w.T, b)
         return _as_input_dtype(y.reshape(x.shape[:-1] + (w.shape[0],)) if x.ndim > 2 else y, x)
 
     def backward(self, g, x, w, b=None):

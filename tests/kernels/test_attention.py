@@ -62,6 +62,28 @@ def test_attention_one_sequence_splits_its_heads_and_skips_unneeded_gradients(dt
     assert dq is None and dv is None
 
 
+def test_attention_splits_large_calls_by_heads(monkeypatch):
+    """Past BLAS_ALONE multiply-adds the heads are split over the kernel threads, two parts per
+    thread; a smaller call runs as one part."""
+    from lamina.kernels import _runtime
+    monkeypatch.setattr(_runtime, "_threads", 2)
+    calls = []
+    original = _runtime.run_parts
+    monkeypatch.setattr(_runtime, "run_parts", lambda fn, parts: calls.append(len(parts)) or original(fn, parts))
+    rng = np.random.default_rng(3)
+    b, t, h, d = 3, 32, 4, 16  # 12 heads x 32 x 32 x (16 + 16) = 393,216 multiply-adds
+    q, k, v = (_heads(rand(rng, (b, t, h * d), np.float32), b, t, h, d) for _ in range(3))
+    g = rand(rng, (b, h, t, d), np.float32)
+    out, w = K.attention_forward(q, k, v, 0.25, True)
+    dq, dk, dv = K.attention_backward(g, q, k, v, w, 0.25, True)
+    small = K.attention_forward(q[:1, :1], k[:1, :1], v[:1, :1], 0.25, True)
+    assert calls == [4, 4, 1]
+    t_out, t_grads = _torch(q, k, v, g, 0.25, True)
+    for got, want in zip((out, dq, dk, dv), (t_out, *t_grads)):
+        np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5)
+    np.testing.assert_allclose(small[0], out[:1, :1], rtol=1e-6, atol=1e-6)
+
+
 def test_attention_nan_poisons_its_rows_like_torch():
     rng = np.random.default_rng(1)
     q, k, v = (rand(rng, (1, 1, 4, 3), np.float64) for _ in range(3))
@@ -80,6 +102,13 @@ def test_attention_declines_what_it_does_not_take():
                                False) is None
     wide = np.ones((1, 1, 3, 4), np.float32)[..., ::2]                           # strided rows
     assert K.attention_forward(wide, wide, wide, 1.0, False) is None
+    assert K.attention_forward(q, q[:, :, :2, :1], q[:, :, :2], 1.0, False) is None  # q and k widths
+    from lamina.kernels import gemm
+    previous, gemm._address = gemm._address, {}
+    try:
+        assert K.attention_forward(q, q, q, 1.0, False) is None                   # no BLAS to call
+    finally:
+        gemm._address = previous
 
 
 def test_attention_op_uses_one_node_and_matches_the_composition():

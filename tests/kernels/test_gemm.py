@@ -1,6 +1,7 @@
-"""lamina.kernels.matmul: while the kernels split calls, moderate products run BLAS on one thread
-and large ones are split by rows over the kernel threads, equal to NumPy's, with BLAS's setting
-restored; small ones and what it does not take come back as None (the caller multiplies as
+"""lamina.kernels.matmul: with several threads, a product past BLAS_ALONE multiply-adds runs on
+the kernel threads as (matrix, row block) pairs of single-thread GEMMs called from compiled code
+through NumPy's own cblas_?gemm, equal to NumPy's, with BLAS's thread setting restored; small
+products, one thread and what it does not take come back as None (the caller multiplies as
 before)."""
 import numpy as np
 import pytest
@@ -10,12 +11,12 @@ from lamina.kernels import _runtime, gemm
 
 from .conftest import rand
 
+pytestmark = pytest.mark.skipif(not gemm.addresses(), reason="NumPy's BLAS has no ILP64 cblas_?gemm to call")
+
 
 @pytest.fixture
 def two_threads(monkeypatch):
-    """Two kernel threads, and a kernel call split over them just now."""
     monkeypatch.setattr(_runtime, "_threads", 2)
-    monkeypatch.setattr(_runtime, "last_split", float("inf"))
 
 
 def _blas():
@@ -23,23 +24,57 @@ def _blas():
     return {p["filepath"]: p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"}
 
 
+def _counting(monkeypatch):
+    calls = []
+    original = _runtime.run_parts
+    monkeypatch.setattr(_runtime, "run_parts", lambda fn, parts: calls.append(len(parts)) or original(fn, parts))
+    return calls
+
+
+def _tol(dtype):
+    return dict(rtol=1e-5, atol=1e-4) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("shapes", [((256, 128), (128, 80)), ((6, 90, 64), (6, 64, 50)),
-                                    ((2, 3, 70, 64), (2, 3, 64, 60))])
-@pytest.mark.parametrize("transposed", [False, True])
-def test_matmul_equals_numpy_and_restores_blas(shapes, transposed, dtype, two_threads, monkeypatch):
+                                    ((2, 3, 70, 64), (2, 3, 64, 60)), ((1, 4096), (4096, 80)),
+                                    ((3, 1, 900), (3, 900, 100))])
+@pytest.mark.parametrize("layout", ["c", "a_transposed", "b_transposed", "both_transposed"])
+def test_matmul_equals_numpy_and_restores_blas(shapes, layout, dtype, two_threads, monkeypatch):
     seen = []
     original = _runtime.blas_threads
     monkeypatch.setattr(_runtime, "blas_threads", lambda n: seen.append(n) or original(n))
+    calls = _counting(monkeypatch)
     rng = np.random.default_rng(5)
-    a = rand(rng, shapes[0], dtype)
-    b = rand(rng, shapes[1][:-2] + shapes[1][:-3:-1], dtype).swapaxes(-1, -2) if transposed else rand(rng, shapes[1], dtype)
+
+    def make(shape, transposed):
+        return rand(rng, shape[:-2] + shape[:-3:-1], dtype).swapaxes(-1, -2) if transposed else rand(rng, shape, dtype)
+    a = make(shapes[0], layout in ("a_transposed", "both_transposed"))
+    b = make(shapes[1], layout in ("b_transposed", "both_transposed"))
     before = _blas()
     got = K.matmul(a, b)
-    after = _blas()
-    assert seen == [1] and {f: after[f] for f in before} == before
+    assert seen == [1] and {f: _blas()[f] for f in before} == before
+    # two parts per thread, as (matrix, row block) pairs, never more pairs than rows
+    batch, rows = int(np.prod(shapes[0][:-2])), shapes[0][-2]
+    assert calls == [min(4, batch * rows)]
     want = np.matmul(a, b)
-    assert got.shape == want.shape and got.dtype == want.dtype
-    np.testing.assert_allclose(got, want, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-4)
+    assert got.shape == want.shape and got.dtype == want.dtype and got.flags.c_contiguous
+    np.testing.assert_allclose(got, want, **_tol(dtype))
+
+
+def test_matmul_copies_operands_blas_cannot_read(dtype, two_threads):
+    rng = np.random.default_rng(7)
+    a = rand(rng, (300, 260), dtype)[::-1, ::2]     # negative rows, strided columns
+    b = rand(rng, (3, 130, 90), dtype)[::2].swapaxes(0, 1).swapaxes(0, 1)
+    b = np.broadcast_to(b[:1], (2, 130, 90))        # a batch stride of 0
+    got = K.matmul(np.stack([a, a]), b)
+    np.testing.assert_allclose(got, np.matmul(np.stack([a, a]), b), **_tol(dtype))
+
+
+def test_product_splits_into_the_parts_asked_for(dtype):
+    rng = np.random.default_rng(8)
+    a, b = rand(rng, (5, 7, 3), dtype), rand(rng, (5, 3, 4), dtype)
+    for parts in (1, 2, 3, 6, 35, 100):
+        np.testing.assert_allclose(gemm.product(a, b, parts), np.matmul(a, b), **_tol(dtype))
 
 
 def test_matmul_declines(two_threads, monkeypatch):
@@ -52,28 +87,41 @@ def test_matmul_declines(two_threads, monkeypatch):
     assert K.matmul(np.ones((2, 256, 128)), np.ones((128, 80))) is None     # the caller folds these
     assert K.matmul(a, np.ones((127, 80), np.float32)) is None          # shapes that do not fit
     assert K.matmul(np.ones((8, 8), np.float32), np.ones((8, 8), np.float32)) is None  # small
-    monkeypatch.setattr(_runtime, "last_split", float("-inf"))
-    assert K.matmul(a, b) is None                                       # no kernel split lately
-    assert _runtime.run_parts(lambda i: i, [(0,), (1,)]) == [0, 1]      # one now
-    assert K.matmul(a, b) is not None
+    assert K.matmul(np.ones((0, 4096), np.float32), np.ones((4096, 80), np.float32)) is None  # empty
+    monkeypatch.setattr(gemm, "_address", {})
+    assert K.matmul(a, b) is None                                       # no cblas_sgemm to call
+    monkeypatch.undo()
     monkeypatch.setattr(_runtime, "_threads", 1)
-    assert K.matmul(a, b) is None                                       # one thread: nothing to do
+    assert K.matmul(a, b) is None                                       # one thread: BLAS's own call
+    monkeypatch.setattr(_runtime, "_threads", 2)
+    previous = _runtime.set_enabled(False)
+    try:
+        assert K.matmul(a, b) is None                                   # kernels off
+    finally:
+        _runtime.set_enabled(previous)
 
 
-@pytest.mark.parametrize("shapes", [((256, 128), (128, 80)), ((1, 4096), (4096, 80)), ((6, 91, 64), (6, 64, 50))])
-def test_large_matmul_split_by_rows_over_the_kernel_threads(shapes, dtype, two_threads, monkeypatch):
-    """Past BLAS_THREADS a product runs as row blocks of single-thread GEMMs on the kernel
-    threads (one block per thread, a single row as one), equal to NumPy's."""
-    monkeypatch.setattr(gemm, "BLAS_THREADS", 1 << 18)
-    calls = []
-    original = _runtime.run_parts
-    monkeypatch.setattr(_runtime, "run_parts", lambda fn, parts: calls.append(len(parts)) or original(fn, parts))
-    rng = np.random.default_rng(6)
-    a, b = rand(rng, shapes[0], dtype), rand(rng, shapes[1], dtype)
-    before = _blas()
-    got = K.matmul(a, b)
-    assert {f: _blas()[f] for f in before} == before
-    assert calls == [min(2, shapes[0][-2])]
-    want = np.matmul(a, b)
-    assert got.shape == want.shape and got.dtype == want.dtype
-    np.testing.assert_allclose(got, want, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-4)
+def test_matmul_op_takes_the_kernel_threads_and_matches_numpy(two_threads, monkeypatch):
+    """Linear and matmul ops with gradients go through the split products."""
+    import lamina
+    calls = _counting(monkeypatch)
+    rng = np.random.default_rng(9)
+    x = lamina.tensor(rng.standard_normal((64, 96)).astype(np.float32), requires_grad=True)
+    w = lamina.tensor(rng.standard_normal((80, 96)).astype(np.float32), requires_grad=True)
+    y = lamina.nn.functional.linear(x, w)
+    y.backward(lamina.ones_like(y))
+    assert len(calls) == 3                                              # forward, dx, dw
+    xa, wa = x.detach().numpy(), w.detach().numpy()
+    np.testing.assert_allclose(y.detach().numpy(), xa @ wa.T, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(x.grad.numpy(), np.ones((64, 80), np.float32) @ wa, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(w.grad.numpy(), np.ones((64, 80), np.float32).T @ xa, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("shapes", [((256, 128), (128, 80)), ((6, 90, 64), (6, 64, 50))])
+def test_matmul_adds_a_bias_to_every_row(shapes, dtype, two_threads):
+    rng = np.random.default_rng(10)
+    a, b, bias = rand(rng, shapes[0], dtype), rand(rng, shapes[1], dtype), rand(rng, shapes[1][-1:], dtype)
+    np.testing.assert_allclose(K.matmul(a, b, bias), np.matmul(a, b) + bias, **_tol(dtype))
+    assert K.matmul(a, b, bias.astype(np.float16)) is None                # another dtype
+    assert K.matmul(a, b, np.ones(3, dtype)) is None                      # another length
+    assert K.matmul(a, b, np.ones((shapes[1][-1], 2), dtype)[:, 0]) is None  # not contiguous

@@ -1,0 +1,86 @@
+"""Single-thread BLAS GEMM called from compiled code, without the GIL.
+
+NumPy's OpenBLAS exports the CBLAS interface (``cblas_sgemm``/``cblas_dgemm``, with 64-bit
+integers in NumPy's wheels). ``lamina.kernels.blas`` finds the function's address in that
+library at run time and passes it in as an integer: the call goes through that address, so the
+compiled code holds no process-specific pointer and stays cacheable on disk. BLAS is set to one
+thread around every call made this way (``lamina.kernels.blas``): the kernel threads are the
+parallelism, and OpenBLAS's own worker threads stay asleep.
+
+Matrices are given as (pointer, strides in elements) with one unit stride: a row-major matrix,
+or the transpose of one, as NumPy views of either kind are.
+"""
+from __future__ import annotations
+
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
+
+from .scalar import JIT, like
+
+_ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
+
+
+@intrinsic
+def _call(typingctx, addr, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
+    """``cblas_?gemm(RowMajor, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)`` through the
+    function at ``addr`` (64-bit integers, ILP64); pointers are integers. Single precision when
+    alpha is float32."""
+    sig = types.void(addr, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+
+    def codegen(context, builder, signature, args):
+        addr, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc = args
+        i32, i64 = ir.IntType(32), ir.IntType(64)
+        real = ir.FloatType() if signature.args[6] == types.float32 else ir.DoubleType()
+        ptr = ir.IntType(8).as_pointer()
+        fnty = ir.FunctionType(ir.VoidType(), [i32, i32, i32, i64, i64, i64, real, ptr, i64, ptr, i64,
+                                                 real, ptr, i64])
+        fn = builder.inttoptr(addr, fnty.as_pointer())
+        as_i64 = lambda v: builder.sext(v, i64) if v.type.width < 64 else v  # noqa: E731
+        builder.call(fn, [ir.Constant(i32, _ROW_MAJOR), builder.trunc(ta, i32), builder.trunc(tb, i32),
+                          as_i64(m), as_i64(n), as_i64(k), alpha, builder.inttoptr(a, ptr), as_i64(lda),
+                          builder.inttoptr(b, ptr), as_i64(ldb), beta, builder.inttoptr(c, ptr), as_i64(ldc)])
+        return context.get_dummy_value()
+    return sig, codegen
+
+
+@njit(inline="always")
+def _layout(rs, cs):
+    """(transpose flag, leading dimension) of a matrix with row/column strides rs/cs (elements)."""
+    if cs == 1:
+        return _NO_TRANS, rs
+    return _TRANS, cs
+
+
+@njit(inline="always")
+def gemm(addr, m, n, k, a, ars, acs, b, brs, bcs, beta, c, ldc):
+    """c (m x n, row stride ldc, unit columns) = a @ b + beta * c: a (m x k) and b (k x n) at
+    pointers a, b with row/column strides in elements (one of each pair 1). The scalars take
+    c's precision from beta's type."""
+    ta, lda = _layout(ars, acs)
+    tb, ldb = _layout(brs, bcs)
+    _call(addr, ta, tb, m, n, k, like(beta, 1.0), a, max(lda, 1), b, max(ldb, 1), beta, c, max(ldc, 1))
+
+
+@njit(**JIT)
+def product(addr, d, y, bias, lo, hi, rows):
+    """``y[i, r0:r0+rows] = a[i, r0:r0+rows] @ b[i] (+ bias)`` for the (batch item, row block)
+    pairs lo..hi-1 of stacks a (B, M, K), b (B, K, N) into y (B, M, N, C-contiguous): pair t is
+    item t // nblocks, rows from ``(t % nblocks) * rows``. a and b come as addresses and strides
+    in elements, ``d = [a, a0, a1, a2, b, b0, b1, b2]``, so that one compiled version serves
+    every memory layout. ``bias`` (N,) is added to each row of the block while it is in cache;
+    an empty one adds nothing."""
+    B, M, N = y.shape
+    K, size = d[8], y.itemsize
+    zero = like(y[0, 0, 0], 0.0)  # only y's type: its values are never read
+    nblocks = (M + rows - 1) // rows
+    for t in range(lo, hi):
+        i, r0 = t // nblocks, (t % nblocks) * rows
+        m = min(rows, M - r0)
+        gemm(addr, m, N, K, d[0] + (i * d[1] + r0 * d[2]) * size, d[2], d[3],
+             d[4] + i * d[5] * size, d[6], d[7], zero, y.ctypes.data + (i * M + r0) * N * size, N)
+        if bias.shape[0]:
+            for r in range(r0, r0 + m):
+                row = y[i, r]
+                for j in range(N):
+                    row[j] += bias[j]
