@@ -18,6 +18,12 @@ def _lib():
     return _k
 
 
+# Each activation's time per element relative to a ReLU (``_checks.parallel``): float32 on AVX2,
+# forward and backward rounded together (exact GELU 1.9 and 3.2 ns, a ReLU 0.2-0.3).
+COST = {"gelu": 8, "gelu_tanh": 4, "silu": 4, "sigmoid": 4, "tanh": 4, "relu": 1, "leaky_relu": 1,
+        "identity": 1}
+
+
 def _kind(name: str) -> int:
     k = _lib()
     kinds = {"gelu": k.GELU, "gelu_tanh": k.GELU_TANH, "silu": k.SILU, "sigmoid": k.SIGMOID,
@@ -35,7 +41,7 @@ def _forward(x, name, alpha=0.0):
     y = np.empty_like(x)
     xf, yf = x.reshape(-1), y.reshape(-1)
     a = x.dtype.type(alpha)
-    spans = _checks.split(xf.size, _checks.parallel(xf.size))
+    spans = _checks.split(xf.size, _checks.parallel(xf.size, COST[name]))
     _runtime.run_parts(fn, [(xf[lo:hi], yf[lo:hi], a) for lo, hi in spans])
     return y
 
@@ -47,7 +53,7 @@ def _backward(g, s, name, alpha=0.0):
     dx = np.empty_like(g)
     gf, sf, df = g.reshape(-1), s.reshape(-1), dx.reshape(-1)
     a = g.dtype.type(alpha)
-    spans = _checks.split(gf.size, _checks.parallel(gf.size))
+    spans = _checks.split(gf.size, _checks.parallel(gf.size, COST[name]))
     _runtime.run_parts(fn, [(gf[lo:hi], sf[lo:hi], df[lo:hi], a) for lo, hi in spans])
     return dx
 
@@ -72,7 +78,7 @@ def gelu_forward(x, approximate="none", keep_cdf=False):
     fn = _lib().gelu_cdf_fwd
     y, cdf = np.empty_like(x), np.empty_like(x)
     xf, yf, cf = x.reshape(-1), y.reshape(-1), cdf.reshape(-1)
-    spans = _checks.split(xf.size, _checks.parallel(xf.size))
+    spans = _checks.split(xf.size, _checks.parallel(xf.size, COST["gelu"]))
     _runtime.run_parts(fn, [(xf[lo:hi], yf[lo:hi], cf[lo:hi]) for lo, hi in spans])
     return y, cdf
 
@@ -87,7 +93,7 @@ def gelu_backward(g, x, approximate="none", cdf=None):
     fn = _lib().gelu_cdf_bwd
     dx = np.empty_like(g)
     gf, xf, cf, df = g.reshape(-1), x.reshape(-1), cdf.reshape(-1), dx.reshape(-1)
-    spans = _checks.split(gf.size, _checks.parallel(gf.size))
+    spans = _checks.split(gf.size, _checks.parallel(gf.size, 4))  # one exp per element
     _runtime.run_parts(fn, [(gf[lo:hi], xf[lo:hi], cf[lo:hi], df[lo:hi]) for lo, hi in spans])
     return dx
 
@@ -146,7 +152,7 @@ def bias_act_forward(x, bias, activation="identity", alpha=0.0):
     y = np.empty_like(x)  # the result owns its memory: autograd copies a gradient that is a view
     y2 = y.reshape(x2.shape)
     a = x.dtype.type(alpha)
-    spans = _checks.split(x2.shape[0], min(_checks.parallel(x2.size), max(1, x2.shape[0])))
+    spans = _checks.split(x2.shape[0], min(_checks.parallel(x2.size, COST[activation]), max(1, x2.shape[0])))
     _runtime.run_parts(k.bias_forward, [(x2[lo:hi], bias, y2[lo:hi], kind, a) for lo, hi in spans])
     return y
 
@@ -162,6 +168,6 @@ def bias_act_backward(g, x, bias, activation="identity", alpha=0.0):
     dx = np.empty_like(x)
     d2 = dx.reshape(x2.shape)
     a = x.dtype.type(alpha)
-    spans = _checks.split(x2.shape[0], min(_checks.parallel(x2.size), max(1, x2.shape[0])))
+    spans = _checks.split(x2.shape[0], min(_checks.parallel(x2.size, COST[activation]), max(1, x2.shape[0])))
     dbs = _runtime.run_parts(k.bias_backward, [(g2[lo:hi], x2[lo:hi], bias, d2[lo:hi], kind, a) for lo, hi in spans])
     return dx, sum(dbs[1:], dbs[0]).astype(x.dtype)

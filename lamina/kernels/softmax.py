@@ -28,7 +28,7 @@ def _forward(x, log):
     k = _lib()
     y = np.empty_like(x)
     x2, y2 = _rows(x), _rows(y)
-    spans = _checks.split(x2.shape[0], min(_checks.parallel(x2.size), x2.shape[0]))
+    spans = _checks.split(x2.shape[0], min(_checks.parallel(x2.size, 4), x2.shape[0]))  # an exp each
     _runtime.run_parts(k.forward, [(x2[lo:hi], y2[lo:hi], log) for lo, hi in spans])
     return y
 
@@ -84,7 +84,7 @@ def cross_entropy(logits, target, ignore_index=-100, reduction="mean", label_smo
     grad = np.empty_like(logits)
     loss = np.empty(n, logits.dtype)
     mean = reduction == "mean"
-    parts = min(_checks.parallel(logits.size), n)
+    parts = min(_checks.parallel(logits.size, 4), n)  # an exp per logit
     if parts == 1:  # small: one call counts, sums and scales
         counted, total = k.cross_entropy_serial(logits, target, grad, loss, ignore_index, label_smoothing, mean)
     else:  # the count first, so every part scales its own rows in the same pass

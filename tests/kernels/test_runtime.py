@@ -254,3 +254,25 @@ def test_helper_state_slots_match_the_compiled_waits():
     state[sync.ENTERED] = 3
     assert sync.wait_post(state, 2, 10, 1, 0) == 3
     assert sync.spin_to(state[sync.DONE:], 5, 10) == 5 and sync.spin_to(state[sync.DONE:], 6, 10) == 5
+
+
+def test_parallel_weighs_the_work_by_its_cost(monkeypatch):
+    """Elements are weighed by their cost (relative to a pass that only moves memory): an exact
+    GELU splits from an eighth of the size at which a ReLU does; one thread never splits."""
+    from lamina.kernels import _checks, activation
+    monkeypatch.setattr(_runtime, "_threads", 2)
+    monkeypatch.setattr(_checks, "force_parts", None)
+    n = _checks.PARALLEL_MIN // 4
+    assert _checks.parallel(n) == 1 and _checks.parallel(n, 4) >= 2
+    assert _checks.parallel(_checks.PARALLEL_MIN) >= 2
+    calls = []
+    original = _runtime.run_parts
+    monkeypatch.setattr(_runtime, "run_parts", lambda fn, parts: calls.append(len(parts)) or original(fn, parts))
+    x = np.linspace(-3, 3, n).astype(np.float32)
+    split = K.gelu_forward(x)
+    K.relu_forward(x)
+    assert calls[0] >= 2 and calls[1] == 1 and activation.COST["gelu"] > activation.COST["relu"]
+    monkeypatch.setattr(_checks, "force_parts", 1)
+    np.testing.assert_array_equal(split, K.gelu_forward(x))  # the parts change nothing
+    monkeypatch.setattr(_runtime, "_threads", 1)
+    assert _checks.parallel(10 * _checks.PARALLEL_MIN, 8) == 1
