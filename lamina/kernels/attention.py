@@ -68,6 +68,27 @@ def attention_forward(q, k, v, scale, causal):
     return out, p
 
 
+def _like_inputs(q, k, v):
+    """Empty arrays shaped and laid out as q, k and v. When the three are views of one
+    C-contiguous array (a fused projection, split into heads) the gradients are the same views
+    of one new array, so that the split's backward joins them without copying."""
+    owner = q.base  # NumPy's views point at the array owning the memory
+    if (type(owner) is np.ndarray and k.base is owner and v.base is owner and owner.flags.c_contiguous
+            and owner.dtype == q.dtype):
+        buffer = np.empty_like(owner)
+        start = owner.__array_interface__["data"][0]
+        views = []
+        for a in (q, k, v):
+            offset = a.__array_interface__["data"][0] - start
+            last = offset + sum((n - 1) * st for n, st in zip(a.shape, a.strides)) + a.itemsize
+            if offset < 0 or last > owner.nbytes or min(a.strides) < 0:
+                break
+            views.append(np.ndarray(a.shape, a.dtype, buffer=buffer, offset=offset, strides=a.strides))
+        else:
+            return views
+    return [np.empty_like(a) for a in (q, k, v)]
+
+
 def attention_backward(g, q, k, v, weights, scale, causal, needs=(True, True, True)):
     """``(dq, dk, dv)`` (None where ``needs`` says no), each in the memory order of its input,
     from the upstream gradient g (B, H, L, Dv) and the forward's weights; or None."""
@@ -75,7 +96,7 @@ def attention_backward(g, q, k, v, weights, scale, causal, needs=(True, True, Tr
             or g.shape[3] != v.shape[3] or weights.shape != q.shape[:3] + k.shape[2:3] or not _fits(q, k, v)):
         return None
     nq, nk, nv = (bool(n) for n in needs)
-    dq, dk, dv = (np.empty_like(a) for a in (q, k, v))
+    dq, dk, dv = _like_inputs(q, k, v)
     spans = _spans(q, k, v)
     scratch = np.empty((len(spans), q.shape[2], k.shape[2]), q.dtype)
     flags = np.array([nq, nk, nv])

@@ -96,13 +96,19 @@ def matmul(a, b, bias=None):
     if bias is not None and (type(bias) is not np.ndarray or bias.dtype != a.dtype
                              or bias.shape != b.shape[-1:] or not bias.flags.c_contiguous):
         return None
-    return product(a, b, _runtime.threads() * _checks.PARTS_PER_THREAD, bias)
+    return product(a, b, _runtime.threads(), bias)
 
 
 def product(a, b, parts, bias=None):
     """``a @ b (+ bias)`` for float32/float64 arrays of one dtype (2-D, or stacks with equal
-    batch dims, no dimension 0) as up to ``parts`` parts of (matrix, row block) pairs on the
-    kernel threads, each part single-thread GEMMs; None without NumPy's ``cblas_?gemm``."""
+    batch dims, no dimension 0) as up to ``parts`` parts on the kernel threads, each part
+    single-thread GEMMs over whole matrices or blocks of them; None without NumPy's
+    ``cblas_?gemm``.
+
+    A matrix too few for the parts is cut into blocks of rows when it has more rows than
+    columns, else of columns: each block's GEMM packs the whole of the other operand, and that
+    way the smaller one is the one packed again (an MLP's 128 x 1024 @ 1024 x 1024 split by rows
+    packed the 4 MiB weight once per part)."""
     address = addresses().get(a.dtype)
     if address is None:
         return None
@@ -114,11 +120,13 @@ def product(a, b, parts, bias=None):
     sa, sb = a3.strides, b3.strides
     d = np.array([a3.ctypes.data, sa[0] // size, sa[1] // size, sa[2] // size,
                   b3.ctypes.data, sb[0] // size, sb[1] // size, sb[2] // size, K], np.int64)
-    rows = -(-M // min(M, -(-parts // batch)))  # row blocks of each matrix: parts in all
-    items = batch * (-(-M // rows))
+    cuts = -(-parts // batch)  # blocks per matrix
+    rows = -(-M // min(M, cuts)) if M >= N else M
+    cols = -(-N // min(N, cuts)) if M < N else N
+    items = batch * (-(-M // rows)) * (-(-N // cols))
     y3, vector = y.reshape(batch, M, N), (_NO_BIAS[a.dtype] if bias is None else bias)
     with _runtime.blas_threads(1):
-        _runtime.run_parts(_lib().product, [(address, d, y3, vector, lo, hi, rows)
+        _runtime.run_parts(_lib().product, [(address, d, y3, vector, lo, hi, rows, cols)
                                             for lo, hi in _checks.split(items, min(parts, items))])
     return y
 

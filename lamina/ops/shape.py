@@ -262,11 +262,29 @@ class Split(Op):
 
     def backward_arrays(self, grads, x):
         xp = xp_of(x)
+        whole = _joined(grads, x, self.dim, self.sizes)
+        if whole is not None:
+            return whole
         return xp.concatenate(self._pieces(grads, x, lambda shape: xp.zeros(shape, dtype=x.dtype)), axis=self.dim)
 
-    def onnx(self, g, x):
-        return g.op("Split", [x, g.vector(self.sizes, g.twin_attr("sizes"))], n_out=len(self.sizes),
-                    axis=self.dim)
+
+def _joined(parts, x, dim, sizes):
+    """An array of x's shape whose consecutive slices along ``dim`` the NumPy arrays ``parts``
+    already are, or None. A kernel that computes the gradients of several pieces of one array
+    (attention's q, k and v split off one projection) writes them into one buffer, and joining
+    them is then free."""
+    owner = getattr(parts[0], "base", None)  # NumPy's views point at the array owning the memory
+    if (type(owner) is not np.ndarray or owner.dtype != x.dtype or owner.size != x.size
+            or not owner.flags.c_contiguous or not owner.flags.writeable):
+        return None
+    whole = owner.reshape(x.shape)
+    start, offset = whole.__array_interface__["data"][0], 0
+    for g, size in zip(parts, sizes):
+        if (type(g) is not np.ndarray or g.base is not owner or g.strides != whole.strides
+                or g.shape[dim] != size or g.__array_interface__["data"][0] != start + offset * whole.strides[dim]):
+            return None
+        offset += size
+    return whole
 
 
 @autocast_op("cat")

@@ -129,3 +129,37 @@ def test_attention_op_uses_one_node_and_matches_the_composition():
 
 
 test_attention_op_uses_one_node_and_matches_the_composition.runs_with_kernels_off = True
+
+
+def test_gradients_of_a_fused_projection_are_joined_without_a_copy(monkeypatch):
+    """q, k and v split off one projection get their gradients as views of one new array, which
+    the split's backward returns as it is; the gradient equals the composition's."""
+    from lamina.ops import shape
+    joined = []
+    original = shape._joined
+    monkeypatch.setattr(shape, "_joined", lambda *a: joined.append(original(*a)) or joined[-1])
+    rng = np.random.default_rng(4)
+    data = rng.standard_normal((2, 5, 3 * 8))
+
+    def run(**kw):
+        qkv = lamina.tensor(data, requires_grad=True)
+        q, k, v = (t.view(2, 5, 2, 4).transpose(1, 2) for t in qkv.split(8, dim=2))
+        out = lamina.nn.functional.scaled_dot_product_attention(q, k, v, **kw)
+        return lamina.grad((out * out).sum(), qkv)[0].numpy()
+    fused = run(is_causal=True)
+    assert joined and joined[0] is not None and joined[0].shape == (2, 5, 24)
+    composed = run(attn_mask=lamina.tensor(np.tril(np.ones((5, 5), bool))))
+    np.testing.assert_allclose(fused, composed, rtol=1e-10, atol=1e-12)
+
+
+def test_joined_declines_pieces_that_are_not_one_array_in_order():
+    from lamina.ops import shape
+    x = np.zeros((2, 6))
+    whole = np.arange(12.0).reshape(2, 6)
+    a, b = whole[:, :2], whole[:, 2:]
+    assert shape._joined([a, b], x, 1, [2, 4]) is not None
+    assert shape._joined([b, a], x, 1, [4, 2]) is None                   # out of order
+    assert shape._joined([a, b.copy()], x, 1, [2, 4]) is None            # another array
+    assert shape._joined([a, whole[:, 3:]], x, 1, [2, 3]) is None        # a gap
+    assert shape._joined([whole[:1], whole[1:]], x, 1, [1, 1]) is None  # along another dim
+    assert shape._joined([a.astype(np.float32), b], x, 1, [2, 4]) is None

@@ -53,9 +53,7 @@ def test_matmul_equals_numpy_and_restores_blas(shapes, layout, dtype, two_thread
     before = _blas()
     got = K.matmul(a, b)
     assert seen == [1] and {f: _blas()[f] for f in before} == before
-    # two parts per thread, as (matrix, row block) pairs, never more pairs than rows
-    batch, rows = int(np.prod(shapes[0][:-2])), shapes[0][-2]
-    assert calls == [min(4, batch * rows)]
+    assert calls == [2]  # a part per thread: whole matrices, or blocks of rows or columns
     want = np.matmul(a, b)
     assert got.shape == want.shape and got.dtype == want.dtype and got.flags.c_contiguous
     np.testing.assert_allclose(got, want, **_tol(dtype))
@@ -70,11 +68,14 @@ def test_matmul_copies_operands_blas_cannot_read(dtype, two_threads):
     np.testing.assert_allclose(got, np.matmul(np.stack([a, a]), b), **_tol(dtype))
 
 
-def test_product_splits_into_the_parts_asked_for(dtype):
+@pytest.mark.parametrize("shapes", [((5, 7, 3), (5, 3, 4)), ((2, 3, 5), (2, 5, 9)), ((1, 3), (3, 1))],
+                         ids=["row_blocks", "column_blocks", "one_element"])
+def test_product_splits_into_the_parts_asked_for(shapes, dtype):
     rng = np.random.default_rng(8)
-    a, b = rand(rng, (5, 7, 3), dtype), rand(rng, (5, 3, 4), dtype)
+    a, b, bias = rand(rng, shapes[0], dtype), rand(rng, shapes[1], dtype), rand(rng, shapes[1][-1:], dtype)
     for parts in (1, 2, 3, 6, 35, 100):
         np.testing.assert_allclose(gemm.product(a, b, parts), np.matmul(a, b), **_tol(dtype))
+        np.testing.assert_allclose(gemm.product(a, b, parts, bias), np.matmul(a, b) + bias, **_tol(dtype))
 
 
 def test_matmul_declines(two_threads, monkeypatch):

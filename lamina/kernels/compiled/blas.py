@@ -63,24 +63,26 @@ def gemm(addr, m, n, k, a, ars, acs, b, brs, bcs, beta, c, ldc):
 
 
 @njit(**JIT)
-def product(addr, d, y, bias, lo, hi, rows):
-    """``y[i, r0:r0+rows] = a[i, r0:r0+rows] @ b[i] (+ bias)`` for the (batch item, row block)
-    pairs lo..hi-1 of stacks a (B, M, K), b (B, K, N) into y (B, M, N, C-contiguous): pair t is
-    item t // nblocks, rows from ``(t % nblocks) * rows``. a and b come as addresses and strides
-    in elements, ``d = [a, a0, a1, a2, b, b0, b1, b2]``, so that one compiled version serves
-    every memory layout. ``bias`` (N,) is added to each row of the block while it is in cache;
-    an empty one adds nothing."""
+def product(addr, d, y, bias, lo, hi, rows, cols):
+    """``y[i, block] = a[i, block rows] @ b[i, :, block columns] (+ bias)`` for the blocks lo..hi-1
+    of stacks a (B, M, K), b (B, K, N) into y (B, M, N, C-contiguous), blocks of ``rows`` x
+    ``cols`` numbered matrix by matrix, row-major. a and b come as addresses and strides in
+    elements, ``d = [a, a0, a1, a2, b, b0, b1, b2, K]``, so that one compiled version serves
+    every memory layout. ``bias`` (N,) is added to each row of a block while it is in cache; an
+    empty one adds nothing."""
     B, M, N = y.shape
     K, size = d[8], y.itemsize
     zero = like(y[0, 0, 0], 0.0)  # only y's type: its values are never read
-    nblocks = (M + rows - 1) // rows
+    row_blocks, col_blocks = (M + rows - 1) // rows, (N + cols - 1) // cols
     for t in range(lo, hi):
-        i, r0 = t // nblocks, (t % nblocks) * rows
-        m = min(rows, M - r0)
-        gemm(addr, m, N, K, d[0] + (i * d[1] + r0 * d[2]) * size, d[2], d[3],
-             d[4] + i * d[5] * size, d[6], d[7], zero, y.ctypes.data + (i * M + r0) * N * size, N)
+        i, rc = t // (row_blocks * col_blocks), t % (row_blocks * col_blocks)
+        r0, c0 = (rc // col_blocks) * rows, (rc % col_blocks) * cols
+        m, n = min(rows, M - r0), min(cols, N - c0)
+        gemm(addr, m, n, K, d[0] + (i * d[1] + r0 * d[2]) * size, d[2], d[3],
+             d[4] + (i * d[5] + c0 * d[7]) * size, d[6], d[7], zero,
+             y.ctypes.data + ((i * M + r0) * N + c0) * size, N)
         if bias.shape[0]:
             for r in range(r0, r0 + m):
                 row = y[i, r]
-                for j in range(N):
+                for j in range(c0, c0 + n):
                     row[j] += bias[j]
