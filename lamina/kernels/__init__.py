@@ -1,8 +1,8 @@
 """Compiled CPU kernels (Numba) on raw NumPy arrays: fused elementwise activations,
-softmax/log_softmax and cross-entropy, layer_norm, the softmax of scaled dot-product attention,
-convolution packing around one BLAS GEMM per direction, pooling, optimiser updates over flat
-buffers, embedding backward, dropout masks, large reductions and large binary arithmetic on
-the kernel threads.
+softmax/log_softmax and cross-entropy, layer_norm, scaled dot-product attention, matrix
+products split over threads, convolution packing around one BLAS GEMM per direction, pooling,
+optimiser updates over flat buffers, embedding backward, dropout masks, large reductions and
+large binary arithmetic on the kernel threads.
 
 Every kernel function takes plain arrays and returns its result, or None when it does not
 take the input (kernels switched off, Numba missing, a dtype other than float32/float64, a
@@ -17,9 +17,11 @@ non-contiguous layout): the caller then runs its NumPy/CuPy path, which stays th
   compiling takes longer than a second in a process.
 - Threads: kernels are compiled serial and release the GIL; a large call is split into parts
   run at once on a small pool of Python threads (no OpenMP pool, fork-safe). Small inputs run
-  in the calling thread. ``set_num_threads(n)`` sets the kernels' and BLAS's threads together;
-  BLAS is never called from inside a compiled kernel, and where the kernel threads run BLAS
-  calls themselves (a large product split by rows, ``gemm``) BLAS is set to one thread.
+  in the calling thread. ``set_num_threads(n)`` sets the kernels' and BLAS's threads together.
+  With several threads the matrix products run on the same pool (``gemm``): compiled parts call
+  NumPy's own ``cblas_?gemm`` on blocks, with BLAS set to one thread around them, so one pool
+  of threads serves the whole program and BLAS's own workers (which busy-wait between calls)
+  stay asleep.
 """
 from __future__ import annotations
 
