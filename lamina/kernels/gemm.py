@@ -5,13 +5,15 @@ them. Next to the kernel threads (``_runtime.run_parts``), which take the other 
 products, they took turns on the same cores: two threads of a compiled loop ran 1.65x slower
 within 0.1 s of a 2-thread GEMM than after it, and lowering BLAS's thread count does not stop
 the waiting. So with several threads a product of more than ``BLAS_ALONE`` multiply-adds (the
-size from which OpenBLAS would start its workers) runs on the kernel threads: its row blocks (and
-batch items) are single-thread GEMMs called from compiled code without the GIL, through the
-address of NumPy's own ``cblas_?gemm`` (``compiled/blas.py``), with BLAS set to one thread.
-OpenBLAS's workers then never wake, and the kernels can split their calls at any time.
+size from which OpenBLAS would start its workers) runs on the kernel threads: its matrices, or
+blocks of their rows or columns, are single-thread GEMMs called from compiled code without the
+GIL, through the address of NumPy's own ``cblas_?gemm`` (``compiled/blas.py``), with BLAS set
+to one thread. OpenBLAS's workers then never wake, and the kernels can split their calls at any
+time.
 
-A product split this way ran as fast as OpenBLAS's own two threads (768 x 128 x 384: 505-645
-against 579-645 us, noisy 2-core VM). Without the address (a NumPy built on another BLAS), or
+Split this way, a product runs about as fast as on OpenBLAS's own two threads (2-core VM, best
+of 7 x 500 calls: 768 x 128 x 128 in 217 against 199 us, 768 x 128 x 384 in 567 against 639,
+256 x 256 x 256 in 327 against 236). Without the address (a NumPy built on another BLAS), or
 with one thread, products are left to NumPy and its BLAS.
 """
 from __future__ import annotations
