@@ -126,3 +126,21 @@ def test_matmul_adds_a_bias_to_every_row(shapes, dtype, two_threads):
     assert K.matmul(a, b, bias.astype(np.float16)) is None                # another dtype
     assert K.matmul(a, b, np.ones(3, dtype)) is None                      # another length
     assert K.matmul(a, b, np.ones((shapes[1][-1], 2), dtype)[:, 0]) is None  # not contiguous
+
+
+def test_product_ignores_the_strides_of_dimensions_of_one(dtype):
+    """NumPy leaves any stride on a dimension of length 1; BLAS's leading dimensions are made
+    valid whatever they say."""
+    from numpy.lib.stride_tricks import as_strided
+    rng = np.random.default_rng(11)
+    flat = rand(rng, (4000,), dtype)
+    size = flat.itemsize
+    row = as_strided(flat, (1, 300), (size, size))        # one row, row stride 1 element
+    column = as_strided(flat, (300, 1), (size, 7 * size))  # one column, column stride 7
+    odd_row = as_strided(flat, (1, 300), (0, 3 * size))    # one row, no unit stride at all
+    b = rand(rng, (300, 5), dtype)
+    for a in (row, odd_row):
+        np.testing.assert_allclose(gemm.product(a, b, 2), a @ b, **_tol(dtype))
+        np.testing.assert_allclose(gemm.product(b.T, a.T, 2), b.T @ a.T, **_tol(dtype))
+    np.testing.assert_allclose(gemm.product(b.T, column, 2), b.T @ column, **_tol(dtype))
+    np.testing.assert_allclose(gemm.product(column, row, 3), column @ row, **_tol(dtype))

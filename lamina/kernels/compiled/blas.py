@@ -1,10 +1,10 @@
 """Single-thread BLAS GEMM called from compiled code, without the GIL.
 
 NumPy's OpenBLAS exports the CBLAS interface (``cblas_sgemm``/``cblas_dgemm``, with 64-bit
-integers in NumPy's wheels). ``lamina.kernels.blas`` finds the function's address in that
+integers in NumPy's wheels). ``lamina.kernels.gemm`` finds the function's address in that
 library at run time and passes it in as an integer: the call goes through that address, so the
 compiled code holds no process-specific pointer and stays cacheable on disk. BLAS is set to one
-thread around every call made this way (``lamina.kernels.blas``): the kernel threads are the
+thread around every call made this way (``lamina.kernels.gemm``): the kernel threads are the
 parallelism, and OpenBLAS's own worker threads stay asleep.
 
 Matrices are given as (pointer, strides in elements) with one unit stride: a row-major matrix,
@@ -45,11 +45,13 @@ def _call(typingctx, addr, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 
 
 @njit(inline="always")
-def _layout(rs, cs):
-    """(transpose flag, leading dimension) of a matrix with row/column strides rs/cs (elements)."""
-    if cs == 1:
-        return _NO_TRANS, rs
-    return _TRANS, cs
+def _layout(rows, cols, rs, cs):
+    """(transpose flag, leading dimension) of a rows x cols matrix with row/column strides rs/cs
+    in elements, one of which is 1 (a stride along a dimension of 1 is never used, whatever it
+    says, and the leading dimension is then made what BLAS requires)."""
+    if cs == 1 or cols == 1:
+        return _NO_TRANS, max(rs if rows > 1 else cols, cols, 1)
+    return _TRANS, max(cs, rows, 1)
 
 
 @njit(inline="always")
@@ -57,9 +59,9 @@ def gemm(addr, m, n, k, a, ars, acs, b, brs, bcs, beta, c, ldc):
     """c (m x n, row stride ldc, unit columns) = a @ b + beta * c: a (m x k) and b (k x n) at
     pointers a, b with row/column strides in elements (one of each pair 1). The scalars take
     c's precision from beta's type."""
-    ta, lda = _layout(ars, acs)
-    tb, ldb = _layout(brs, bcs)
-    _call(addr, ta, tb, m, n, k, like(beta, 1.0), a, max(lda, 1), b, max(ldb, 1), beta, c, max(ldc, 1))
+    ta, lda = _layout(m, k, ars, acs)
+    tb, ldb = _layout(k, n, brs, bcs)
+    _call(addr, ta, tb, m, n, k, like(beta, 1.0), a, lda, b, ldb, beta, c, max(ldc, n, 1))
 
 
 @njit(**JIT)
