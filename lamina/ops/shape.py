@@ -267,6 +267,10 @@ class Split(Op):
             return whole
         return xp.concatenate(self._pieces(grads, x, lambda shape: xp.zeros(shape, dtype=x.dtype)), axis=self.dim)
 
+    def onnx(self, g, x):
+        return g.op("Split", [x, g.vector(self.sizes, g.twin_attr("sizes"))], n_out=len(self.sizes),
+                    axis=self.dim)
+
 
 def _joined(parts, x, dim, sizes):
     """An array of x's shape whose consecutive slices along ``dim`` the NumPy arrays ``parts``
