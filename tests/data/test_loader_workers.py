@@ -361,8 +361,9 @@ def test_bad_worker_arguments():
 def _run_loader_process(tmp_path, mode, method):
     script = tmp_path / "run_loader.py"
     script.write_text(textwrap.dedent(f"""
-        import multiprocessing, sys, time
+        import faulthandler, multiprocessing, signal, sys, time
         import numpy as np
+        faulthandler.register(signal.SIGUSR1, all_threads=True)  # the test asks for stacks on a hang
         from lamina.utils.data import DataLoader, Dataset
 
         class Slow(Dataset):
@@ -396,6 +397,26 @@ def _gone(pid):
         return True
 
 
+def _communicate(proc, kids, seconds=20):
+    """``proc.communicate`` that, when the process hangs, fails with its threads' stacks and its
+    workers' states instead of a bare timeout."""
+    try:
+        return proc.communicate(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        states = {}
+        for pid in kids:
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    states[pid] = f.read().rsplit(")", 1)[1].split()[0]
+            except FileNotFoundError:
+                states[pid] = "gone"
+        proc.send_signal(signal.SIGUSR1)
+        time.sleep(1.0)
+        proc.kill()
+        _, err = proc.communicate()
+        pytest.fail(f"the loader process hung for {seconds} s; workers {states}; stderr:\n{err}")
+
+
 def _wait_gone(pids, seconds=10):
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline and not all(_gone(p) for p in pids):
@@ -408,7 +429,7 @@ def test_ctrl_c_in_the_main_process_leaves_no_worker(tmp_path):
     try:
         assert len(kids) >= 2
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=20)
+        _, err = _communicate(proc, kids)
         assert "KeyboardInterrupt" in err and proc.returncode != 0
         assert _wait_gone(kids) == []
     finally:
@@ -418,7 +439,7 @@ def test_ctrl_c_in_the_main_process_leaves_no_worker(tmp_path):
 def test_crashing_worker_ends_the_program_with_its_traceback_and_no_orphans(tmp_path):
     proc, kids = _run_loader_process(tmp_path, "crash", "fork")
     try:
-        _, err = proc.communicate(timeout=20)
+        _, err = _communicate(proc, kids)
         assert proc.returncode == 1
         assert "ValueError: Caught ValueError in DataLoader worker process" in err
         assert "crash in the worker" in err
