@@ -31,6 +31,15 @@ def parts(request):
     _checks.force_parts = previous
 
 
+@pytest.fixture
+def part_counts(monkeypatch):
+    """The number of parts of every ``run_parts`` call made during the test, in call order."""
+    counts = []
+    original = _runtime.run_parts
+    monkeypatch.setattr(_runtime, "run_parts", lambda fn, parts: counts.append(len(parts)) or original(fn, parts))
+    return counts
+
+
 @pytest.fixture(params=DTYPES, ids=["float32", "float64"])
 def dtype(request):
     return np.dtype(request.param)

@@ -62,14 +62,12 @@ def test_attention_one_sequence_splits_its_heads_and_skips_unneeded_gradients(dt
     assert dq is None and dv is None
 
 
-def test_attention_splits_large_calls_by_heads(monkeypatch):
+def test_attention_splits_large_calls_by_heads(monkeypatch, part_counts):
     """Past BLAS_ALONE multiply-adds the heads are split over the kernel threads, two parts per
     thread; a smaller call runs as one part."""
     from lamina.kernels import _runtime
     monkeypatch.setattr(_runtime, "_threads", 2)
-    calls = []
-    original = _runtime.run_parts
-    monkeypatch.setattr(_runtime, "run_parts", lambda fn, parts: calls.append(len(parts)) or original(fn, parts))
+    calls = part_counts
     rng = np.random.default_rng(3)
     b, t, h, d = 3, 32, 4, 16  # 12 heads x 32 x 32 x (16 + 16) = 393,216 multiply-adds
     q, k, v = (_heads(rand(rng, (b, t, h * d), np.float32), b, t, h, d) for _ in range(3))

@@ -24,13 +24,6 @@ def _blas():
     return {p["filepath"]: p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"}
 
 
-def _counting(monkeypatch):
-    calls = []
-    original = _runtime.run_parts
-    monkeypatch.setattr(_runtime, "run_parts", lambda fn, parts: calls.append(len(parts)) or original(fn, parts))
-    return calls
-
-
 def _tol(dtype):
     return dict(rtol=1e-5, atol=1e-4) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
 
@@ -39,11 +32,11 @@ def _tol(dtype):
                                     ((2, 3, 70, 64), (2, 3, 64, 60)), ((1, 4096), (4096, 80)),
                                     ((3, 1, 900), (3, 900, 100))])
 @pytest.mark.parametrize("layout", ["c", "a_transposed", "b_transposed", "both_transposed"])
-def test_matmul_equals_numpy_and_restores_blas(shapes, layout, dtype, two_threads, monkeypatch):
+def test_matmul_equals_numpy_and_restores_blas(shapes, layout, dtype, two_threads, monkeypatch, part_counts):
     seen = []
     original = _runtime.blas_threads
     monkeypatch.setattr(_runtime, "blas_threads", lambda n: seen.append(n) or original(n))
-    calls = _counting(monkeypatch)
+    calls = part_counts
     rng = np.random.default_rng(5)
 
     def make(shape, transposed):
@@ -102,10 +95,10 @@ def test_matmul_declines(two_threads, monkeypatch):
         _runtime.set_enabled(previous)
 
 
-def test_matmul_op_takes_the_kernel_threads_and_matches_numpy(two_threads, monkeypatch):
+def test_matmul_op_takes_the_kernel_threads_and_matches_numpy(two_threads, part_counts):
     """Linear and matmul ops with gradients go through the split products."""
     import lamina
-    calls = _counting(monkeypatch)
+    calls = part_counts
     rng = np.random.default_rng(9)
     x = lamina.tensor(rng.standard_normal((64, 96)).astype(np.float32), requires_grad=True)
     w = lamina.tensor(rng.standard_normal((80, 96)).astype(np.float32), requires_grad=True)

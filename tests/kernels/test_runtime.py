@@ -256,7 +256,7 @@ def test_helper_state_slots_match_the_compiled_waits():
     assert sync.spin_to(state[sync.DONE:], 5, 10) == 5 and sync.spin_to(state[sync.DONE:], 6, 10) == 5
 
 
-def test_parallel_weighs_the_work_by_its_cost(monkeypatch):
+def test_parallel_weighs_the_work_by_its_cost(monkeypatch, part_counts):
     """Elements are weighed by their cost (relative to a pass that only moves memory): an exact
     GELU splits from an eighth of the size at which a ReLU does; one thread never splits."""
     from lamina.kernels import _checks, activation
@@ -265,9 +265,7 @@ def test_parallel_weighs_the_work_by_its_cost(monkeypatch):
     n = _checks.PARALLEL_MIN // 4
     assert _checks.parallel(n) == 1 and _checks.parallel(n, 4) >= 2
     assert _checks.parallel(_checks.PARALLEL_MIN) >= 2
-    calls = []
-    original = _runtime.run_parts
-    monkeypatch.setattr(_runtime, "run_parts", lambda fn, parts: calls.append(len(parts)) or original(fn, parts))
+    calls = part_counts
     x = np.linspace(-3, 3, n).astype(np.float32)
     split = K.gelu_forward(x)
     K.relu_forward(x)
