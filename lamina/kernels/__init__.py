@@ -19,9 +19,10 @@ non-contiguous layout): the caller then runs its NumPy/CuPy path, which stays th
   run at once on a small pool of Python threads (no OpenMP pool, fork-safe). Small inputs run
   in the calling thread. ``set_num_threads(n)`` sets the kernels' and BLAS's threads together.
   With several threads the matrix products run on the same pool (``gemm``): compiled parts call
-  NumPy's own ``cblas_?gemm`` on blocks, with BLAS set to one thread around them, so one pool
-  of threads serves the whole program and BLAS's own workers (which busy-wait between calls)
-  stay asleep.
+  NumPy's own ``cblas_?gemm`` on blocks, with BLAS put on one thread from the first such call
+  (``set_num_threads`` or ``set_enabled(False)`` give it its threads back), so one pool of
+  threads serves the whole program and BLAS's own workers (which busy-wait between calls) stay
+  asleep.
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ from .attention import attention_backward, attention_forward
 from .conv import (avg_pool2d_backward, avg_pool2d_forward, col2im, conv2d_backward, conv2d_forward,
                    im2col, max_pool2d_backward, max_pool2d_forward, max_pool_blocks_backward,
                    max_pool_blocks_forward)
-from .gemm import matmul
+from .gemm import matmul, matmuls
 from .misc import binary, dropout_forward, embedding_backward, mean_all, scale_rows, sum_all, var_all
 from .norm import layer_norm_backward, layer_norm_forward
 from .softmax import (cross_entropy, log_softmax_backward, log_softmax_forward, softmax_backward,
@@ -71,6 +72,7 @@ __all__ = [
     "log_softmax_backward",
     "log_softmax_forward",
     "matmul",
+    "matmuls",
     "max_pool2d_backward",
     "max_pool2d_forward",
     "max_pool_blocks_backward",

@@ -50,6 +50,8 @@ def set_enabled(on: bool) -> bool:
     if not isinstance(on, bool):
         raise TypeError(f"lamina.kernels.set_enabled: expected a bool, got {type(on).__name__}")
     previous, _enabled = _enabled, on
+    if not on:
+        restore_blas()  # NumPy's products get BLAS's own threads back
     return previous
 
 
@@ -251,49 +253,63 @@ def threads() -> int:
 
 def set_num_threads(n: int) -> None:
     """Use ``n`` threads in the kernels and in BLAS (through threadpoolctl) together. Only BLAS
-    libraries are limited: an OpenMP runtime in the process (PyTorch's) keeps its own setting."""
+    libraries are limited: an OpenMP runtime in the process (PyTorch's) keeps its own setting.
+    With several threads the kernels run large products on their own threads, each calling BLAS,
+    and put BLAS on one thread from the first such call (``single_thread_blas``)."""
     global _threads
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"set_num_threads: expected an int >= 1, got {n!r}")
     from threadpoolctl import threadpool_limits
+    _blas_before.clear()
     threadpool_limits(n, user_api="blas")
     _threads = n
 
 
-_blas_libs = None  # threadpoolctl's controllers of the loaded BLAS libraries
-_blas_scan = -1    # len(sys.modules) when they were found: an import may load another BLAS
+_blas_libs = None  # threadpoolctl's controllers of NumPy's BLAS, found once
+_blas_before: dict = {}  # filepath -> (controller, its thread count before single_thread_blas)
 
 
-class _BlasThreads:
-    """``with blas_threads(n):`` BLAS runs on n threads inside, its previous count restored after.
-    Through the BLAS libraries' own set/get calls (threadpoolctl finds them again only after an
-    import), so it costs a few microseconds; a no-op without threadpoolctl."""
-
-    def __init__(self, n):
-        self.n, self.saved = n, []
-
-    def __enter__(self):
-        global _blas_libs, _blas_scan
-        if _blas_scan != len(sys.modules):
-            _blas_scan = len(sys.modules)
-            try:
-                from threadpoolctl import ThreadpoolController
-                _blas_libs = [c for c in ThreadpoolController().lib_controllers if c.user_api == "blas"]
-            except Exception:  # threadpoolctl missing or unable to inspect: leave BLAS alone
-                _blas_libs = []
-        self.saved = [(c, n) for c, n in ((c, c.get_num_threads()) for c in _blas_libs) if n != self.n]
-        for c, _ in self.saved:
-            c.set_num_threads(self.n)
-        return self
-
-    def __exit__(self, *exc):
-        for c, n in self.saved:
-            c.set_num_threads(n)
-        return False
+def _blas_controllers():
+    """threadpoolctl's controllers of the BLAS that NumPy calls: the library in NumPy's own
+    folder (its wheels bundle one), else every BLAS library loaded; [] without threadpoolctl.
+    Other BLAS libraries (SciPy's own copy, say) are never called from the kernels' parts."""
+    global _blas_libs
+    if _blas_libs is None:
+        try:
+            import numpy as np
+            from threadpoolctl import ThreadpoolController
+            found = [c for c in ThreadpoolController().lib_controllers if c.user_api == "blas"]
+            here = os.path.dirname(np.__file__)  # .../numpy; wheels put the library in .../numpy.libs
+            own = [c for c in found if c.filepath.startswith((here + os.sep, here + ".libs" + os.sep))]
+            _blas_libs = own or found
+        except Exception:  # threadpoolctl missing or unable to inspect: leave BLAS alone
+            _blas_libs = []
+    return _blas_libs
 
 
-def blas_threads(n: int) -> _BlasThreads:
-    return _BlasThreads(n)
+def single_thread_blas() -> None:
+    """Put BLAS on one thread for parts that call it, and leave it there.
+
+    Parts running at once on the kernel threads each call BLAS (``lamina.kernels.gemm``, the
+    convolutions, attention); with BLAS on several threads OpenBLAS's own workers would compete
+    with them for the cores. The count is not set back after each call: setting OpenBLAS's count
+    to 1 and back around every split product cost 10-30 us a product here (a 2-part 8 x 8 x 8
+    product took 50 against 20 us, a 768 x 128 x 128 one 227 against 180), a few percent of the
+    baby GPT's step. ``restore_blas`` (run by ``set_num_threads`` and ``set_enabled(False)``)
+    puts back the counts found here. Costs a get per library (under a microsecond) when BLAS is
+    on one thread already."""
+    for c in _blas_controllers():
+        n = c.get_num_threads()
+        if n is not None and n != 1:
+            _blas_before.setdefault(c.filepath, (c, n))
+            c.set_num_threads(1)
+
+
+def restore_blas() -> None:
+    """Give BLAS back the thread counts ``single_thread_blas`` found."""
+    while _blas_before:
+        _, (c, n) = _blas_before.popitem()
+        c.set_num_threads(n)
 
 
 def get_num_threads() -> int:

@@ -62,9 +62,8 @@ def attention_forward(q, k, v, scale, causal):
     out = np.empty_like(q, shape=(B, H, L, v.shape[3]))
     p = np.empty((B, H, L, k.shape[2]), q.dtype)
     address, sc, fn = gemm.addresses()[q.dtype], float(scale), _lib().forward
-    with _runtime.blas_threads(1):
-        _runtime.run_parts(fn, [(address, q, k, v, p, out, lo, hi, sc, bool(causal))
-                                for lo, hi in _spans(q, k, v)])
+    _runtime.single_thread_blas()
+    _runtime.run_parts(fn, [(address, q, k, v, p, out, lo, hi, sc, bool(causal)) for lo, hi in _spans(q, k, v)])
     return out, p
 
 
@@ -101,7 +100,7 @@ def attention_backward(g, q, k, v, weights, scale, causal, needs=(True, True, Tr
     scratch = np.empty((len(spans), q.shape[2], k.shape[2]), q.dtype)
     flags = np.array([nq, nk, nv])
     address, sc, fn = gemm.addresses()[q.dtype], float(scale), _lib().backward
-    with _runtime.blas_threads(1):
-        _runtime.run_parts(fn, [(address, g, q, k, v, weights, dq, dk, dv, scratch[i], flags, lo, hi, sc,
-                                 bool(causal)) for i, (lo, hi) in enumerate(spans)])
+    _runtime.single_thread_blas()
+    _runtime.run_parts(fn, [(address, g, q, k, v, weights, dq, dk, dv, scratch[i], flags, lo, hi, sc,
+                             bool(causal)) for i, (lo, hi) in enumerate(spans)])
     return dq if nq else None, dk if nk else None, dv if nv else None

@@ -190,8 +190,8 @@ def _run(worker, parts):
     """``[worker(*args) for args in parts]``, several at once with BLAS on one thread each."""
     if len(parts) == 1:
         return [worker(*parts[0])]
-    with _runtime.blas_threads(1):
-        return _runtime.run_parts(worker, parts)
+    _runtime.single_thread_blas()
+    return _runtime.run_parts(worker, parts)
 
 
 # ---------------------------------------------------------------- planar columns

@@ -123,8 +123,13 @@ class Linear(Op):
             return NotImplemented
         needs = self.needs_input_grad
         g2 = g.reshape(-1, g.shape[-1])
-        gx = _product(g2, w).reshape(x.shape) if needs[0] else None
-        gw = _product(g2.T, x.reshape(-1, x.shape[-1])) if needs[1] else None
+        x2 = x.reshape(-1, x.shape[-1])
+        both = _kernels.matmuls([(g2, w), (g2.T, x2)]) if needs[0] and needs[1] else None
+        if both is not None:  # the two products at once, one per thread
+            gx, gw = both[0].reshape(x.shape), both[1]
+        else:
+            gx = _product(g2, w).reshape(x.shape) if needs[0] else None
+            gw = _product(g2.T, x2) if needs[1] else None
         if b is None:
             return gx, gw
         return gx, gw, (g2.sum(axis=0) if needs[2] else None)

@@ -1,6 +1,6 @@
 """lamina.kernels.matmul: with several threads, a product past BLAS_ALONE multiply-adds runs on
 the kernel threads as (matrix, row block) pairs of single-thread GEMMs called from compiled code
-through NumPy's own cblas_?gemm, equal to NumPy's, with BLAS's thread setting restored; small
+through NumPy's own cblas_?gemm, equal to NumPy's, with BLAS left on one thread; small
 products, one thread and what it does not take come back as None (the caller multiplies as
 before)."""
 import numpy as np
@@ -16,12 +16,17 @@ pytestmark = pytest.mark.skipif(not gemm.addresses(), reason="NumPy's BLAS has n
 
 @pytest.fixture
 def two_threads(monkeypatch):
+    """Two kernel threads, and BLAS on two threads until a split product puts it on one."""
+    from threadpoolctl import threadpool_limits
     monkeypatch.setattr(_runtime, "_threads", 2)
+    with threadpool_limits(2, user_api="blas"):
+        yield
+        _runtime.restore_blas()
 
 
 def _blas():
-    from threadpoolctl import threadpool_info
-    return {p["filepath"]: p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"}
+    """Thread counts of NumPy's BLAS libraries (the ones the parts call)."""
+    return {c.filepath: c.get_num_threads() for c in _runtime._blas_controllers()}
 
 
 def _tol(dtype):
@@ -32,10 +37,7 @@ def _tol(dtype):
                                     ((2, 3, 70, 64), (2, 3, 64, 60)), ((1, 4096), (4096, 80)),
                                     ((3, 1, 900), (3, 900, 100))])
 @pytest.mark.parametrize("layout", ["c", "a_transposed", "b_transposed", "both_transposed"])
-def test_matmul_equals_numpy_and_restores_blas(shapes, layout, dtype, two_threads, monkeypatch, part_counts):
-    seen = []
-    original = _runtime.blas_threads
-    monkeypatch.setattr(_runtime, "blas_threads", lambda n: seen.append(n) or original(n))
+def test_matmul_equals_numpy_on_single_thread_blas(shapes, layout, dtype, two_threads, part_counts):
     calls = part_counts
     rng = np.random.default_rng(5)
 
@@ -43,9 +45,8 @@ def test_matmul_equals_numpy_and_restores_blas(shapes, layout, dtype, two_thread
         return rand(rng, shape[:-2] + shape[:-3:-1], dtype).swapaxes(-1, -2) if transposed else rand(rng, shape, dtype)
     a = make(shapes[0], layout in ("a_transposed", "both_transposed"))
     b = make(shapes[1], layout in ("b_transposed", "both_transposed"))
-    before = _blas()
     got = K.matmul(a, b)
-    assert seen == [1] and {f: _blas()[f] for f in before} == before
+    assert set(_blas().values()) == {1}  # the parts call BLAS themselves: it runs on one thread
     assert calls == [2]  # a part per thread: whole matrices, or blocks of rows or columns
     want = np.matmul(a, b)
     assert got.shape == want.shape and got.dtype == want.dtype and got.flags.c_contiguous
@@ -104,7 +105,7 @@ def test_matmul_op_takes_the_kernel_threads_and_matches_numpy(two_threads, part_
     w = lamina.tensor(rng.standard_normal((80, 96)).astype(np.float32), requires_grad=True)
     y = lamina.nn.functional.linear(x, w)
     y.backward(lamina.ones_like(y))
-    assert len(calls) == 3                                              # forward, dx, dw
+    assert calls == [2, 2]  # the forward split in two; dx and dw at once, one per thread
     xa, wa = x.detach().numpy(), w.detach().numpy()
     np.testing.assert_allclose(y.detach().numpy(), xa @ wa.T, rtol=1e-5, atol=1e-4)
     np.testing.assert_allclose(x.grad.numpy(), np.ones((64, 80), np.float32) @ wa, rtol=1e-5, atol=1e-4)
@@ -137,3 +138,28 @@ def test_product_ignores_the_strides_of_dimensions_of_one(dtype):
         np.testing.assert_allclose(gemm.product(b.T, a.T, 2), b.T @ a.T, **_tol(dtype))
     np.testing.assert_allclose(gemm.product(b.T, column, 2), b.T @ column, **_tol(dtype))
     np.testing.assert_allclose(gemm.product(column, row, 3), column @ row, **_tol(dtype))
+
+
+def test_matmuls_share_the_threads_out_by_work(dtype, two_threads, part_counts):
+    """Several products in one hand-over, equal to NumPy's: as many products as threads run
+    whole, one part each; a product with most of the work gets the threads to itself."""
+    rng = np.random.default_rng(11)
+    a, b = rand(rng, (300, 70), dtype), rand(rng, (70, 90), dtype)
+    c, d = rand(rng, (90, 300), dtype), rand(rng, (300, 70), dtype)
+    got = K.matmuls([(a, b), (c, d)])
+    assert part_counts == [2] and set(_blas().values()) == {1}
+    for y, (u, v) in zip(got, [(a, b), (c, d)]):
+        np.testing.assert_allclose(y, u @ v, **_tol(dtype))
+    big, small = (rand(rng, (900, 300), dtype), rand(rng, (300, 200), dtype)), (rand(rng, (4, 5), dtype), rand(rng, (5, 6), dtype))
+    got = K.matmuls([big, small])
+    assert part_counts[1] == 3  # two blocks of the big one, the small one whole
+    for y, (u, v) in zip(got, [big, small]):
+        np.testing.assert_allclose(y, u @ v, **_tol(dtype))
+
+
+def test_matmuls_declines(two_threads):
+    rng = np.random.default_rng(12)
+    a, b = rand(rng, (300, 70), np.float32), rand(rng, (70, 90), np.float32)
+    assert K.matmuls([(a, b), (a.astype(np.float64), b)]) is None      # one pair it cannot take
+    assert K.matmuls([(a[:3], b[:, :4])]) is None                        # within BLAS_ALONE
+    assert K.matmuls([(a, b[:60])]) is None                              # shapes that do not multiply

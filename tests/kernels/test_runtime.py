@@ -198,18 +198,38 @@ def test_split_kernels_work_in_a_forked_child():
         _checks.force_parts = previous
 
 
-def test_blas_threads_sets_and_restores_the_blas_thread_count():
+def test_single_thread_blas_stays_until_set_num_threads_or_kernels_off(monkeypatch):
+    """Split parts put BLAS on one thread and leave it there (no set and restore per call);
+    set_num_threads gives BLAS the new count, and switching kernels off gives back the count
+    BLAS had."""
     threadpoolctl = pytest.importorskip("threadpoolctl")
-    from lamina.kernels import _runtime
+    import numpy  # noqa: F401 - its BLAS is the one to control
 
     def blas():
-        return {i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"}
-    before = blas()
-    with threadpoolctl.threadpool_limits(2, user_api="blas"):
-        with _runtime.blas_threads(1):
-            assert blas() <= {1}
-        assert blas() <= {2}
-    assert blas() == before
+        return {c.get_num_threads() for c in _runtime._blas_controllers()}
+    if not blas():
+        pytest.skip("no BLAS library that threadpoolctl can control")
+    previous_threads = _runtime._threads
+    try:
+        with threadpoolctl.threadpool_limits(2, user_api="blas"):
+            _runtime.single_thread_blas()
+            assert blas() == {1}
+            _runtime.single_thread_blas()  # already there: nothing changes
+            assert blas() == {1}
+            _runtime.restore_blas()
+            assert blas() == {2}
+            _runtime.single_thread_blas()
+            _runtime.set_num_threads(2)    # an explicit count replaces what was saved
+            assert blas() == {2}
+            _runtime.single_thread_blas()
+            monkeypatch.setattr(_runtime, "_enabled", True)
+            _runtime.set_enabled(False)
+            assert blas() == {2}
+            _runtime.restore_blas()        # nothing left to restore
+            assert blas() == {2}
+    finally:
+        _runtime._threads = previous_threads
+        _runtime.restore_blas()
 
 
 def test_parts_hand_over_without_losing_a_call(monkeypatch):
