@@ -113,6 +113,15 @@ def _calls_per_round(fn, sync, target_s: float) -> int:
     return max(1, round(n * target_s / max(elapsed, 1e-9)))
 
 
+def _prepare(name: str) -> None:
+    """The raw column (NumPy) times NumPy with BLAS on its own threads. Lamina's split products
+    put NumPy's BLAS on one thread and leave it there (``lamina.kernels._runtime``'s
+    ``single_thread_blas``), so its threads are given back before NumPy is timed."""
+    if name == "raw":
+        from lamina.kernels import _runtime
+        _runtime.restore_blas()
+
+
 def measure(impls: dict, syncs: dict, rounds: int, target_s: float, warmup: int, settle_s: float) -> dict:
     """Per-call times (seconds), one per round, for each implementation, run interleaved.
 
@@ -121,11 +130,16 @@ def measure(impls: dict, syncs: dict, rounds: int, target_s: float, warmup: int,
     spins for about 0.1 s after a call) or its garbage is still waiting to be collected."""
     for _ in range(warmup):
         for name, fn in impls.items():
+            _prepare(name)
             _timed(fn, syncs[name], 1)
-    calls = {name: _calls_per_round(fn, syncs[name], target_s) for name, fn in impls.items()}
+    calls = {}
+    for name, fn in impls.items():
+        _prepare(name)
+        calls[name] = _calls_per_round(fn, syncs[name], target_s)
     samples = {name: [] for name in impls}
     for _ in range(rounds):
         for name, fn in impls.items():
+            _prepare(name)
             gc.collect(1)  # the young generations: a full collection of the heap torch brings costs ~0.1 s
             time.sleep(settle_s)
             samples[name].append(_timed(fn, syncs[name], calls[name]) / calls[name])

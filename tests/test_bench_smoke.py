@@ -44,3 +44,25 @@ def test_filter_threads_and_missing_gpu(tmp_path, capsys):
     if not (lamina.cuda_is_available() and torch.cuda.is_available()):
         assert main(["--quick", "--device", "cuda", "--json", str(path)]) == 2
         assert "--device cuda needs" in capsys.readouterr().err
+
+
+def test_numpy_column_gets_blas_threads_back(monkeypatch):
+    """Lamina's split products leave NumPy's BLAS on one thread; NumPy's column is timed with its
+    threads given back."""
+    from threadpoolctl import threadpool_limits
+
+    from bench import harness
+    from lamina.kernels import _runtime
+    controllers = _runtime._blas_controllers()
+    if not controllers:
+        pytest.skip("no BLAS library that threadpoolctl can control")
+    monkeypatch.setattr(_runtime, "_threads", 2)
+    seen = {}
+    with threadpool_limits(2, user_api="blas"):
+        _runtime.single_thread_blas()  # as a split product does
+        impls = {"lamina": lambda: None,
+                 "raw": lambda: seen.setdefault("raw", {c.get_num_threads() for c in controllers})}
+        harness.measure(impls, {"lamina": lambda: None, "raw": lambda: None}, rounds=1, target_s=1e-4,
+                        warmup=0, settle_s=0)
+        _runtime.restore_blas()
+    assert seen["raw"] == {2}
