@@ -11,9 +11,9 @@ _k = None
 
 # An element's cost relative to a pass that only moves memory (``_checks.parallel``): the forward
 # reads each row twice (statistics, then the output); the backward reads two arrays, sums two
-# products per row and per feature and writes a third. Measured at 2 threads, 2048 x 128 ran
-# 91 -> 65 us forward and 152 -> 102 us backward split in two, 768 x 128 backward 68 -> 59 us
-# (its forward, 39 us, gained nothing), 64 x 128 lost from splitting.
+# products per row and per feature and writes a third. Measured at 2 threads: 2048 x 128 forward
+# 91 -> 65-75 us split, 768 x 128 backward 68 -> 59-62 us (its forward, 39 us, gained nothing
+# and stays whole), 64 x 128 stays whole (split, it took twice as long).
 FORWARD_COST, BACKWARD_COST = 3, 6
 
 
